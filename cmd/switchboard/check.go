@@ -1,0 +1,159 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+)
+
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("check", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	asJSON := fl.Bool("json", false, "print the diagnostics as a JSON array")
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: switchboard check [--json] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	targets := fl.Args()
+	if len(targets) == 0 {
+		targets = []string{"."}
+	}
+	sets, err := ruleSets(targets)
+	if err != nil {
+		fmt.Fprintf(stderr, "switchboard check: %v\n", err)
+		return 2
+	}
+	all := dsl.Diagnostics{}
+	for _, s := range sets {
+		var rs *dsl.RuleSet
+		var ds dsl.Diagnostics
+		if s.files == nil {
+			rs, ds = dsl.Load(s.dir)
+		} else {
+			rs, ds = dsl.LoadFiles(s.dir, s.files)
+		}
+		all = append(all, ds...)
+		if *asJSON {
+			continue
+		}
+		for _, d := range ds {
+			fmt.Fprintln(stdout, d)
+		}
+		if rs != nil {
+			fmt.Fprintf(stderr, "ok\t%s\t%s\n", s.dir, summary(rs))
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(all); err != nil {
+			fmt.Fprintf(stderr, "switchboard check: %v\n", err)
+			return 2
+		}
+	}
+	if all.HasErrors() {
+		return 1
+	}
+	return 0
+}
+
+func summary(rs *dsl.RuleSet) string {
+	parts := []string{plural(len(rs.Rules), "rule")}
+	if n := len(rs.Segments); n > 0 {
+		parts = append(parts, plural(n, "segment"))
+	}
+	if rs.Team != nil {
+		parts = append(parts, plural(len(rs.Team.Agents), "agent"), plural(len(rs.Team.Groups), "group"))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// ruleSet is a directory to check, whole (files nil) or only some files.
+type ruleSet struct {
+	dir   string
+	files []string
+}
+
+// ruleSets resolves command-line targets: a directory is one rule set,
+// DIR/... is every directory below DIR holding .rules files, and files are
+// grouped by directory.
+func ruleSets(targets []string) ([]ruleSet, error) {
+	var sets []ruleSet
+	byDir := map[string]int{}
+	add := func(dir string, file string) {
+		i, ok := byDir[dir]
+		if !ok {
+			i = len(sets)
+			byDir[dir] = i
+			sets = append(sets, ruleSet{dir: dir})
+		}
+		if file != "" && !slices.Contains(sets[i].files, file) {
+			sets[i].files = append(sets[i].files, file)
+		}
+	}
+	for _, t := range targets {
+		if root, ok := strings.CutSuffix(t, "..."); ok {
+			root = filepath.Clean(strings.TrimSuffix(root, "/"))
+			if root == "" {
+				root = "."
+			}
+			var found bool
+			err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if !d.IsDir() {
+					return nil
+				}
+				if files, _ := dsl.RuleFiles(path); len(files) > 0 {
+					add(path, "")
+					found = true
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			if !found {
+				return nil, fmt.Errorf("%s: no rule sets (directories with .rules files) below %s", t, root)
+			}
+			continue
+		}
+		info, err := os.Stat(t)
+		if err != nil {
+			return nil, err
+		}
+		if info.IsDir() {
+			add(filepath.Clean(t), "")
+			continue
+		}
+		add(filepath.Dir(t), t)
+	}
+	// A directory named whole wins over some of its files.
+	for i := range sets {
+		for _, t := range targets {
+			if filepath.Clean(t) == sets[i].dir {
+				sets[i].files = nil
+			}
+		}
+	}
+	return sets, nil
+}

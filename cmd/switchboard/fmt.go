@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+)
+
+func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("fmt", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	write := fl.Bool("w", false, "write the result to the file instead of printing it")
+	list := fl.Bool("l", false, "list files whose formatting differs, print nothing else")
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: switchboard fmt [-w] [-l] FILE|DIR...\n\nPrints rule files in canonical form, comments kept. With no file, formats stdin.")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() == 0 {
+		src, err := io.ReadAll(stdin)
+		if err != nil {
+			fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
+			return 2
+		}
+		out, err := dsl.FormatSource("<stdin>", string(src))
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		stdout.Write(out)
+		return 0
+	}
+	var files []string
+	for _, a := range fl.Args() {
+		info, err := os.Stat(a)
+		if err != nil {
+			fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
+			return 2
+		}
+		if !info.IsDir() {
+			files = append(files, a)
+			continue
+		}
+		more, err := dsl.RuleFiles(a)
+		if err != nil {
+			fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
+			return 2
+		}
+		files = append(files, more...)
+	}
+	code := 0
+	for _, name := range files {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
+			code = 1
+			continue
+		}
+		out, err := dsl.FormatSource(name, string(src))
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			code = 1
+			continue
+		}
+		changed := !bytes.Equal(src, out)
+		switch {
+		case *list:
+			if changed {
+				fmt.Fprintln(stdout, name)
+			}
+		case *write:
+			if changed {
+				if err := writeFileAtomic(name, out); err != nil {
+					fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
+					code = 1
+				}
+			}
+		default:
+			stdout.Write(out)
+		}
+	}
+	return code
+}
+
+// writeFileAtomic replaces a file by renaming a temporary file over it, so
+// that an interrupted write never leaves half a rule file.
+func writeFileAtomic(name string, data []byte) error {
+	info, err := os.Stat(name)
+	if err != nil {
+		return err
+	}
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, data, info.Mode().Perm()); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
+}

@@ -1,0 +1,355 @@
+package dsl
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/alecthomas/participle/v2/lexer"
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/vm"
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// envNames are the top-level names a condition may use, for suggestions.
+var envNames = func() []string {
+	var out []string
+	t := reflect.TypeFor[triggers.Env]()
+	for i := range t.NumField() {
+		out = append(out, t.Field(i).Tag.Get("expr"))
+	}
+	return out
+}()
+
+// fieldsOf maps a Go type name as expr prints it ("triggers.Contact") to
+// the condition's name for it and its fields, for suggestions.
+var fieldsOf = func() map[string]struct {
+	name   string
+	fields []string
+} {
+	out := map[string]struct {
+		name   string
+		fields []string
+	}{}
+	t := reflect.TypeFor[triggers.Env]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Type.Kind() != reflect.Struct || f.Type.PkgPath() != t.PkgPath() {
+			continue
+		}
+		var names []string
+		for j := range f.Type.NumField() {
+			names = append(names, f.Type.Field(j).Tag.Get("expr"))
+		}
+		out[f.Type.String()] = struct {
+			name   string
+			fields []string
+		}{f.Tag.Get("expr"), names}
+	}
+	return out
+}()
+
+// fragment is a piece of expr-lang source sliced from a rule file.
+type fragment struct {
+	src   string
+	start Pos
+}
+
+// fragmentOf slices the source of an expression from the file's code (its
+// comments blanked), from its first to its last significant token.
+func fragmentOf(f *File, toks []lexer.Token) (fragment, bool) {
+	var first, last *lexer.Token
+	for i := range toks {
+		if significant(toks[i]) {
+			if first == nil {
+				first = &toks[i]
+			}
+			last = &toks[i]
+		}
+	}
+	if first == nil {
+		return fragment{}, false
+	}
+	end := last.Pos.Offset + len(last.Value)
+	return fragment{src: f.code[first.Pos.Offset:end], start: posOf(first.Pos)}, true
+}
+
+// at returns the position of the rune at offset runeOff in the fragment.
+func (fr fragment) at(runeOff int) Pos {
+	p := fr.start
+	n := 0
+	for i, r := range fr.src {
+		if n == runeOff {
+			p.Offset = fr.start.Offset + i
+			return p
+		}
+		if r == '\n' {
+			p.Line++
+			p.Col = 1
+		} else {
+			p.Col++
+		}
+		n++
+	}
+	p.Offset = fr.start.Offset + len(fr.src)
+	return p
+}
+
+// call is a use of one of the environment's functions with a literal
+// argument, checked once the whole rule set is known.
+type call struct {
+	fn  string
+	arg string
+	lit bool // the argument is a string literal
+	pos Pos
+}
+
+// inspector is an expr patcher: it fills online()'s default argument and
+// records function calls and names for the checker.
+type inspector struct {
+	fr     fragment
+	calls  []call
+	idents map[string]Pos
+}
+
+func (v *inspector) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.CallNode:
+		id, ok := n.Callee.(*ast.IdentifierNode)
+		if !ok {
+			return
+		}
+		switch id.Value {
+		case triggers.FuncOnline, triggers.FuncAvailable, triggers.FuncIsOnline, triggers.FuncInSegment, triggers.FuncBusinessHours:
+		default:
+			return
+		}
+		if id.Value == triggers.FuncOnline && len(n.Arguments) == 0 {
+			arg := &ast.StringNode{Value: ""}
+			arg.SetLocation(n.Location())
+			n.Arguments = append(n.Arguments, arg)
+			return
+		}
+		if len(n.Arguments) != 1 {
+			return
+		}
+		c := call{fn: id.Value, pos: v.fr.at(n.Arguments[0].Location().From)}
+		if s, ok := n.Arguments[0].(*ast.StringNode); ok {
+			c.arg, c.lit = s.Value, true
+		}
+		v.calls = append(v.calls, c)
+	case *ast.IdentifierNode:
+		if _, seen := v.idents[n.Value]; !seen {
+			v.idents[n.Value] = v.fr.at(n.Location().From)
+		}
+	}
+}
+
+var exprOptions = []expr.Option{expr.Env(triggers.Env{})}
+
+// compileExpr compiles an expr fragment, turning its errors into
+// diagnostics at their place in the rule file.
+func (c *compiler) compileExpr(fr fragment, extra ...expr.Option) (*inspector, *vm.Program) {
+	insp := &inspector{fr: fr, idents: map[string]Pos{}}
+	opts := append(slices.Clip(exprOptions), expr.Patch(insp))
+	prog, err := expr.Compile(fr.src, append(opts, extra...)...)
+	if err != nil {
+		c.exprError(fr, err)
+		return insp, nil
+	}
+	for _, cl := range insp.calls {
+		c.checkCall(cl)
+	}
+	return insp, prog
+}
+
+// exprError reports an expr compile error in the rule file's coordinates.
+func (c *compiler) exprError(fr fragment, err error) {
+	var fe *file.Error
+	pos := fr.start
+	msg := err.Error()
+	if errors.As(err, &fe) {
+		pos = fr.at(fe.From)
+		msg = fe.Message
+	}
+	msg, hint := plainExprMessage(msg)
+	c.d.errorf(pos, CodeCondition, hint, "%s", msg)
+}
+
+var (
+	reUnknownName = regexp.MustCompile(`^unknown name (\S+)$`)
+	reNoField     = regexp.MustCompile(`^type (\S+) has no field (\S+)$`)
+	reMismatch    = regexp.MustCompile(`^invalid operation: (\S+) \(mismatched types (\S+) and (\S+)\)$`)
+	reExpected    = regexp.MustCompile(`^expected (\S+), but got (\S+)$`)
+)
+
+// plainExprMessage rewords expr's common errors for rule authors.
+func plainExprMessage(msg string) (string, string) {
+	if m := reUnknownName.FindStringSubmatch(msg); m != nil {
+		hint := didYouMean(m[1], envNames)
+		if hint == "" {
+			hint = "conditions see message, contact, conversation, agent, now, lang, channel, text, country and the functions online, is_online, available, in_segment, business_hours"
+		}
+		return fmt.Sprintf("unknown name %q", m[1]), hint
+	}
+	if m := reNoField.FindStringSubmatch(msg); m != nil {
+		if obj, ok := fieldsOf[m[1]]; ok {
+			hint := didYouMean(m[2], obj.fields)
+			if hint == "" {
+				hint = fmt.Sprintf("%s has %s", obj.name, strings.Join(obj.fields, ", "))
+			}
+			if obj.name == "contact" && hint == "" {
+				hint += "; custom attributes are contact.attrs." + m[2]
+			}
+			return fmt.Sprintf("%s has no field %q", obj.name, m[2]), hint
+		}
+		return fmt.Sprintf("%s has no field %q", m[1], m[2]), ""
+	}
+	if m := reMismatch.FindStringSubmatch(msg); m != nil {
+		hint := ""
+		if (m[2] == "string") != (m[3] == "string") {
+			hint = "quote text values, e.g. 'fr'"
+		}
+		return fmt.Sprintf("cannot use %s between %s and %s", m[1], m[2], m[3]), hint
+	}
+	if m := reExpected.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("the value must be %s, but this is %s", m[1], m[2]), ""
+	}
+	return msg, ""
+}
+
+// condition compiles a rule's or segment's condition.
+func (c *compiler) condition(f *File, x *exprAST, wherePos Pos, kind triggers.Kind) *Condition {
+	fr, ok := fragmentOf(f, x.Tokens)
+	if !ok {
+		c.d.errorf(wherePos, CodeCondition, "write a condition such as lang == 'fr', or remove where", "empty condition after where")
+		return nil
+	}
+	insp, prog := c.compileExpr(fr)
+	if prog == nil {
+		return nil
+	}
+	cond := &Condition{Source: fr.src, Pos: fr.start, Program: prog}
+	if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
+		c.d.errorf(fr.start, CodeNotBool, "compare it, e.g. contact.name != ''", "condition must be true or false, but this is a %s", typeWord(t))
+	}
+	if kind != triggers.AgentStatus && kind != 0 {
+		if p, used := insp.idents["agent"]; used {
+			c.d.errorf(p, CodeAgentOnlyField, "use conversation.assignee for the conversation's agent", "agent is only set in agent status rules")
+		}
+	}
+	for _, cl := range insp.calls {
+		if cl.fn == triggers.FuncInSegment && cl.lit && !slices.Contains(cond.Segments, cl.arg) {
+			cond.Segments = append(cond.Segments, cl.arg)
+		}
+	}
+	cond.Clauses = c.clauses(fr)
+	return cond
+}
+
+func typeWord(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "text (string)"
+	case reflect.Int, reflect.Int64, reflect.Float64:
+		return "number"
+	case reflect.Slice:
+		return "list"
+	case reflect.Map:
+		return "map"
+	}
+	return t.String()
+}
+
+// checkCall checks a function's literal argument against the team and the
+// segments.
+func (c *compiler) checkCall(cl call) {
+	switch cl.fn {
+	case triggers.FuncInSegment:
+		if !cl.lit {
+			c.d.errorf(cl.pos, CodeSegment, `write in_segment("NAME")`, "in_segment needs a quoted segment name")
+			return
+		}
+		if c.segments[cl.arg] == nil {
+			hint := didYouMean(cl.arg, c.segmentNames)
+			if hint == "" {
+				hint = `declare it with segment "` + cl.arg + `" where ...`
+			}
+			c.d.errorf(cl.pos, CodeSegment, hint, "unknown segment %q", cl.arg)
+		}
+	case triggers.FuncBusinessHours:
+		if !cl.lit {
+			return
+		}
+		h, err := ParseHours(cl.arg)
+		if err != nil {
+			c.d.errorf(cl.pos, CodeHours, "", "business_hours: %v", err)
+			return
+		}
+		c.hours[cl.arg] = h
+	case triggers.FuncOnline, triggers.FuncAvailable:
+		if cl.lit && cl.arg != "" {
+			c.checkGroup(cl.arg, cl.pos)
+		}
+	case triggers.FuncIsOnline:
+		if cl.lit {
+			c.checkUser(cl.arg, cl.pos)
+		}
+	}
+}
+
+// clauses splits a condition at its top-level "and"s and compiles each part
+// on its own, for explain. It returns nil for a single clause, or when a
+// part does not compile on its own.
+func (c *compiler) clauses(fr fragment) []*Clause {
+	tree, err := parser.Parse(fr.src)
+	if err != nil {
+		return nil
+	}
+	var parts []ast.Node
+	var split func(n ast.Node)
+	split = func(n ast.Node) {
+		if b, ok := n.(*ast.BinaryNode); ok && (b.Operator == "&&" || b.Operator == "and") {
+			split(b.Left)
+			split(b.Right)
+			return
+		}
+		parts = append(parts, n)
+	}
+	split(tree.Node)
+	if len(parts) < 2 {
+		return nil
+	}
+	out := make([]*Clause, 0, len(parts))
+	for _, p := range parts {
+		src := p.String()
+		prog, err := expr.Compile(src, append(slices.Clip(exprOptions), expr.Patch(&inspector{fr: fragment{src: src}, idents: map[string]Pos{}}))...)
+		if err != nil {
+			return nil
+		}
+		out = append(out, &Clause{Source: src, Pos: fr.at(leftmost(p)), Program: prog})
+	}
+	return out
+}
+
+// leftmost returns the smallest source offset in a node's subtree: the
+// start of the clause as written.
+func leftmost(n ast.Node) int {
+	from := n.Location().From
+	ast.Walk(&n, visitFunc(func(m *ast.Node) {
+		if f := (*m).Location().From; f < from {
+			from = f
+		}
+	}))
+	return from
+}
+
+type visitFunc func(*ast.Node)
+
+func (f visitFunc) Visit(n *ast.Node) { f(n) }

@@ -1,0 +1,292 @@
+package dsl
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/alecthomas/participle/v2"
+	"github.com/alecthomas/participle/v2/lexer"
+)
+
+// File is one parsed rule file: its items (rules and segments, in order)
+// and its comments, which the formatter keeps.
+type File struct {
+	Name     string
+	Src      string
+	Items    []*Item
+	Comments []Comment
+	// code is Src with every comment blanked out, so that a condition can be
+	// sliced from it and handed to expr with its columns intact.
+	code string
+}
+
+// Comment is one "# ..." comment.
+type Comment struct {
+	Pos  Pos
+	Text string
+	// Own reports whether the comment is alone on its line.
+	Own bool
+}
+
+// Item is one rule or segment as parsed, or the syntax error that stopped it.
+type Item struct {
+	Start, End Pos // first and last significant tokens
+	Rule       *ruleAST
+	Segment    *segmentAST
+	Err        *Diagnostic
+	// OneLine reports whether the item was written on a single line.
+	OneLine bool
+}
+
+// ParseFile splits a rule file into items and parses each one. Syntax
+// errors are returned as diagnostics, one per broken item, so that a single
+// mistake does not hide the rest of the file.
+func ParseFile(name, src string) (*File, Diagnostics) {
+	f := &File{Name: name, Src: src}
+	var d diags
+	toks, err := tokenize(name, src)
+	if err != nil {
+		d.errorf(Pos{File: name, Line: 1, Col: 1}, CodeSyntax, "", "cannot read file: %v", err)
+		return f, d.list
+	}
+	f.code = blankComments(src, toks, f)
+	for _, span := range splitItems(toks) {
+		item := parseItem(name, span)
+		f.Items = append(f.Items, item)
+		if item.Err != nil {
+			d.list = append(d.list, *item.Err)
+		}
+	}
+	return f, d.list
+}
+
+func tokenize(name, src string) ([]lexer.Token, error) {
+	l, err := lex.LexString(name, src)
+	if err != nil {
+		return nil, err
+	}
+	return lexer.ConsumeAll(l)
+}
+
+// blankComments records the comments of f and returns src with each comment
+// replaced by spaces.
+func blankComments(src string, toks []lexer.Token, f *File) string {
+	var b []byte
+	lineStart := true
+	for _, t := range toks {
+		switch t.Type {
+		case tokComment:
+			f.Comments = append(f.Comments, Comment{Pos: posOf(t.Pos), Text: t.Value, Own: lineStart})
+			if b == nil {
+				b = []byte(src)
+			}
+			for i := t.Pos.Offset; i < t.Pos.Offset+len(t.Value); i++ {
+				b[i] = ' '
+			}
+		case tokNL:
+			lineStart = true
+		case tokWS:
+		default:
+			lineStart = false
+		}
+	}
+	if b == nil {
+		return src
+	}
+	return string(b)
+}
+
+// significant reports whether a token matters to the grammar.
+func significant(t lexer.Token) bool {
+	return t.Type != tokWS && t.Type != tokComment && t.Type != tokNL && !t.EOF()
+}
+
+// splitItems cuts the token stream into items: a new item starts at a
+// "rule", "on" or "segment" that begins a line, except that the "on" line
+// after "rule NAME" belongs to that rule.
+func splitItems(toks []lexer.Token) [][]lexer.Token {
+	var (
+		items     [][]lexer.Token
+		start     = 0
+		lineStart = true
+		first     = "" // first significant word of the current item
+		count     = 0  // significant tokens in the current item
+	)
+	for i, t := range toks {
+		if t.EOF() {
+			break
+		}
+		if t.Type == tokNL {
+			lineStart = true
+			continue
+		}
+		if !significant(t) {
+			continue
+		}
+		if lineStart && t.Type == tokIdent && (t.Value == "rule" || t.Value == "on" || t.Value == "segment") {
+			attach := t.Value == "on" && first == "rule" && count <= 2
+			if !attach && count > 0 {
+				items = append(items, toks[start:i])
+				start = i
+				count = 0
+			}
+		}
+		if count == 0 {
+			first = t.Value
+		}
+		count++
+		lineStart = false
+	}
+	if count > 0 {
+		items = append(items, toks[start:len(toks)])
+	}
+	return items
+}
+
+// sliceLexer replays pre-lexed tokens to participle.
+type sliceLexer struct {
+	toks []lexer.Token
+	eof  lexer.Position
+}
+
+func (s *sliceLexer) Next() (lexer.Token, error) {
+	if len(s.toks) == 0 {
+		return lexer.EOFToken(s.eof), nil
+	}
+	t := s.toks[0]
+	s.toks = s.toks[1:]
+	return t, nil
+}
+
+func parseItem(name string, toks []lexer.Token) *Item {
+	item := &Item{}
+	var last lexer.Token
+	firstSet := false
+	for _, t := range toks {
+		if !significant(t) {
+			continue
+		}
+		if !firstSet {
+			item.Start = posOf(t.Pos)
+			firstSet = true
+		}
+		last = t
+	}
+	// EOF sits just after the last significant token, so "expected then"
+	// points at the end of what was written rather than at the next rule.
+	eof := last.Pos
+	eof.Advance(last.Value)
+	item.End = posOf(last.Pos)
+	item.OneLine = item.Start.Line == item.End.Line
+	// An unterminated string swallows the rest of its line; say so rather
+	// than report whatever the parser trips on next.
+	for _, t := range toks {
+		if t.Type == tokBad {
+			item.Err = &Diagnostic{Pos: posOf(t.Pos), Severity: Error, Code: CodeSyntax,
+				Message: "unterminated string " + t.Value, Hint: "add the closing quote"}
+			return item
+		}
+	}
+	// Drop the EOF token the lexer added at the very end of the file.
+	if n := len(toks); n > 0 && toks[n-1].EOF() {
+		toks = toks[:n-1]
+	}
+	pl, err := lexer.Upgrade(&sliceLexer{toks: toks, eof: eof}, tokWS, tokComment)
+	if err == nil {
+		var ast *itemAST
+		ast, err = itemParser.ParseFromLexer(pl)
+		if err == nil {
+			item.Rule, item.Segment = ast.Rule, ast.Segment
+			return item
+		}
+	}
+	item.Err = syntaxError(name, err)
+	return item
+}
+
+func posOf(p lexer.Position) Pos {
+	return Pos{File: p.Filename, Line: p.Line, Col: p.Column, Offset: p.Offset}
+}
+
+// syntaxError turns a participle error into a diagnostic in plain words.
+func syntaxError(name string, err error) *Diagnostic {
+	d := &Diagnostic{Severity: Error, Code: CodeSyntax, Message: err.Error()}
+	var perr participle.Error
+	if !errors.As(err, &perr) {
+		d.Pos = Pos{File: name, Line: 1, Col: 1}
+		return d
+	}
+	d.Pos = posOf(perr.Position())
+	if d.Pos.File == "" {
+		d.Pos.File = name
+	}
+	d.Message, d.Hint = explainSyntax(perr)
+	return d
+}
+
+func explainSyntax(perr participle.Error) (msg, hint string) {
+	var ute *participle.UnexpectedTokenError
+	if !errors.As(perr, &ute) {
+		return perr.Message(), ""
+	}
+	tok := ute.Unexpected
+	if tok.Type == tokBad {
+		return "unterminated string " + tok.Value, "add the closing quote"
+	}
+	got := describeToken(tok)
+	expected := ute.Expect
+	if m := ute.Message(); expected == "" {
+		if i := strings.Index(m, "(expected "); i >= 0 {
+			expected = strings.TrimSuffix(m[i+len("(expected "):], ")")
+		}
+	}
+	first, _, _ := strings.Cut(expected, " ")
+	if strings.HasPrefix(expected, "<ident> ~(") {
+		first = "ActionAST"
+	}
+	switch first {
+	case "AlgoAST":
+		return fmt.Sprintf("expected an algorithm after by, found %s", got), "algorithms are " + quoteList(algorithmWords(), "or")
+	case "ArrowAST":
+		return fmt.Sprintf("expected \"then\", \"->\" or \"→\" before the actions, found %s", got), ""
+	case "OnAST":
+		if tok.Value == "rule" {
+			return "expected a name after rule", "write rule \"NAME\" on the line before on"
+		}
+		return fmt.Sprintf("expected \"on\" and a trigger, found %s", got), "write e.g. \"on incoming message\""
+	case "ActionAST", "ActionAST?":
+		return fmt.Sprintf("expected an action, found %s", got), "actions are " + quoteList(actionWords, "or")
+	case "NameAST":
+		return fmt.Sprintf("expected a name, found %s", got), "write a word or a \"quoted name\""
+	case "ExprAST", "SetExprAST":
+		return fmt.Sprintf("expected an expression, found %s", got), ""
+	case "StringAST":
+		return fmt.Sprintf("expected a \"quoted text\", found %s", got), ""
+	case "TokenIdent":
+		return fmt.Sprintf("expected a word, found %s", got), ""
+	case "NumberAST", "CostAST":
+		return fmt.Sprintf("expected a number, found %s", got), ""
+	case `"="`:
+		return fmt.Sprintf("expected \"=\" after the path to set, found %s", got), "write set PATH = EXPRESSION"
+	case `"]"`, `","`:
+		return fmt.Sprintf("expected \",\" or \"]\" in the skill list, found %s", got), ""
+	case "":
+		return fmt.Sprintf("unexpected %s", got), "each rule or segment starts a line with \"rule\", \"on\" or \"segment\""
+	}
+	return fmt.Sprintf("unexpected %s (expected %s)", got, expected), ""
+}
+
+var actionWords = []string{"assign", "reassign", "reply", "notify", "tag", "set", "stop"}
+
+func describeToken(t lexer.Token) string {
+	switch {
+	case t.EOF():
+		return "end of rule"
+	case t.Type == tokNL:
+		return "end of line"
+	case t.Type == tokBad:
+		return "unterminated string " + t.Value
+	}
+	return fmt.Sprintf("%q", t.Value)
+}

@@ -1,0 +1,251 @@
+package dsl
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// RuleSet is a compiled, checked rule set: immutable once built and safe
+// for concurrent use.
+type RuleSet struct {
+	Dir      string     `json:"-"`
+	Files    []*File    `json:"-"`
+	Rules    []*Rule    `json:"rules"`
+	Segments []*Segment `json:"segments,omitempty"`
+	Team     *Team      `json:"team,omitempty"`
+	// Hours holds every literal business_hours spec, parsed.
+	Hours map[string]*Hours `json:"-"`
+
+	segments map[string]*Segment
+}
+
+// Segment returns the named segment, or nil.
+func (rs *RuleSet) Segment(name string) *Segment { return rs.segments[name] }
+
+// Rule is one compiled rule.
+type Rule struct {
+	Name    string     `json:"name"`
+	Pos     Pos        `json:"pos"`
+	Trigger Trigger    `json:"trigger"`
+	When    *Condition `json:"when,omitempty"`
+	Actions []Action   `json:"actions"`
+}
+
+// Trigger is what a rule listens to.
+type Trigger struct {
+	Kind triggers.Kind `json:"-"`
+	// After is the wait of an unanswered trigger.
+	After time.Duration `json:"-"`
+}
+
+// MarshalJSON renders the trigger by its canonical name.
+func (t Trigger) MarshalJSON() ([]byte, error) {
+	if t.Kind.TakesDuration() {
+		return json.Marshal(t.Kind.String() + " " + t.After.String())
+	}
+	return json.Marshal(t.Kind.String())
+}
+
+// Segment is a named condition usable as in_segment("NAME").
+type Segment struct {
+	Name string     `json:"name"`
+	Pos  Pos        `json:"pos"`
+	When *Condition `json:"when"`
+	// Index is the segment's position in RuleSet.Segments.
+	Index int `json:"-"`
+}
+
+// Condition is a compiled expr-lang condition.
+type Condition struct {
+	Source  string      `json:"source"`
+	Pos     Pos         `json:"-"`
+	Program *vm.Program `json:"-"`
+	// Clauses are the top-level "and" parts, each compiled on its own, so
+	// that explain can name the first false one. Nil when the condition is a
+	// single clause.
+	Clauses []*Clause `json:"clauses,omitempty"`
+	// Segments lists the segments the condition refers to.
+	Segments []string `json:"segments,omitempty"`
+}
+
+// Clause is one top-level conjunct of a condition.
+type Clause struct {
+	Source  string      `json:"source"`
+	Pos     Pos         `json:"-"`
+	Program *vm.Program `json:"-"`
+}
+
+// Action is one compiled action: *Assign, *Reply, *Notify, *Tag, *Set or
+// *Stop.
+type Action interface {
+	ActionPos() Pos
+	isAction()
+}
+
+// Target is who or what an assign gives the conversation to.
+type Target string
+
+const (
+	TargetUser       Target = "user"
+	TargetOwner      Target = "owner"
+	TargetLastSender Target = "last_sender"
+	TargetGroup      Target = "group"
+	TargetQueue      Target = "queue"
+)
+
+// Algorithm chooses an agent among a group's eligible members.
+type Algorithm string
+
+const (
+	RoundRobin    Algorithm = "round_robin"
+	Random        Algorithm = "random"
+	LongestIdle   Algorithm = "longest_idle"
+	LeastActive   Algorithm = "least_active"
+	MostAvailable Algorithm = "most_available"
+)
+
+// algorithms maps every accepted spelling to its algorithm.
+var algorithms = map[string]Algorithm{
+	"round_robin": RoundRobin, "in_order": RoundRobin,
+	"random":       Random,
+	"longest_idle": LongestIdle, "most_waiting": LongestIdle,
+	"least_active": LeastActive, "least_chats": LeastActive,
+	"most_available": MostAvailable,
+}
+
+// DefaultPriority is the priority of work when a rule gives none.
+const DefaultPriority = 5
+
+// Assign places the conversation with an agent, a group or a queue.
+type Assign struct {
+	Pos      Pos    `json:"-"`
+	Reassign bool   `json:"reassign,omitempty"`
+	Target   Target `json:"target"`
+	// Name is the agent id, group or queue name; empty for owner and
+	// last_sender.
+	Name          string    `json:"name,omitempty"`
+	Algorithm     Algorithm `json:"algorithm,omitempty"`
+	Skills        []string  `json:"skills,omitempty"`
+	Cost          Cost      `json:"cost"`
+	Priority      int       `json:"priority"`
+	EvenIfOffline bool      `json:"even_if_offline,omitempty"`
+	// Else runs when the assign cannot place the conversation.
+	Else Action `json:"else,omitempty"`
+}
+
+// Cost is the capacity one conversation takes: Units, or Percent of the
+// agent's capacity.
+type Cost struct {
+	Units   float64 `json:"units,omitempty"`
+	Percent float64 `json:"percent,omitempty"`
+}
+
+// Reply sends a message to the contact.
+type Reply struct {
+	Pos  Pos       `json:"-"`
+	Text *Template `json:"text"`
+}
+
+// Recipient is who a notify goes to.
+type Recipient string
+
+const (
+	NotifyAgent Recipient = "agent" // the conversation's agent
+	NotifyOwner Recipient = "owner" // the contact's owner
+	NotifyUser  Recipient = "user"  // a named agent
+	NotifyGroup Recipient = "group" // every member of a group
+)
+
+// Notify tells an agent about the conversation by email or webhook.
+type Notify struct {
+	Pos  Pos       `json:"-"`
+	To   Recipient `json:"to"`
+	Name string    `json:"name,omitempty"`
+	Via  string    `json:"via"`
+	Text *Template `json:"text,omitempty"`
+}
+
+// Tag adds a tag to the conversation.
+type Tag struct {
+	Pos  Pos    `json:"-"`
+	Name string `json:"name"`
+}
+
+// Set changes a contact or conversation attribute.
+type Set struct {
+	Pos   Pos    `json:"-"`
+	Path  string `json:"path"`
+	Value *Expr  `json:"value"`
+}
+
+// Expr is a compiled expression that yields a value.
+type Expr struct {
+	Source  string      `json:"source"`
+	Program *vm.Program `json:"-"`
+}
+
+// Stop ends the event: no later action or rule runs.
+type Stop struct {
+	Pos Pos `json:"-"`
+}
+
+func (a *Assign) ActionPos() Pos { return a.Pos }
+func (a *Reply) ActionPos() Pos  { return a.Pos }
+func (a *Notify) ActionPos() Pos { return a.Pos }
+func (a *Tag) ActionPos() Pos    { return a.Pos }
+func (a *Set) ActionPos() Pos    { return a.Pos }
+func (a *Stop) ActionPos() Pos   { return a.Pos }
+
+func (*Assign) isAction() {}
+func (*Reply) isAction()  {}
+func (*Notify) isAction() {}
+func (*Tag) isAction()    {}
+func (*Set) isAction()    {}
+func (*Stop) isAction()   {}
+
+// typed adds the action's type to its JSON form.
+func typed(kind string, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || len(b) < 2 {
+		return b, err
+	}
+	head := `{"type":"` + kind + `"`
+	if string(b) == "{}" {
+		return []byte(head + "}"), nil
+	}
+	return append([]byte(head+","), b[1:]...), nil
+}
+
+func (a *Assign) MarshalJSON() ([]byte, error) {
+	type plain Assign
+	kind := "assign"
+	if a.Reassign {
+		kind = "reassign"
+	}
+	return typed(kind, (*plain)(a))
+}
+
+func (a *Reply) MarshalJSON() ([]byte, error) {
+	type plain Reply
+	return typed("reply", (*plain)(a))
+}
+
+func (a *Notify) MarshalJSON() ([]byte, error) {
+	type plain Notify
+	return typed("notify", (*plain)(a))
+}
+
+func (a *Tag) MarshalJSON() ([]byte, error) {
+	type plain Tag
+	return typed("tag", (*plain)(a))
+}
+
+func (a *Set) MarshalJSON() ([]byte, error) {
+	type plain Set
+	return typed("set", (*plain)(a))
+}
+
+func (a *Stop) MarshalJSON() ([]byte, error) { return []byte(`{"type":"stop"}`), nil }

@@ -1,0 +1,282 @@
+package dsl
+
+import (
+	"regexp"
+	"slices"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Team is the content of team.yaml: the agents and the groups they form.
+type Team struct {
+	File   string   `json:"-"`
+	Agents []*Agent `json:"agents"`
+	Groups []*Group `json:"groups"`
+	// Queues, when listed, are the only queue names rules may use.
+	Queues []string `json:"queues,omitempty"`
+
+	agents map[string]*Agent
+	groups map[string]*Group
+}
+
+// Agent is one member of the team.
+type Agent struct {
+	ID    string `json:"id"`
+	Name  string `json:"name,omitempty"`
+	Email string `json:"email,omitempty"`
+	// Capacity is how many units of work the agent takes at once; 0 means
+	// unlimited.
+	Capacity int      `json:"capacity,omitempty"`
+	Skills   []string `json:"skills,omitempty"`
+	// Status is the initial presence: online, away or offline.
+	Status string `json:"status"`
+	Pos    Pos    `json:"-"`
+}
+
+// Group is a named, ordered list of agents. Order matters for round robin
+// and for ties.
+type Group struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+	Pos     Pos      `json:"-"`
+}
+
+// Agent status values.
+const (
+	StatusOnline  = "online"
+	StatusAway    = "away"
+	StatusOffline = "offline"
+)
+
+// Statuses lists the valid agent statuses.
+var Statuses = []string{StatusOnline, StatusAway, StatusOffline}
+
+// Agent returns the agent with the given id, or nil.
+func (t *Team) Agent(id string) *Agent {
+	if t == nil {
+		return nil
+	}
+	return t.agents[id]
+}
+
+// Group returns the group with the given name, or nil.
+func (t *Team) Group(name string) *Group {
+	if t == nil {
+		return nil
+	}
+	return t.groups[name]
+}
+
+// HasSkill reports whether any agent has the skill.
+func (t *Team) HasSkill(skill string) bool {
+	for _, a := range t.Agents {
+		if slices.Contains(a.Skills, skill) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Team) agentIDs() []string {
+	ids := make([]string, len(t.Agents))
+	for i, a := range t.Agents {
+		ids[i] = a.ID
+	}
+	return ids
+}
+
+func (t *Team) groupNames() []string {
+	names := make([]string, len(t.Groups))
+	for i, g := range t.Groups {
+		names[i] = g.Name
+	}
+	return names
+}
+
+func (t *Team) skills() []string {
+	var out []string
+	for _, a := range t.Agents {
+		for _, s := range a.Skills {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// ParseTeam reads team.yaml. Every problem is reported with its line and
+// column; a team with errors is returned as nil.
+func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
+	t := &Team{File: file, agents: map[string]*Agent{}, groups: map[string]*Group{}}
+	var d diags
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		pos, msg := yamlError(file, err)
+		d.errorf(pos, CodeTeam, "", "team.yaml is not valid YAML: %s", msg)
+		return nil, d.list
+	}
+	if len(doc.Content) == 0 {
+		return t, nil // an empty file is an empty team
+	}
+	root := doc.Content[0]
+	at := func(n *yaml.Node) Pos { return Pos{File: file, Line: n.Line, Col: n.Column} }
+	if root.Kind != yaml.MappingNode {
+		d.errorf(at(root), CodeTeam, "", "team.yaml must be a mapping with agents: and groups:")
+		return nil, d.list
+	}
+	var groupsNode *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch k.Value {
+		case "agents":
+			t.parseAgents(v, at, &d)
+		case "groups":
+			groupsNode = v
+		case "queues":
+			t.Queues = stringList(v, at, &d, "queues")
+		default:
+			d.errorf(at(k), CodeTeam, didYouMean(k.Value, []string{"agents", "groups", "queues"}),
+				"unknown key %q in team.yaml; expected agents, groups or queues", k.Value)
+		}
+	}
+	// Groups refer to agents, so read them once every agent is known.
+	if groupsNode != nil {
+		t.parseGroups(groupsNode, at, &d)
+	}
+	if d.list.HasErrors() {
+		return nil, d.list
+	}
+	return t, d.list
+}
+
+func (t *Team) parseAgents(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
+	if v.Kind != yaml.SequenceNode {
+		d.errorf(at(v), CodeTeam, "", "agents must be a list, one \"- id: ...\" per agent")
+		return
+	}
+	for _, n := range v.Content {
+		if n.Kind != yaml.MappingNode {
+			d.errorf(at(n), CodeTeam, "", "each agent must be a mapping with at least an id")
+			continue
+		}
+		a := &Agent{Status: StatusOffline, Pos: at(n)}
+		var idNode *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			switch k.Value {
+			case "id":
+				a.ID, idNode = scalar(val, at, d, "id"), val
+			case "name":
+				a.Name = scalar(val, at, d, "name")
+			case "email":
+				a.Email = scalar(val, at, d, "email")
+			case "capacity":
+				s := scalar(val, at, d, "capacity")
+				c, err := strconv.Atoi(s)
+				switch {
+				case err != nil:
+					d.errorf(at(val), CodeTeam, "write a whole number such as 4, or leave capacity out for unlimited", "capacity %q is not a whole number", s)
+				case c < 1:
+					d.errorf(at(val), CodeTeam, "leave capacity out for unlimited", "capacity must be at least 1, got %d", c)
+				default:
+					a.Capacity = c
+				}
+			case "skills":
+				a.Skills = stringList(val, at, d, "skills")
+			case "status":
+				a.Status = scalar(val, at, d, "status")
+				if !slices.Contains(Statuses, a.Status) {
+					d.errorf(at(val), CodeTeam, didYouMean(a.Status, Statuses), "unknown status %q; expected online, away or offline", a.Status)
+				}
+			default:
+				d.errorf(at(k), CodeTeam, didYouMean(k.Value, []string{"id", "name", "email", "capacity", "skills", "status"}),
+					"unknown agent field %q; expected id, name, email, capacity, skills or status", k.Value)
+			}
+		}
+		switch {
+		case idNode == nil:
+			d.errorf(at(n), CodeTeam, "", "agent has no id")
+			continue
+		case a.ID == "":
+			d.errorf(at(idNode), CodeTeam, "", "agent id is empty")
+			continue
+		}
+		if prev := t.agents[a.ID]; prev != nil {
+			d.errorf(at(idNode), CodeDuplicate, "", "duplicate agent id %q, first defined at line %d", a.ID, prev.Pos.Line)
+			continue
+		}
+		t.agents[a.ID] = a
+		t.Agents = append(t.Agents, a)
+	}
+}
+
+func (t *Team) parseGroups(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
+	if v.Kind != yaml.MappingNode {
+		d.errorf(at(v), CodeTeam, "", "groups must be a mapping of group name to a list of agent ids")
+		return
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		g := &Group{Name: k.Value, Pos: at(k)}
+		if prev := t.groups[g.Name]; prev != nil {
+			d.errorf(at(k), CodeDuplicate, "", "duplicate group %q, first defined at line %d", g.Name, prev.Pos.Line)
+			continue
+		}
+		if val.Kind != yaml.SequenceNode {
+			d.errorf(at(val), CodeTeam, "", "group %q must be a list of agent ids, e.g. [amelie, bastien]", g.Name)
+			continue
+		}
+		for _, m := range val.Content {
+			id := scalar(m, at, d, "member")
+			switch {
+			case t.agents[id] == nil:
+				d.errorf(at(m), CodeUnknownUser, didYouMean(id, t.agentIDs()), "group %q lists unknown agent %q", g.Name, id)
+			case slices.Contains(g.Members, id):
+				d.errorf(at(m), CodeDuplicate, "", "group %q lists agent %q twice", g.Name, id)
+			default:
+				g.Members = append(g.Members, id)
+			}
+		}
+		t.groups[g.Name] = g
+		t.Groups = append(t.Groups, g)
+	}
+}
+
+func scalar(n *yaml.Node, at func(*yaml.Node) Pos, d *diags, what string) string {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(at(n), CodeTeam, "", "%s must be a single value", what)
+		return ""
+	}
+	return n.Value
+}
+
+func stringList(n *yaml.Node, at func(*yaml.Node) Pos, d *diags, what string) []string {
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(at(n), CodeTeam, "", "%s must be a list, e.g. [a, b]", what)
+		return nil
+	}
+	out := make([]string, 0, len(n.Content))
+	for _, e := range n.Content {
+		if s := scalar(e, at, d, what); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+var yamlErrRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+// yamlError splits a yaml.v3 error into its line and its message.
+func yamlError(file string, err error) (Pos, string) {
+	pos := Pos{File: file, Line: 1, Col: 1}
+	m := yamlErrRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return pos, err.Error()
+	}
+	if line, convErr := strconv.Atoi(m[1]); convErr == nil {
+		pos.Line = line
+	}
+	return pos, m[2]
+}

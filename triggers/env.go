@@ -1,0 +1,94 @@
+package triggers
+
+import "time"
+
+// Message is the message that fired the rule (message.received, message.sent).
+type Message struct {
+	ID      string    `expr:"id" json:"id"`
+	Text    string    `expr:"text" json:"text"`
+	Lang    string    `expr:"lang" json:"lang"`
+	Channel string    `expr:"channel" json:"channel"`
+	From    string    `expr:"from" json:"from"`
+	To      string    `expr:"to" json:"to"`
+	At      time.Time `expr:"at" json:"at"`
+}
+
+// Contact is the customer on the other end of the conversation.
+type Contact struct {
+	ID      string `expr:"id" json:"id"`
+	Name    string `expr:"name" json:"name"`
+	Email   string `expr:"email" json:"email"`
+	Phone   string `expr:"phone" json:"phone"`
+	Lang    string `expr:"lang" json:"lang"`
+	Country string `expr:"country" json:"country"`
+	// Owner is the agent who owns the contact: the CRM record owner when the
+	// event names one, else the first agent the contact was assigned to.
+	Owner string `expr:"owner" json:"owner"`
+	// IsNew is true until the contact has had a conversation.
+	IsNew bool     `expr:"is_new" json:"is_new"`
+	Tags  []string `expr:"tags" json:"tags"`
+	// Attrs holds custom attributes: contact.attrs.plan.
+	Attrs map[string]any `expr:"attrs" json:"attrs"`
+}
+
+// Conversation is the conversation the event belongs to.
+type Conversation struct {
+	ID       string `expr:"id" json:"id"`
+	Status   string `expr:"status" json:"status"`
+	Assignee string `expr:"assignee" json:"assignee"`
+	Channel  string `expr:"channel" json:"channel"`
+	// To is the number or inbox the contact wrote to.
+	To string `expr:"to" json:"to"`
+	// Priority is 1 (most urgent) and up; 5 unless a rule set it.
+	Priority  int       `expr:"priority" json:"priority"`
+	Tags      []string  `expr:"tags" json:"tags"`
+	IsNew     bool      `expr:"is_new" json:"is_new"`
+	CreatedAt time.Time `expr:"created_at" json:"created_at"`
+}
+
+// Agent is the agent of an agent.status event.
+type Agent struct {
+	ID     string `expr:"id" json:"id"`
+	Status string `expr:"status" json:"status"`
+}
+
+// Env is what a condition sees. Conditions are compiled against this type,
+// so a misspelt field is a compile error rather than a silent false.
+//
+// The function fields are filled by the engine; their signatures are fixed
+// here so that conditions type-check. online("") counts every online agent;
+// the rule language lets authors write it as online().
+type Env struct {
+	Message      Message      `expr:"message"`
+	Contact      Contact      `expr:"contact"`
+	Conversation Conversation `expr:"conversation"`
+	Agent        Agent        `expr:"agent"`
+	Now          time.Time    `expr:"now"`
+
+	// Shorthands.
+	Lang    string `expr:"lang"` // message.lang, else contact.lang
+	Channel string `expr:"channel"`
+	Text    string `expr:"text"`
+	Country string `expr:"country"`
+
+	// Online counts the online members of a group ("" for all agents).
+	Online func(group string) int `expr:"online"`
+	// IsOnline reports whether an agent is online.
+	IsOnline func(agent string) bool `expr:"is_online"`
+	// Available counts online members of a group with spare capacity.
+	Available func(group string) int `expr:"available"`
+	// InSegment reports whether the contact is in a named segment.
+	InSegment func(segment string) bool `expr:"in_segment"`
+	// BusinessHours reports whether now falls within a spec such as
+	// "Mon-Fri 09:00-17:00 Europe/Paris".
+	BusinessHours func(spec string) bool `expr:"business_hours"`
+}
+
+// Function names as conditions spell them.
+const (
+	FuncOnline        = "online"
+	FuncIsOnline      = "is_online"
+	FuncAvailable     = "available"
+	FuncInSegment     = "in_segment"
+	FuncBusinessHours = "business_hours"
+)
