@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/expr-lang/expr"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
 
@@ -79,10 +78,23 @@ func Compile(files []*File, team *Team) (*RuleSet, Diagnostics) {
 		}
 	}
 	c.d.list.Sort()
-	if c.d.list.HasErrors() {
+	if c.d.list.HasErrors() || syntaxErrors(files) {
 		return nil, c.d.list
 	}
 	return c.rs, c.d.list
+}
+
+// syntaxErrors reports whether any item failed to parse; ParseFile has
+// already reported it.
+func syntaxErrors(files []*File) bool {
+	for _, f := range files {
+		for _, it := range f.Items {
+			if it.Err != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // name reads a bare or quoted name.
@@ -374,7 +386,13 @@ func (c *compiler) assign(a *assignAST, kind triggers.Kind) Action {
 	target, ok := targets[a.Kind.Value]
 	if !ok {
 		hint := didYouMean(a.Kind.Value, targetWords)
-		if hint == "" {
+		switch {
+		case hint != "":
+		case c.team.Group(a.Kind.Value) != nil:
+			hint = fmt.Sprintf("did you mean %s group %s?", a.Verb, a.Kind.Value)
+		case c.team.Agent(a.Kind.Value) != nil:
+			hint = fmt.Sprintf("did you mean %s user %s?", a.Verb, a.Kind.Value)
+		default:
 			hint = "write " + usage[a.Verb]
 		}
 		c.d.errorf(kpos, CodeAction, hint, "cannot %s to %q", a.Verb, a.Kind.Value)
@@ -689,15 +707,16 @@ func (c *compiler) set(f *File, s *setAST) Action {
 		c.d.errorf(ppos, CodeSyntax, "write set PATH = EXPRESSION", "set needs a value")
 		return nil
 	}
-	var opts []expr.Option
-	switch kind {
-	case reflect.String:
-		opts = append(opts, expr.AsKind(reflect.String))
-	case reflect.Int:
-		opts = append(opts, expr.AsInt())
-	}
-	_, prog := c.compileExpr(fr, opts...)
+	_, prog := c.compileExpr(fr)
 	if prog == nil {
+		return nil
+	}
+	if t := prog.Node().Type(); kind != reflect.Invalid && t != nil && t.Kind() != reflect.Interface && t.Kind() != kind {
+		want := "text"
+		if kind == reflect.Int {
+			want = "a whole number"
+		}
+		c.d.errorf(fr.start, CodeSettablePath, "", "%s takes %s, but this is %s", path, want, typeWord(t))
 		return nil
 	}
 	return &Set{Pos: posOf(s.Pos), Path: path, Value: &Expr{Source: fr.src, Program: prog}}

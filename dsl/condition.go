@@ -187,6 +187,7 @@ var (
 	reNoField     = regexp.MustCompile(`^type (\S+) has no field (\S+)$`)
 	reMismatch    = regexp.MustCompile(`^invalid operation: (\S+) \(mismatched types (\S+) and (\S+)\)$`)
 	reExpected    = regexp.MustCompile(`^expected (\S+), but got (\S+)$`)
+	reUnexpected  = regexp.MustCompile(`^unexpected token \w+\("?(.*?)"?\)$`)
 )
 
 // plainExprMessage rewords expr's common errors for rule authors.
@@ -218,6 +219,9 @@ func plainExprMessage(msg string) (string, string) {
 		}
 		return fmt.Sprintf("cannot use %s between %s and %s", m[1], m[2], m[3]), hint
 	}
+	if m := reUnexpected.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("unexpected %q in the expression", m[1]), ""
+	}
 	if m := reExpected.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("the value must be %s, but this is %s", m[1], m[2]), ""
 	}
@@ -235,7 +239,7 @@ func (c *compiler) condition(f *File, x *exprAST, wherePos Pos, kind triggers.Ki
 	if prog == nil {
 		return nil
 	}
-	cond := &Condition{Source: fr.src, Pos: fr.start, Program: prog}
+	cond := &Condition{Source: tidy(fr.src), Pos: fr.start, Program: prog}
 	if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
 		c.d.errorf(fr.start, CodeNotBool, "compare it, e.g. contact.name != ''", "condition must be true or false, but this is a %s", typeWord(t))
 	}
@@ -353,3 +357,19 @@ func leftmost(n ast.Node) int {
 type visitFunc func(*ast.Node)
 
 func (f visitFunc) Visit(n *ast.Node) { f(n) }
+
+// tidy drops the blanks left where comments were: trailing spaces and
+// lines that held only a comment.
+func tidy(src string) string {
+	if !strings.Contains(src, "\n") {
+		return strings.TrimRight(src, " \t")
+	}
+	lines := strings.Split(src, "\n")
+	out := lines[:0]
+	for _, l := range lines {
+		if l = strings.TrimRight(l, " \t\r"); l != "" {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

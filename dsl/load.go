@@ -38,32 +38,65 @@ func Load(dir string) (*RuleSet, Diagnostics) {
 // team.yaml when there is one.
 func LoadFiles(dir string, paths []string) (*RuleSet, Diagnostics) {
 	var all Diagnostics
-	team, ds := LoadTeam(dir)
-	all = append(all, ds...)
-	var files []*File
+	var team *Source
+	p := filepath.Join(dir, TeamFile)
+	switch data, err := os.ReadFile(p); {
+	case err == nil:
+		team = &Source{Name: p, Text: data}
+	case !errors.Is(err, fs.ErrNotExist):
+		all = append(all, ioError(p, err))
+	}
+	var sources []Source
 	for _, p := range paths {
-		src, err := os.ReadFile(p)
+		data, err := os.ReadFile(p)
 		if err != nil {
 			all = append(all, ioError(p, err))
 			continue
 		}
-		f, ds := ParseFile(p, string(src))
+		sources = append(sources, Source{Name: p, Text: data})
+	}
+	rs, ds := Build(sources, team)
+	all = append(all, ds...)
+	all.Sort()
+	if all.HasErrors() {
+		return nil, all
+	}
+	rs.Dir = dir
+	return rs, all
+}
+
+// Source is a file's name, as diagnostics will show it, and its content.
+type Source struct {
+	Name string
+	Text []byte
+}
+
+// Build parses and compiles rule files, in the order given, and a team
+// (nil for none) into one rule set. Every problem is reported, and the rule
+// set is nil if any of them is an error.
+func Build(rules []Source, team *Source) (*RuleSet, Diagnostics) {
+	var all Diagnostics
+	var t *Team
+	teamOK := true
+	if team != nil {
+		var ds Diagnostics
+		t, ds = ParseTeam(team.Name, team.Text)
+		all = append(all, ds...)
+		teamOK = !ds.HasErrors()
+	}
+	files := make([]*File, 0, len(rules))
+	for _, src := range rules {
+		f, ds := ParseFile(src.Name, string(src.Text))
 		all = append(all, ds...)
 		files = append(files, f)
 	}
-	if all.HasErrors() {
-		// Still compile what parsed, to report every problem at once; a team
-		// that failed to load is left out so its users are not all flagged.
-		_, more := Compile(files, team)
-		all = append(all, more...)
-		all.Sort()
-		return nil, all
-	}
-	rs, ds := Compile(files, team)
+	// A team that failed to load is left out (t is nil), so that its users
+	// are not all reported as unknown; the rules are still checked.
+	rs, ds := Compile(files, t)
 	all = append(all, ds...)
 	all.Sort()
-	if rs != nil {
-		rs.Dir = dir
+	if !teamOK || all.HasErrors() {
+		return nil, all
 	}
 	return rs, all
 }

@@ -3,6 +3,7 @@ package dsl
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/alecthomas/participle/v2"
@@ -202,7 +203,45 @@ func parseItem(name string, toks []lexer.Token) *Item {
 		}
 	}
 	item.Err = syntaxError(name, err)
+	refineSyntax(item, toks)
 	return item
+}
+
+// refineSyntax rewords two common mistakes that the parser only notices
+// later than the author made them.
+func refineSyntax(item *Item, toks []lexer.Token) {
+	var sig []lexer.Token
+	for _, t := range toks {
+		if significant(t) {
+			sig = append(sig, t)
+		}
+	}
+	if len(sig) == 0 {
+		return
+	}
+	// Actions with no rule around them.
+	if first := sig[0]; slices.Contains(actionWords, first.Value) && item.Err.Pos.Offset == first.Pos.Offset {
+		item.Err.Message = fmt.Sprintf("%q is outside any rule", first.Value)
+		item.Err.Hint = "start the rule with a line such as: on new conversation then"
+		return
+	}
+	// "where COND assign ...": the condition ran into the actions because
+	// "then" is missing; point at the first action word after where.
+	if strings.HasPrefix(item.Err.Message, `expected "then"`) {
+		inCond := false
+		for _, t := range sig {
+			if t.Value == "where" {
+				inCond = true
+				continue
+			}
+			if inCond && t.Type == tokIdent && slices.Contains(actionWords, t.Value) {
+				item.Err.Pos = posOf(t.Pos)
+				item.Err.Message = fmt.Sprintf("missing \"then\", \"->\" or \"→\" before %q", t.Value)
+				item.Err.Hint = ""
+				return
+			}
+		}
+	}
 }
 
 func posOf(p lexer.Position) Pos {

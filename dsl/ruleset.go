@@ -129,7 +129,7 @@ type Assign struct {
 	Name          string    `json:"name,omitempty"`
 	Algorithm     Algorithm `json:"algorithm,omitempty"`
 	Skills        []string  `json:"skills,omitempty"`
-	Cost          Cost      `json:"cost"`
+	Cost          Cost      `json:"cost,omitzero"`
 	Priority      int       `json:"priority"`
 	EvenIfOffline bool      `json:"even_if_offline,omitempty"`
 	// Else runs when the assign cannot place the conversation.
