@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -44,6 +45,19 @@ type Diagnostic struct {
 	Message string `json:"message"`
 	// Hint suggests a fix when there is a likely one.
 	Hint string `json:"hint,omitempty"`
+}
+
+// MarshalJSON gives editors the position as separate fields.
+func (d Diagnostic) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		File     string   `json:"file"`
+		Line     int      `json:"line"`
+		Col      int      `json:"col"`
+		Severity Severity `json:"severity"`
+		Code     string   `json:"code"`
+		Message  string   `json:"message"`
+		Hint     string   `json:"hint,omitempty"`
+	}{d.Pos.File, d.Pos.Line, d.Pos.Col, d.Severity, d.Code, d.Message, d.Hint})
 }
 
 // String formats the diagnostic as "file:line:col: message (hint)", the
@@ -150,10 +164,19 @@ func closest(word string, candidates []string) string {
 		}
 	}
 	limit := max(1, min(len([]rune(word)), len([]rune(best)))/3)
-	if bestDist < 0 || bestDist > limit || (bestDist == 0 && word == best) {
+	if bestDist < 0 || (bestDist == 0 && word == best) {
 		return ""
 	}
-	return best
+	if bestDist <= limit {
+		return best
+	}
+	// A longer spelling of a short name: "language" for "lang".
+	for _, c := range candidates {
+		if len(c) >= 3 && strings.HasPrefix(lw, strings.ToLower(c)) {
+			return c
+		}
+	}
+	return ""
 }
 
 // editDistance is the optimal string alignment distance between a and b,

@@ -107,3 +107,27 @@ func TestBroken(t *testing.T) {
 		})
 	}
 }
+
+// TestFormat pins the canonical form of every rule file in the valid corpus.
+func TestFormat(t *testing.T) {
+	g := goldie.New(t, goldie.WithFixtureDir(filepath.Join(corpus, "golden", "fmt")))
+	for _, path := range cases(t, "valid") {
+		ar, err := txtar.ParseFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range ar.Files {
+			if !strings.HasSuffix(f.Name, ".rules") {
+				continue
+			}
+			name := caseName(path) + "." + strings.TrimSuffix(f.Name, ".rules")
+			t.Run(name, func(t *testing.T) {
+				out, err := dsl.FormatSource(f.Name, string(f.Data))
+				if err != nil {
+					t.Fatal(err)
+				}
+				g.Assert(t, name, out)
+			})
+		}
+	}
+}
