@@ -460,6 +460,9 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 			alg, known := algorithms[m.By.Value]
 			if !known {
 				hint := didYouMean(m.By.Value, algorithmWords())
+				if syn, ok := algorithmSynonyms[m.By.Value]; ok {
+					hint = fmt.Sprintf("did you mean %q?", syn)
+				}
 				if hint == "" {
 					hint = "algorithms are " + quoteList(algorithmWords(), "or")
 				}
@@ -536,6 +539,15 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 		}
 	}
 	return ok
+}
+
+// algorithmSynonyms are words people use for an algorithm that are not
+// its name, for suggestions only.
+var algorithmSynonyms = map[string]string{
+	"least_busy": "least_active", "fewest_chats": "least_active", "least_loaded": "least_active",
+	"idle": "longest_idle", "longest_waiting": "longest_idle",
+	"in_turn": "round_robin", "rotate": "round_robin", "rotation": "round_robin",
+	"shuffle": "random", "most_free": "most_available", "capacity": "most_available",
 }
 
 func algorithmWords() []string {
