@@ -362,6 +362,10 @@ func (c *compiler) badAction(b *badAST) {
 		c.d.errorf(pos, CodeAction, "write "+u, "incomplete or malformed %s", b.Word)
 		return
 	}
+	if lw := strings.ToLower(b.Word); lw == "on" || lw == "rule" || lw == "segment" {
+		c.d.errorf(pos, CodeAction, "write "+lw, "%q is not a keyword: keywords are lowercase, so this line was read as an action of the rule above", b.Word)
+		return
+	}
 	hint := didYouMean(b.Word, actionWords)
 	if hint == "" {
 		hint = "actions are " + quoteList(actionWords, "or")

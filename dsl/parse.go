@@ -44,6 +44,8 @@ type Item struct {
 // errors are returned as diagnostics, one per broken item, so that a single
 // mistake does not hide the rest of the file.
 func ParseFile(name, src string) (*File, Diagnostics) {
+	// Editors on Windows may start a file with a byte order mark.
+	src = strings.TrimPrefix(src, "\ufeff")
 	f := &File{Name: name, Src: src}
 	var d diags
 	toks, err := tokenize(name, src)
@@ -78,7 +80,7 @@ func blankComments(src string, toks []lexer.Token, f *File) string {
 	for _, t := range toks {
 		switch t.Type {
 		case tokComment:
-			f.Comments = append(f.Comments, Comment{Pos: posOf(t.Pos), Text: t.Value, Own: lineStart})
+			f.Comments = append(f.Comments, Comment{Pos: posOf(t.Pos), Text: strings.TrimRight(t.Value, " \t\r"), Own: lineStart})
 			if b == nil {
 				b = []byte(src)
 			}
@@ -217,6 +219,24 @@ func refineSyntax(item *Item, toks []lexer.Token) {
 		}
 	}
 	if len(sig) == 0 {
+		return
+	}
+	// A name with punctuation in it: tier-2 lexes as tier, -, 2.
+	for i := 1; i < len(sig); i++ {
+		t, prev := sig[i], sig[i-1]
+		if t.Pos.Offset != item.Err.Pos.Offset || prev.Type != tokIdent || prev.Pos.Offset+len(prev.Value) != t.Pos.Offset {
+			continue
+		}
+		word, j := prev.Value, i
+		for ; j < len(sig) && sig[j].Pos.Offset == sig[j-1].Pos.Offset+len(sig[j-1].Value); j++ {
+			word += sig[j].Value
+		}
+		if j-i < 2 {
+			break // trailing punctuation, not a joined word
+		}
+		item.Err.Pos = posOf(prev.Pos)
+		item.Err.Message = fmt.Sprintf("%s is not a plain name", word)
+		item.Err.Hint = fmt.Sprintf("quote names that hold punctuation or spaces: %q", word)
 		return
 	}
 	// Actions with no rule around them.
