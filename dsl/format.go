@@ -41,13 +41,13 @@ type outLine struct {
 type printer struct {
 	f     *File
 	lines []*outLine
-	item_ int
+	cur   int // index of the item being printed
 	// verbatim spans (byte offsets) copied as written, comments included.
 	verbatim [][2]int
 }
 
 func (p *printer) emit(src int, indent, text string) {
-	p.lines = append(p.lines, &outLine{text: indent + text, src: src, item: p.item_, indent: indent})
+	p.lines = append(p.lines, &outLine{text: indent + text, src: src, item: p.cur, indent: indent})
 }
 
 func (p *printer) item(it *Item) {
@@ -64,7 +64,7 @@ func (p *printer) item(it *Item) {
 			l.single = len(p.lines)-start == 1
 		}
 	}
-	p.item_++
+	p.cur++
 }
 
 func (p *printer) segment(s *segmentAST) {

@@ -101,19 +101,6 @@ func Build(rules []Source, team *Source) (*RuleSet, Diagnostics) {
 	return rs, all
 }
 
-// LoadTeam reads dir/team.yaml. A missing file is no team, not an error.
-func LoadTeam(dir string) (*Team, Diagnostics) {
-	p := filepath.Join(dir, TeamFile)
-	data, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, Diagnostics{ioError(p, err)}
-	}
-	return ParseTeam(p, data)
-}
-
 func ioError(path string, err error) Diagnostic {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

@@ -36,8 +36,6 @@ type Item struct {
 	Rule       *ruleAST
 	Segment    *segmentAST
 	Err        *Diagnostic
-	// OneLine reports whether the item was written on a single line.
-	OneLine bool
 }
 
 // ParseFile splits a rule file into items and parses each one. Syntax
@@ -181,7 +179,6 @@ func parseItem(name string, toks []lexer.Token) *Item {
 	eof := last.Pos
 	eof.Advance(last.Value)
 	item.End = posOf(last.Pos)
-	item.OneLine = item.Start.Line == item.End.Line
 	// An unterminated string swallows the rest of its line; say so rather
 	// than report whatever the parser trips on next.
 	for _, t := range toks {
