@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/switchboard-dev/switchboard/internal/suggest"
 )
 
 // Pos is a place in a source file. Line and Col are 1-based; Col counts
@@ -146,65 +148,10 @@ func (d *diags) warnf(pos Pos, code, hint, format string, args ...any) {
 // didYouMean returns `did you mean "x"?` for the candidate closest to word,
 // or "" when none is close enough to be a likely typo.
 func didYouMean(word string, candidates []string) string {
-	if s := closest(word, candidates); s != "" {
+	if s := suggest.Closest(word, candidates); s != "" {
 		return fmt.Sprintf("did you mean %q?", s)
 	}
 	return ""
-}
-
-// closest returns the candidate with the smallest edit distance to word,
-// provided the distance is small relative to the word's length.
-func closest(word string, candidates []string) string {
-	best, bestDist := "", -1
-	lw := strings.ToLower(word)
-	for _, c := range candidates {
-		d := editDistance(lw, strings.ToLower(c))
-		if bestDist < 0 || d < bestDist {
-			best, bestDist = c, d
-		}
-	}
-	limit := max(1, min(len([]rune(word)), len([]rune(best)))/3)
-	if bestDist < 0 || (bestDist == 0 && word == best) {
-		return ""
-	}
-	if bestDist <= limit {
-		return best
-	}
-	// A longer spelling of a short name: "language" for "lang".
-	for _, c := range candidates {
-		if len(c) >= 3 && strings.HasPrefix(lw, strings.ToLower(c)) {
-			return c
-		}
-	}
-	return ""
-}
-
-// editDistance is the optimal string alignment distance between a and b,
-// by runes: insertions, deletions, substitutions and swaps of two adjacent
-// runes ("lnag" for "lang") each count one.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	d := make([][]int, len(ra)+1)
-	for i := range d {
-		d[i] = make([]int, len(rb)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(ra)][len(rb)]
 }
 
 // quoteList renders words as `"a", "b" or "c"`.

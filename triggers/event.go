@@ -1,0 +1,213 @@
+package triggers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/internal/suggest"
+)
+
+// Event types as they appear in an event's "type" field.
+const (
+	TypeMessageReceived    = "message.received"
+	TypeMessageSent        = "message.sent"
+	TypeConversationClosed = "conversation.closed"
+	TypeAgentStatus        = "agent.status"
+	TypeTick               = "tick"
+)
+
+// EventTypes lists the valid event types.
+var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeAgentStatus, TypeTick}
+
+// Event is one thing that happened, as the messaging platform reports it.
+// Its At is the engine's clock.
+type Event struct {
+	ID           string        `json:"id"`
+	Type         string        `json:"type"`
+	At           time.Time     `json:"at"`
+	Conversation string        `json:"conversation,omitempty"`
+	Channel      string        `json:"channel,omitempty"`
+	To           string        `json:"to,omitempty"`
+	Contact      *EventContact `json:"contact,omitempty"`
+	Message      *EventMessage `json:"message,omitempty"`
+	Agent        string        `json:"agent,omitempty"`
+	Status       string        `json:"status,omitempty"`
+}
+
+// EventContact is what an event says about the contact. Empty fields leave
+// what the engine knows unchanged.
+type EventContact struct {
+	ID      string `json:"id"`
+	Name    string `json:"name,omitempty"`
+	Email   string `json:"email,omitempty"`
+	Phone   string `json:"phone,omitempty"`
+	Lang    string `json:"lang,omitempty"`
+	Country string `json:"country,omitempty"`
+	// Owner is the CRM record owner; when given it always wins.
+	Owner string         `json:"owner,omitempty"`
+	Tags  []string       `json:"tags,omitempty"`
+	Attrs map[string]any `json:"attrs,omitempty"`
+}
+
+// EventMessage is the message of a message event.
+type EventMessage struct {
+	ID   string `json:"id,omitempty"`
+	Text string `json:"text,omitempty"`
+	Lang string `json:"lang,omitempty"`
+}
+
+// FieldError is a problem with one field of an event.
+type FieldError struct {
+	Field   string // e.g. "contact.id"; empty for the event as a whole
+	Message string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return fmt.Sprintf("field %q: %s", e.Field, e.Message)
+}
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// DecodeEvent reads one event from JSON and checks that it is complete for
+// its type. Unknown fields are errors, so that a misspelt field is not
+// silently ignored. When requireAt is false a missing "at" is left zero for
+// the caller to fill.
+func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var ev Event
+	if err := dec.Decode(&ev); err != nil {
+		return nil, decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &FieldError{Message: "more than one JSON value; send one event per line"}
+	}
+	if err := ev.Validate(requireAt); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+// Validate checks that the event has what its type needs.
+func (ev *Event) Validate(requireAt bool) error {
+	if strings.TrimSpace(ev.ID) == "" {
+		return fieldErr("id", "missing; every event needs a unique id")
+	}
+	if ev.Type == "" {
+		return fieldErr("type", "missing; expected one of %s", strings.Join(EventTypes, ", "))
+	}
+	if !slices.Contains(EventTypes, ev.Type) {
+		msg := fmt.Sprintf("unknown event type %q; expected one of %s", ev.Type, strings.Join(EventTypes, ", "))
+		if k, ok := Lookup(ev.Type); ok && k == ConversationCreated {
+			msg += " (a conversation opens with its first message.received)"
+		}
+		return fieldErr("type", "%s", msg)
+	}
+	if requireAt && ev.At.IsZero() {
+		return fieldErr("at", "missing; write the time as RFC 3339, e.g. 2026-01-05T09:00:00Z")
+	}
+	switch ev.Type {
+	case TypeMessageReceived:
+		if ev.Contact == nil || strings.TrimSpace(ev.Contact.ID) == "" {
+			return fieldErr("contact.id", "missing; a message.received event needs the contact's id")
+		}
+	case TypeMessageSent:
+		if ev.Agent == "" {
+			return fieldErr("agent", "missing; a message.sent event names the agent who wrote")
+		}
+		if ev.Conversation == "" && (ev.Contact == nil || ev.Contact.ID == "") {
+			return fieldErr("contact.id", "missing; a message.sent event needs contact.id or conversation")
+		}
+	case TypeConversationClosed:
+		if ev.Conversation == "" {
+			return fieldErr("conversation", "missing; say which conversation closed")
+		}
+	case TypeAgentStatus:
+		if ev.Agent == "" {
+			return fieldErr("agent", "missing; say whose status changed")
+		}
+		switch ev.Status {
+		case "online", "away", "offline":
+		case "":
+			return fieldErr("status", "missing; expected online, away or offline")
+		default:
+			return fieldErr("status", "unknown status %q; expected online, away or offline", ev.Status)
+		}
+	}
+	return nil
+}
+
+var eventFields = fieldNames(reflect.TypeFor[Event](), reflect.TypeFor[EventContact](), reflect.TypeFor[EventMessage]())
+
+func fieldNames(types ...reflect.Type) []string {
+	var out []string
+	for _, t := range types {
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// decodeError rewords encoding/json errors in terms of the event's fields.
+func decodeError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tim *time.ParseError
+	switch {
+	case errors.Is(err, io.EOF):
+		return &FieldError{Message: "empty event"}
+	case errors.As(err, &syn):
+		return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "invalid character "))}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &FieldError{Message: "malformed JSON: the event ends too early"}
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			return &FieldError{Message: fmt.Sprintf("an event must be a JSON object, not %s", typ.Value)}
+		}
+		return fieldErr(field, "expected %s, got %s", jsonKind(typ.Type), typ.Value)
+	case errors.As(err, &tim):
+		return fieldErr("at", "%q is not an RFC 3339 time such as 2026-01-05T09:00:00Z", tim.Value)
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		hint := ""
+		if best := suggest.Closest(name, eventFields); best != "" {
+			hint = fmt.Sprintf("; did you mean %q?", best)
+		}
+		return fieldErr(name, "unknown field%s", hint)
+	}
+	return &FieldError{Message: strings.TrimPrefix(msg, "json: ")}
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		if t == reflect.TypeFor[time.Time]() {
+			return "an RFC 3339 time"
+		}
+		return "text"
+	case reflect.Struct, reflect.Map, reflect.Pointer:
+		return "an object"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Bool:
+		return "true or false"
+	}
+	return t.String()
+}

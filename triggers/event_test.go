@@ -1,0 +1,45 @@
+package triggers
+
+import "testing"
+
+func TestDecodeEventErrors(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{``, `empty event`},
+		{`{"id":"e1",`, `malformed JSON: the event ends too early`},
+		{`{"id":"e1" "type":"tick"}`, `malformed JSON at byte 12: '"' after object key:value pair`},
+		{`[1]`, `an event must be a JSON object, not array`},
+		{`{"type":"tick","at":"2026-01-05T09:00:00Z"}`, `field "id": missing; every event needs a unique id`},
+		{`{"id":5}`, `field "id": expected text, got number`},
+		{`{"id":"e1","type":"tick","at":"yesterday"}`, `field "at": "yesterday" is not an RFC 3339 time such as 2026-01-05T09:00:00Z`},
+		{`{"id":"e1","type":"tick"}`, `field "at": missing; write the time as RFC 3339, e.g. 2026-01-05T09:00:00Z`},
+		{`{"id":"e1","type":"message.recieved","at":"2026-01-05T09:00:00Z"}`, `field "type": unknown event type "message.recieved"; expected one of message.received, message.sent, conversation.closed, agent.status, tick`},
+		{`{"id":"e1","type":"conversation.created","at":"2026-01-05T09:00:00Z"}`, `field "type": unknown event type "conversation.created"; expected one of message.received, message.sent, conversation.closed, agent.status, tick (a conversation opens with its first message.received)`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","conversaton":"c1"}`, `field "conversaton": unknown field; did you mean "conversation"?`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z"}`, `field "contact.id": missing; a message.received event needs the contact's id`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","tags":"vip"}}`, `field "contact.tags": expected a list, got string`},
+		{`{"id":"e1","type":"message.sent","at":"2026-01-05T09:00:00Z","contact":{"id":"k"}}`, `field "agent": missing; a message.sent event names the agent who wrote`},
+		{`{"id":"e1","type":"conversation.closed","at":"2026-01-05T09:00:00Z"}`, `field "conversation": missing; say which conversation closed`},
+		{`{"id":"e1","type":"agent.status","at":"2026-01-05T09:00:00Z","agent":"a","status":"busy"}`, `field "status": unknown status "busy"; expected online, away or offline`},
+		{`{"id":"e1","type":"tick","at":"2026-01-05T09:00:00Z"} {}`, `more than one JSON value; send one event per line`},
+	}
+	for _, tt := range tests {
+		_, err := DecodeEvent([]byte(tt.in), true)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("DecodeEvent(%s)\n got: %v\nwant: %s", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestDecodeEvent(t *testing.T) {
+	ev, err := DecodeEvent([]byte(`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00+01:00","channel":"whatsapp","to":"+15550100",
+		"contact":{"id":"k1","name":"Kim","tags":["vip"],"attrs":{"plan":"pro","seats":12}},"message":{"id":"m1","text":"Bonjour","lang":"fr"}}`), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Contact.Attrs["seats"] != 12.0 || ev.Message.Lang != "fr" || ev.At.UTC().Hour() != 8 {
+		t.Fatalf("decoded %+v", ev)
+	}
+	if _, err := DecodeEvent([]byte(`{"id":"e1","type":"tick"}`), false); err != nil {
+		t.Fatalf("at is optional when not required: %v", err)
+	}
+}
