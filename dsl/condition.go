@@ -253,7 +253,7 @@ func (c *compiler) condition(f *File, x *exprAST, wherePos Pos, kind triggers.Ki
 			cond.Segments = append(cond.Segments, cl.arg)
 		}
 	}
-	cond.Clauses = c.clauses(fr)
+	c.clauses(fr, cond)
 	return cond
 }
 
@@ -309,12 +309,13 @@ func (c *compiler) checkCall(cl call) {
 }
 
 // clauses splits a condition at its top-level "and"s and compiles each part
-// on its own, for explain. It returns nil for a single clause, or when a
-// part does not compile on its own.
-func (c *compiler) clauses(fr fragment) []*Clause {
+// on its own, with the values it reads, for explain; it also finds the
+// condition's index key. Clauses is nil when a part does not compile on its
+// own (explain then shows the whole condition).
+func (c *compiler) clauses(fr fragment, cond *Condition) {
 	tree, err := parser.Parse(fr.src)
 	if err != nil {
-		return nil
+		return
 	}
 	var parts []ast.Node
 	var split func(n ast.Node)
@@ -327,17 +328,201 @@ func (c *compiler) clauses(fr fragment) []*Clause {
 		parts = append(parts, n)
 	}
 	split(tree.Node)
-	if len(parts) < 2 {
-		return nil
+	for _, p := range parts {
+		if cond.Key == nil {
+			cond.Key = indexKey(p)
+		}
 	}
 	out := make([]*Clause, 0, len(parts))
 	for _, p := range parts {
 		src := p.String()
-		prog, err := expr.Compile(src, append(slices.Clip(exprOptions), expr.Patch(&inspector{fr: fragment{src: src}, idents: map[string]Pos{}}))...)
+		prog, err := compileQuiet(src)
 		if err != nil {
+			return
+		}
+		cl := &Clause{Source: src, Pos: fr.at(leftmost(p)), Program: prog}
+		for _, op := range operands(p) {
+			if prog, err := compileQuiet(op); err == nil {
+				cl.Operands = append(cl.Operands, &Expr{Source: op, Program: prog})
+			}
+		}
+		out = append(out, cl)
+	}
+	cond.Clauses = out
+}
+
+// compileQuiet compiles a fragment that is already known to type-check as
+// part of a larger condition.
+func compileQuiet(src string) (*vm.Program, error) {
+	return expr.Compile(src, append(slices.Clip(exprOptions), expr.Patch(&inspector{fr: fragment{src: src}, idents: map[string]Pos{}}))...)
+}
+
+// indexKey recognises FIELD == 'v', 'v' == FIELD and FIELD in ['a', 'b'].
+func indexKey(n ast.Node) *IndexKey {
+	b, ok := n.(*ast.BinaryNode)
+	if !ok {
+		return nil
+	}
+	switch b.Operator {
+	case "==":
+		field, lit := b.Left, b.Right
+		if _, isLit := field.(*ast.StringNode); isLit {
+			field, lit = lit, field
+		}
+		s, ok := lit.(*ast.StringNode)
+		if name := fieldPath(field); ok && name != "" {
+			return &IndexKey{Field: name, Values: []string{s.Value}}
+		}
+	case "in":
+		arr, ok := b.Right.(*ast.ArrayNode)
+		name := fieldPath(b.Left)
+		if !ok || name == "" || len(arr.Nodes) == 0 {
 			return nil
 		}
-		out = append(out, &Clause{Source: src, Pos: fr.at(leftmost(p)), Program: prog})
+		key := &IndexKey{Field: name}
+		for _, e := range arr.Nodes {
+			s, ok := e.(*ast.StringNode)
+			if !ok {
+				return nil
+			}
+			if !slices.Contains(key.Values, s.Value) {
+				key.Values = append(key.Values, s.Value)
+			}
+		}
+		return key
+	}
+	return nil
+}
+
+// fieldPath returns "contact.lang" for a member chain naming one of the
+// indexable text fields, else "".
+func fieldPath(n ast.Node) string {
+	var parts []string
+	for {
+		switch x := n.(type) {
+		case *ast.IdentifierNode:
+			parts = append(parts, x.Value)
+			slices.Reverse(parts)
+			path := strings.Join(parts, ".")
+			if _, ok := triggers.StringFields[path]; ok {
+				return path
+			}
+			return ""
+		case *ast.MemberNode:
+			prop, ok := x.Property.(*ast.StringNode)
+			if !ok || x.Method || x.Optional {
+				return ""
+			}
+			parts = append(parts, prop.Value)
+			n = x.Node
+		default:
+			return ""
+		}
+	}
+}
+
+// operands lists, in order of appearance and once each, the environment
+// values a clause reads: whole member chains (contact.attrs.plan) and calls
+// of the environment's functions (online("Sales")).
+func operands(n ast.Node) []string {
+	var out []string
+	add := func(s string) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	var walk func(n ast.Node, inPredicate bool)
+	walk = func(n ast.Node, inPredicate bool) {
+		switch x := n.(type) {
+		case *ast.IdentifierNode:
+			if !inPredicate && slices.Contains(envNames, x.Value) {
+				add(x.Value)
+			}
+			return
+		case *ast.MemberNode:
+			if root := memberRoot(x); root != nil && !x.Method {
+				if !inPredicate && slices.Contains(envNames, root.Value) {
+					add(x.String())
+				}
+				return
+			}
+		case *ast.CallNode:
+			if id, ok := x.Callee.(*ast.IdentifierNode); ok && slices.Contains(envFuncs, id.Value) {
+				if !inPredicate {
+					add(x.String())
+				}
+				return
+			}
+		case *ast.PredicateNode:
+			walk(x.Node, true)
+			return
+		}
+		for _, child := range children(n) {
+			walk(child, inPredicate)
+		}
+	}
+	walk(n, false)
+	return out
+}
+
+var envFuncs = []string{triggers.FuncOnline, triggers.FuncIsOnline, triggers.FuncAvailable, triggers.FuncInSegment, triggers.FuncBusinessHours}
+
+// memberRoot returns the identifier a chain of plain field accesses starts
+// from, or nil when the chain holds an index, a method or a call.
+func memberRoot(m *ast.MemberNode) *ast.IdentifierNode {
+	var n ast.Node = m
+	for {
+		switch x := n.(type) {
+		case *ast.MemberNode:
+			if _, ok := x.Property.(*ast.StringNode); !ok || x.Method {
+				return nil
+			}
+			n = x.Node
+		case *ast.IdentifierNode:
+			return x
+		default:
+			return nil
+		}
+	}
+}
+
+// children returns a node's direct children.
+func children(n ast.Node) []ast.Node {
+	var out []ast.Node
+	switch x := n.(type) {
+	case *ast.UnaryNode:
+		out = append(out, x.Node)
+	case *ast.BinaryNode:
+		out = append(out, x.Left, x.Right)
+	case *ast.ChainNode:
+		out = append(out, x.Node)
+	case *ast.MemberNode:
+		out = append(out, x.Node, x.Property)
+	case *ast.SliceNode:
+		out = append(out, x.Node)
+		if x.From != nil {
+			out = append(out, x.From)
+		}
+		if x.To != nil {
+			out = append(out, x.To)
+		}
+	case *ast.CallNode:
+		out = append(out, x.Callee)
+		out = append(out, x.Arguments...)
+	case *ast.BuiltinNode:
+		out = append(out, x.Arguments...)
+	case *ast.PredicateNode:
+		out = append(out, x.Node)
+	case *ast.ConditionalNode:
+		out = append(out, x.Cond, x.Exp1, x.Exp2)
+	case *ast.ArrayNode:
+		out = append(out, x.Nodes...)
+	case *ast.MapNode:
+		for _, p := range x.Pairs {
+			out = append(out, p)
+		}
+	case *ast.PairNode:
+		out = append(out, x.Key, x.Value)
 	}
 	return out
 }

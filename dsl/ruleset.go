@@ -64,9 +64,12 @@ type Condition struct {
 	Pos     Pos         `json:"-"`
 	Program *vm.Program `json:"-"`
 	// Clauses are the top-level "and" parts, each compiled on its own, so
-	// that explain can name the first false one. Nil when the condition is a
-	// single clause.
+	// that explain can name the first false one.
 	Clauses []*Clause `json:"clauses,omitempty"`
+	// Key is the first clause that tests a text field against literals
+	// (lang == 'fr', channel in ['sms', 'whatsapp']): the engine indexes the
+	// rule by it. Nil when there is none.
+	Key *IndexKey `json:"key,omitempty"`
 	// Segments lists the segments the condition refers to.
 	Segments []string `json:"segments,omitempty"`
 }
@@ -76,6 +79,16 @@ type Clause struct {
 	Source  string      `json:"source"`
 	Pos     Pos         `json:"-"`
 	Program *vm.Program `json:"-"`
+	// Operands are the values the clause reads (lang, contact.attrs.plan,
+	// online("Sales")), for explaining why it was false.
+	Operands []*Expr `json:"operands,omitempty"`
+}
+
+// IndexKey is a clause of the form FIELD == 'value' or FIELD in [...], with
+// FIELD one of triggers.StringFields.
+type IndexKey struct {
+	Field  string   `json:"field"`
+	Values []string `json:"values"`
 }
 
 // Action is one compiled action: *Assign, *Reply, *Notify, *Tag, *Set or

@@ -92,3 +92,30 @@ const (
 	FuncInSegment     = "in_segment"
 	FuncBusinessHours = "business_hours"
 )
+
+// StringFields maps the plain text fields a condition can test for equality
+// to a getter, so that rules can be indexed by their "field == 'value'" and
+// "field in [...]" clauses.
+var StringFields = map[string]func(*Env) string{
+	"lang":                  func(e *Env) string { return e.Lang },
+	"channel":               func(e *Env) string { return e.Channel },
+	"country":               func(e *Env) string { return e.Country },
+	"message.id":            func(e *Env) string { return e.Message.ID },
+	"message.lang":          func(e *Env) string { return e.Message.Lang },
+	"message.channel":       func(e *Env) string { return e.Message.Channel },
+	"message.from":          func(e *Env) string { return e.Message.From },
+	"message.to":            func(e *Env) string { return e.Message.To },
+	"contact.id":            func(e *Env) string { return e.Contact.ID },
+	"contact.email":         func(e *Env) string { return e.Contact.Email },
+	"contact.phone":         func(e *Env) string { return e.Contact.Phone },
+	"contact.lang":          func(e *Env) string { return e.Contact.Lang },
+	"contact.country":       func(e *Env) string { return e.Contact.Country },
+	"contact.owner":         func(e *Env) string { return e.Contact.Owner },
+	"conversation.id":       func(e *Env) string { return e.Conversation.ID },
+	"conversation.status":   func(e *Env) string { return e.Conversation.Status },
+	"conversation.assignee": func(e *Env) string { return e.Conversation.Assignee },
+	"conversation.channel":  func(e *Env) string { return e.Conversation.Channel },
+	"conversation.to":       func(e *Env) string { return e.Conversation.To },
+	"agent.id":              func(e *Env) string { return e.Agent.ID },
+	"agent.status":          func(e *Env) string { return e.Agent.Status },
+}
