@@ -1,0 +1,284 @@
+package actions
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+)
+
+// Unit is one unit of capacity in the pool's fixed-point arithmetic, so
+// that percentages of a capacity add up exactly and deterministically.
+const Unit = 1000
+
+// unlimited stands for the spare capacity of an agent with no capacity set.
+const unlimited = math.MaxInt64 / 4
+
+// Units converts a number of capacity units to fixed point.
+func Units(v float64) int64 { return int64(math.Round(v * Unit)) }
+
+// Agent is one agent's live state.
+type Agent struct {
+	ID, Name, Email string
+	// Capacity in fixed-point units; 0 means unlimited.
+	Capacity int64
+	Skills   []string
+	Status   string
+	// Load is the capacity in use, in fixed-point units.
+	Load int64
+	// Open counts the open conversations assigned to the agent.
+	Open int
+	// LastActive is the last assignment or outgoing message; zero if never.
+	LastActive time.Time
+
+	Index    int // position in the pool
+	excluded bool
+	slots    []viewSlot
+	groups   []*Group
+}
+
+type viewSlot struct {
+	view *View
+	leaf int
+}
+
+// Online reports whether the agent's status is online.
+func (a *Agent) Online() bool { return a.Status == dsl.StatusOnline }
+
+// Spare is the free capacity in fixed-point units.
+func (a *Agent) Spare() int64 {
+	if a.Capacity == 0 {
+		return unlimited
+	}
+	return a.Capacity - a.Load
+}
+
+// CostOf returns what one conversation of the given cost takes from the
+// agent: Units, or Percent of the agent's capacity (nothing when unlimited).
+func (a *Agent) CostOf(c dsl.Cost) int64 {
+	switch {
+	case c.Percent > 0:
+		return int64(math.Round(float64(a.Capacity) * c.Percent / 100))
+	case c.Units > 0:
+		return Units(c.Units)
+	}
+	return Unit
+}
+
+// HasSkills reports whether the agent has every skill.
+func (a *Agent) HasSkills(skills []string) bool {
+	for _, s := range skills {
+		if !slices.Contains(a.Skills, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// Fits reports whether the agent could take a conversation of that cost
+// now, status aside.
+func (a *Agent) Fits(c dsl.Cost) bool { return a.Spare() >= a.CostOf(c) }
+
+// Eligible is the rule for every assign: online, room for the cost, every
+// required skill.
+func (a *Agent) Eligible(c dsl.Cost, skills []string) bool {
+	return a.Online() && !a.excluded && a.Fits(c) && a.HasSkills(skills)
+}
+
+// Group is a team.yaml group with its round-robin turn.
+type Group struct {
+	Name    string
+	Members []*Agent
+	// last is the member position this group assigned last; -1 for none.
+	last   int
+	online int
+	pos   map[*Agent]int
+	views []*View
+}
+
+// Pool is the live state of every agent and group, with an index per
+// (group, skills, cost) that the rules can ask for.
+type Pool struct {
+	Agents  []*Agent
+	Groups  []*Group
+	agents  map[string]*Agent
+	groups  map[string]*Group
+	views   map[viewKey]*View
+	rng     *rand.Rand
+	counter struct{ online int }
+}
+
+type viewKey struct {
+	group  string
+	skills string
+	cost   dsl.Cost
+}
+
+// NewPool builds the pool from a team, with indexes for every group assign
+// in the rules. seed drives the random algorithm.
+func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
+	p := &Pool{
+		agents: map[string]*Agent{},
+		groups: map[string]*Group{},
+		views:  map[viewKey]*View{},
+		rng:    rand.New(rand.NewPCG(seed, 0x5157)),
+	}
+	if team != nil {
+		for i, ta := range team.Agents {
+			a := &Agent{ID: ta.ID, Name: ta.Name, Email: ta.Email, Capacity: int64(ta.Capacity) * Unit,
+				Skills: ta.Skills, Status: ta.Status, Index: i}
+			p.Agents = append(p.Agents, a)
+			p.agents[a.ID] = a
+			if a.Online() {
+				p.counter.online++
+			}
+		}
+		for _, tg := range team.Groups {
+			g := &Group{Name: tg.Name, last: -1, pos: map[*Agent]int{}}
+			for i, id := range tg.Members {
+				a := p.agents[id]
+				g.Members = append(g.Members, a)
+				g.pos[a] = i
+				a.groups = append(a.groups, g)
+				if a.Online() {
+					g.online++
+				}
+			}
+			p.Groups = append(p.Groups, g)
+			p.groups[g.Name] = g
+		}
+	}
+	for _, r := range rules {
+		for _, act := range r.Actions {
+			p.viewsFor(act)
+		}
+	}
+	return p
+}
+
+func (p *Pool) viewsFor(act dsl.Action) {
+	as, ok := act.(*dsl.Assign)
+	if !ok {
+		return
+	}
+	if as.Target == dsl.TargetGroup {
+		p.View(as.Name, as.Skills, as.Cost)
+	}
+	if as.Else != nil {
+		p.viewsFor(as.Else)
+	}
+}
+
+// Agent returns the agent with that id, or nil.
+func (p *Pool) Agent(id string) *Agent { return p.agents[id] }
+
+// Group returns the group with that name, or nil.
+func (p *Pool) Group(name string) *Group { return p.groups[name] }
+
+// OnlineCount counts online agents: in the group, or all with "".
+func (p *Pool) OnlineCount(group string) int {
+	if group == "" {
+		return p.counter.online
+	}
+	if g := p.groups[group]; g != nil {
+		return g.online
+	}
+	return 0
+}
+
+// AvailableCount counts the group's online members with room for one more
+// conversation of the default cost.
+func (p *Pool) AvailableCount(group string) int {
+	v := p.View(group, nil, dsl.Cost{})
+	if v == nil {
+		return 0
+	}
+	return int(v.tree[1].count)
+}
+
+// View returns the index of a group's members with those skills, for
+// conversations of that cost, building it on first use. Nil when the group
+// does not exist.
+func (p *Pool) View(group string, skills []string, cost dsl.Cost) *View {
+	key := viewKey{group: group, skills: strings.Join(skills, "\x00"), cost: cost}
+	if v, ok := p.views[key]; ok {
+		return v
+	}
+	g := p.groups[group]
+	if g == nil {
+		return nil
+	}
+	v := newView(g, skills, cost)
+	p.views[key] = v
+	g.views = append(g.views, v)
+	return v
+}
+
+// SetStatus changes an agent's presence.
+func (p *Pool) SetStatus(a *Agent, status string) {
+	delta := 0
+	if a.Online() {
+		delta--
+	}
+	a.Status = status
+	if a.Online() {
+		delta++
+	}
+	p.counter.online += delta
+	for _, g := range a.groups {
+		g.online += delta
+	}
+	a.refresh()
+}
+
+// Take records a conversation of the given load assigned to the agent at t.
+func (p *Pool) Take(a *Agent, load int64, t time.Time) {
+	a.Load += load
+	a.Open++
+	a.LastActive = t
+	a.refresh()
+}
+
+// Release records a conversation of the given load leaving the agent.
+func (p *Pool) Release(a *Agent, load int64) {
+	a.Load -= load
+	a.Open--
+	a.refresh()
+}
+
+// Touch records activity (an outgoing message) at t.
+func (p *Pool) Touch(a *Agent, t time.Time) {
+	a.LastActive = t
+	a.refresh()
+}
+
+// Turn records that the group assigned a member, for round robin.
+func (p *Pool) Turn(g *Group, a *Agent) {
+	if i, ok := g.pos[a]; ok {
+		g.last = i
+	}
+}
+
+// Pick chooses an eligible member of the view by the algorithm; nil when
+// none is eligible. except, when set, is never chosen (reassign).
+func (p *Pool) Pick(v *View, alg dsl.Algorithm, except *Agent) *Agent {
+	if except != nil {
+		except.excluded = true
+		except.refresh()
+		defer func() {
+			except.excluded = false
+			except.refresh()
+		}()
+	}
+	return v.pick(alg, p.rng)
+}
+
+// refresh updates every index the agent is in.
+func (a *Agent) refresh() {
+	for _, s := range a.slots {
+		s.view.update(s.leaf)
+	}
+}
