@@ -99,6 +99,12 @@ type Group struct {
 	views []*View
 }
 
+// Has reports whether a is a member of the group.
+func (g *Group) Has(a *Agent) bool {
+	_, ok := g.pos[a]
+	return ok
+}
+
 // Pool is the live state of every agent and group, with an index per
 // (group, skills, cost) that the rules can ask for.
 type Pool struct {
@@ -174,6 +180,9 @@ func (p *Pool) viewsFor(act dsl.Action) {
 
 // Agent returns the agent with that id, or nil.
 func (p *Pool) Agent(id string) *Agent { return p.agents[id] }
+
+// GroupsOf returns the groups the agent is a member of.
+func (p *Pool) GroupsOf(a *Agent) []*Group { return a.groups }
 
 // Group returns the group with that name, or nil.
 func (p *Pool) Group(name string) *Group { return p.groups[name] }

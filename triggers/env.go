@@ -99,6 +99,9 @@ const (
 var StringFields = map[string]func(*Env) string{
 	"lang":                  func(e *Env) string { return e.Lang },
 	"channel":               func(e *Env) string { return e.Channel },
+	"text":                  func(e *Env) string { return e.Text },
+	"message.text":          func(e *Env) string { return e.Message.Text },
+	"contact.name":          func(e *Env) string { return e.Contact.Name },
 	"country":               func(e *Env) string { return e.Country },
 	"message.id":            func(e *Env) string { return e.Message.ID },
 	"message.lang":          func(e *Env) string { return e.Message.Lang },

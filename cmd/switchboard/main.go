@@ -16,6 +16,11 @@ const usageText = `switchboard routes customer conversations to agents by rules.
 Usage:
   switchboard check [--json] DIR|FILE...   check rule sets (DIR/... for every rule set below DIR)
   switchboard fmt [-w] [-l] FILE|DIR...    print rule files in canonical form
+  switchboard simulate --rules DIR --events FILE [--seed N]
+                                           decide a JSON-lines stream of events
+  switchboard explain --rules DIR --events FILE --event ID
+                                           show why one event went where it went
+  switchboard test [-update] DIR...        run rule sets' own tests (DIR/tests/*.txtar)
 
 Run "switchboard COMMAND -h" for a command's options.
 `
@@ -32,6 +37,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runCheck(rest, stdout, stderr)
 	case "fmt":
 		return runFmt(rest, stdin, stdout, stderr)
+	case "simulate":
+		return runSimulate(rest, stdin, stdout, stderr)
+	case "explain":
+		return runExplain(rest, stdin, stdout, stderr)
+	case "test":
+		return runTest(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return 0

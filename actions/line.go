@@ -1,0 +1,83 @@
+package actions
+
+import (
+	"slices"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+)
+
+// Waiting is work that no agent could take yet: it waits in the line of a
+// group or of one agent, and is placed by the algorithm it was queued with.
+type Waiting struct {
+	Conversation string
+	Rule         string
+	Priority     int
+	Since        time.Time
+	Seq          uint64
+	// Group and View when waiting for a group; Agent when waiting for one.
+	Group     *Group
+	View      *View
+	Algorithm dsl.Algorithm
+	Agent     *Agent
+	Cost      dsl.Cost
+	Skills    []string
+	// EvenIfOffline entries take their agent whatever the status.
+	EvenIfOffline bool
+	// Except is never chosen: the agent a reassign moved the work from.
+	Except *Agent
+}
+
+// Before orders waiting work: lowest priority number first, then oldest,
+// then first queued.
+func (w *Waiting) Before(o *Waiting) bool {
+	if w.Priority != o.Priority {
+		return w.Priority < o.Priority
+	}
+	if !w.Since.Equal(o.Since) {
+		return w.Since.Before(o.Since)
+	}
+	return w.Seq < o.Seq
+}
+
+// Line is waiting work in order.
+type Line struct {
+	entries []*Waiting
+}
+
+// Len is the number of waiting entries.
+func (l *Line) Len() int { return len(l.entries) }
+
+// Entries returns the entries in order; do not modify it.
+func (l *Line) Entries() []*Waiting { return l.entries }
+
+// Add puts w in its place.
+func (l *Line) Add(w *Waiting) {
+	i, _ := slices.BinarySearchFunc(l.entries, w, func(e, t *Waiting) int {
+		if e.Before(t) {
+			return -1
+		}
+		return 1
+	})
+	l.entries = slices.Insert(l.entries, i, w)
+}
+
+// Remove takes w out of the line.
+func (l *Line) Remove(w *Waiting) {
+	if i := slices.Index(l.entries, w); i >= 0 {
+		l.entries = slices.Delete(l.entries, i, i+1)
+	}
+}
+
+// Placeable reports the agent that could take w now, or nil.
+func (p *Pool) Placeable(w *Waiting) *Agent {
+	if w.Agent != nil {
+		a := w.Agent
+		ok := a.Fits(w.Cost) && a.HasSkills(w.Skills) && (a.Online() || w.EvenIfOffline)
+		if ok {
+			return a
+		}
+		return nil
+	}
+	return p.Pick(w.View, w.Algorithm, w.Except)
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// loadRules compiles a rule set directory, printing its diagnostics.
+func loadRules(dir string, stderr io.Writer) *dsl.RuleSet {
+	rs, ds := dsl.Load(dir)
+	for _, d := range ds {
+		fmt.Fprintln(stderr, d)
+	}
+	return rs
+}
+
+// openEvents opens an event file, "-" for stdin.
+func openEvents(name string, stdin io.Reader) (io.Reader, func(), error) {
+	if name == "-" {
+		return stdin, func() {}, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	rules := fl.String("rules", "", "rule set `directory`")
+	events := fl.String("events", "", "JSON-lines event `file` (- for stdin)")
+	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
+	quiet := fl.Bool("q", false, "no summary on stderr")
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: switchboard simulate --rules DIR --events FILE [--seed N]\n\nDecides every event and prints the decisions as JSON lines; a summary goes to stderr.\nThe same rules, events and seed always give the same bytes.")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *rules == "" || *events == "" || fl.NArg() > 0 {
+		fl.Usage()
+		return 2
+	}
+	rs := loadRules(*rules, stderr)
+	if rs == nil {
+		return 1
+	}
+	in, done, err := openEvents(*events, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "switchboard simulate: %v\n", err)
+		return 2
+	}
+	defer done()
+	eng := engine.New(rs, engine.Options{Seed: *seed})
+	w := bufio.NewWriterSize(stdout, 64*1024)
+	var buf []byte
+	n := 0
+	errs := eng.Replay(in, *events, func(_ int, _ *triggers.Event, d *engine.Decision) bool {
+		buf = append(d.AppendJSON(buf[:0]), '\n')
+		w.Write(buf)
+		n++
+		return true
+	})
+	w.Flush()
+	for _, err := range errs {
+		fmt.Fprintln(stderr, err)
+	}
+	if !*quiet {
+		writeSummary(stderr, n, len(errs), eng.Stats())
+	}
+	if len(errs) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func writeSummary(w io.Writer, events, bad int, s engine.Stats) {
+	fmt.Fprintf(w, "\n%d events decided", events)
+	if bad > 0 {
+		fmt.Fprintf(w, ", %d bad lines skipped", bad)
+	}
+	fmt.Fprintln(w)
+	if len(s.Agents) > 0 {
+		fmt.Fprintf(w, "%-16s %8s %10s %6s\n", "agent", "assigned", "peak load", "open")
+		for _, a := range s.Agents {
+			fmt.Fprintf(w, "%-16s %8d %10s %6d\n", a.Agent, a.Assigned, a.PeakLoad, a.Open)
+		}
+	}
+	fmt.Fprintf(w, "placed from a waiting line: %d", s.Waited)
+	if s.Waited > 0 {
+		fmt.Fprintf(w, " (mean wait %s, longest %s)", (s.WaitTotal / time.Duration(s.Waited)).Round(time.Second), s.WaitMax)
+	}
+	fmt.Fprintln(w)
+	if s.StillWaiting > 0 {
+		fmt.Fprintf(w, "still waiting: %d (oldest %s)\n", s.StillWaiting, s.OldestStillWaiting)
+	}
+}
+
+func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("explain", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	rules := fl.String("rules", "", "rule set `directory`")
+	events := fl.String("events", "", "JSON-lines event `file` (- for stdin)")
+	target := fl.String("event", "", "the `id` of the event to explain")
+	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
+	asJSON := fl.Bool("json", false, "print the trace as JSON")
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: switchboard explain --rules DIR --events FILE --event ID\n\nReplays the events up to ID and shows why that one went where it went:\nevery rule, matched or not and why; every action and its outcome; for a group, every member.")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *rules == "" || *events == "" || *target == "" || fl.NArg() > 0 {
+		fl.Usage()
+		return 2
+	}
+	rs := loadRules(*rules, stderr)
+	if rs == nil {
+		return 1
+	}
+	in, done, err := openEvents(*events, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "switchboard explain: %v\n", err)
+		return 2
+	}
+	defer done()
+	eng := engine.New(rs, engine.Options{Seed: *seed})
+	var trace *engine.Trace
+	var explainErr error
+	errs := eng.ReplayUntil(in, *events, *target, func(ev *triggers.Event) {
+		_, trace, explainErr = eng.Explain(ev)
+	})
+	for _, err := range errs {
+		fmt.Fprintln(stderr, err)
+	}
+	switch {
+	case explainErr != nil:
+		fmt.Fprintf(stderr, "event %s: %v\n", *target, explainErr)
+		return 1
+	case trace == nil:
+		fmt.Fprintf(stderr, "switchboard explain: no event %q in %s\n", *target, *events)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(trace)
+		return 0
+	}
+	trace.WriteText(stdout)
+	return 0
+}
+
+// splitLines is strings.Split for text that ends with a newline.
+func splitLines(s string) []string {
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}

@@ -1,0 +1,531 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/switchboard-dev/switchboard/actions"
+	"github.com/switchboard-dev/switchboard/dsl"
+)
+
+// do runs one action of a matched rule. It returns the action's trace when
+// tracing.
+func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
+	var at *ActionTrace
+	if e.trace != nil {
+		at = &ActionTrace{Action: describe(act)}
+	}
+	switch a := act.(type) {
+	case *dsl.Assign:
+		e.assign(a, r, ctx, at)
+	case *dsl.Reply:
+		if ctx.conv == nil {
+			at.set("not sent: the event has no conversation")
+			break
+		}
+		text := e.render(a.Text, ctx)
+		e.out = append(e.out, Action{Type: ActReply, Rule: r.Name, Conversation: ctx.conv.id, Text: text})
+		at.set("sent")
+	case *dsl.Notify:
+		e.notify(a, r, ctx, at)
+	case *dsl.Tag:
+		if ctx.conv == nil {
+			at.set("not tagged: the event has no conversation")
+			break
+		}
+		if !contains(ctx.conv.tags, a.Name) {
+			ctx.conv.tags = append(ctx.conv.tags, a.Name)
+		}
+		e.out = append(e.out, Action{Type: ActTag, Rule: r.Name, Conversation: ctx.conv.id, Tag: a.Name})
+		at.set("tagged")
+	case *dsl.Set:
+		e.set(a, r, ctx, at)
+	case *dsl.Stop:
+		ctx.stopped = true
+		at.set("no later action or rule runs for this event")
+	}
+	return at
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// outcome of trying to place a conversation.
+type outcome int
+
+const (
+	placedNow   outcome = iota // assigned, or given to a queue
+	queuedNow                  // waiting in a line
+	unavailable                // nobody online: else, or wait
+	impossible                 // cannot be placed this way: else, or nothing
+)
+
+func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
+	conv := ctx.conv
+	switch {
+	case conv == nil:
+		at.set("does nothing: the event has no conversation")
+		return
+	case conv.status != StatusOpen:
+		at.set("does nothing: the conversation is closed")
+		return
+	case ctx.placed:
+		at.set("skipped: an earlier action of this event already placed the conversation")
+		return
+	case !a.Reassign && conv.placed():
+		at.set("does nothing: the conversation is already " + conv.where() + " (use reassign to move it)")
+		return
+	}
+	res, why := e.place(conv, a, r.Name, at)
+	switch res {
+	case placedNow, queuedNow:
+		ctx.placed = true
+		return
+	case unavailable:
+		if a.Else == nil {
+			e.queue(conv, a, r.Name, at, why)
+			ctx.placed = true
+			return
+		}
+	case impossible:
+		if a.Else == nil {
+			at.set("not placed: " + why)
+			return
+		}
+	}
+	at.set(why + "; else:")
+	var et *ActionTrace
+	if at != nil {
+		et = &ActionTrace{Action: describe(a.Else)}
+		at.Else = et
+	}
+	switch next := a.Else.(type) {
+	case *dsl.Assign:
+		e.assign(next, r, ctx, et)
+	default:
+		sub := e.do(next, r, ctx)
+		if at != nil {
+			at.Else = sub
+		}
+	}
+}
+
+// place tries to give the conversation to the assign's target. On success
+// it records the decision; otherwise it says why not.
+func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace) (outcome, string) {
+	from := conv.assignee
+	switch a.Target {
+	case dsl.TargetQueue:
+		if conv.queue == a.Name {
+			return impossible, "already in queue " + a.Name
+		}
+		e.unplace(conv)
+		conv.queue = a.Name
+		e.out = append(e.out, Action{Type: ActAssign, Rule: rule, Conversation: conv.id, Queue: a.Name, From: agentID(from, a.Reassign)})
+		at.set("given to queue " + a.Name)
+		return placedNow, ""
+
+	case dsl.TargetGroup:
+		v := e.pool.View(a.Name, a.Skills, a.Cost)
+		if v == nil {
+			return impossible, fmt.Sprintf("there is no group %q", a.Name)
+		}
+		var except *actions.Agent
+		if a.Reassign {
+			except = from
+		}
+		agent := e.pool.Pick(v, a.Algorithm, except)
+		if at != nil {
+			at.Members = e.explainMembers(v, a, agent, except)
+		}
+		if agent != nil {
+			e.commit(conv, agent, a.Cost, rule, v.Group(), a.Algorithm, a.Reassign, false)
+			at.set("assigned to " + agent.ID)
+			return placedNow, ""
+		}
+		online := e.pool.OnlineCount(a.Name)
+		if except != nil && except.Online() && v.Group().Has(except) {
+			online-- // the current agent does not count: it must move
+		}
+		if online > 0 {
+			e.queue(conv, a, rule, at, "no online member of "+a.Name+" can take it now")
+			return queuedNow, ""
+		}
+		return unavailable, "no member of " + a.Name + " is online"
+
+	default: // user, owner, last_sender
+		id := a.Name
+		switch a.Target {
+		case dsl.TargetOwner:
+			if id = conv.contact.owner; id == "" {
+				return impossible, "the contact has no owner"
+			}
+		case dsl.TargetLastSender:
+			if id = conv.contact.lastSender; id == "" {
+				return impossible, "no agent has written to the contact yet"
+			}
+		}
+		agent := e.pool.Agent(id)
+		who := string(a.Target) + " " + id
+		if a.Target == dsl.TargetUser {
+			who = id
+		}
+		switch {
+		case agent == nil:
+			return impossible, who + " is not in team.yaml"
+		case a.Reassign && agent == from:
+			return impossible, "the conversation is already with " + id
+		case !agent.HasSkills(a.Skills):
+			return impossible, who + " lacks a required skill"
+		case !agent.Online() && !a.EvenIfOffline:
+			return unavailable, who + " is " + agent.Status
+		case !agent.Fits(a.Cost):
+			e.queue(conv, a, rule, at, fmt.Sprintf("%s is full (%s)", who, loadText(agent)))
+			return queuedNow, ""
+		}
+		e.commit(conv, agent, a.Cost, rule, nil, "", a.Reassign, false)
+		if agent.Online() {
+			at.set("assigned to " + id)
+		} else {
+			at.set("assigned to " + id + ", who is " + agent.Status + " (even if offline)")
+		}
+		return placedNow, ""
+	}
+}
+
+func agentID(a *actions.Agent, reassign bool) string {
+	if a == nil || !reassign {
+		return ""
+	}
+	return a.ID
+}
+
+// unplace takes the conversation from wherever it is: its agent's capacity
+// is freed, its place in a line given up, its queue left.
+func (e *Engine) unplace(conv *conversation) {
+	if conv.assignee != nil {
+		e.pool.Release(conv.assignee, conv.load)
+		e.dirty = append(e.dirty, conv.assignee)
+		conv.assignee, conv.load = nil, 0
+	}
+	if conv.waiting != nil {
+		e.unqueue(conv)
+	}
+	conv.queue = ""
+}
+
+// commit gives the conversation to an agent.
+func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost, rule string, g *actions.Group, alg dsl.Algorithm, reassign, fromQueue bool) {
+	from := agentID(conv.assignee, reassign)
+	e.unplace(conv)
+	load := agent.CostOf(cost)
+	e.pool.Take(agent, load, e.clock)
+	conv.assignee, conv.load = agent, load
+	st := e.stats.agents[agent]
+	st.assigned++
+	st.peak = max(st.peak, agent.Load)
+	act := Action{Type: ActAssign, Rule: rule, Conversation: conv.id, Agent: agent.ID, From: from, FromQueue: fromQueue}
+	if g != nil {
+		e.pool.Turn(g, agent)
+		act.Group, act.Algorithm = g.Name, string(alg)
+	}
+	// The first agent a contact is assigned to becomes its owner, unless
+	// the CRM gave one.
+	if conv.contact.owner == "" {
+		conv.contact.owner = agent.ID
+	}
+	e.out = append(e.out, act)
+}
+
+// queue puts the conversation in the waiting line of the assign's group or
+// agent.
+func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why string) {
+	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: a.Priority, Since: e.clock,
+		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline}
+	var line *actions.Line
+	act := Action{Type: ActQueued, Rule: rule, Conversation: conv.id}
+	if a.Target == dsl.TargetGroup {
+		w.Group = e.pool.Group(a.Name)
+		w.View = e.pool.View(a.Name, a.Skills, a.Cost)
+		line = e.groupLines[w.Group]
+		if line == nil {
+			line = &actions.Line{}
+			e.groupLines[w.Group] = line
+		}
+		act.Group = a.Name
+	} else {
+		id := a.Name
+		switch a.Target {
+		case dsl.TargetOwner:
+			id = conv.contact.owner
+		case dsl.TargetLastSender:
+			id = conv.contact.lastSender
+		}
+		w.Agent = e.pool.Agent(id)
+		line = e.agentLines[w.Agent]
+		if line == nil {
+			line = &actions.Line{}
+			e.agentLines[w.Agent] = line
+		}
+		act.Agent = id
+	}
+	if a.Reassign {
+		act.From = agentID(conv.assignee, true)
+		w.Except = conv.assignee
+	}
+	e.unplace(conv)
+	e.seq++
+	w.Seq = e.seq
+	line.Add(w)
+	conv.waiting = w
+	e.out = append(e.out, act)
+	at.set(why + "; waits " + strings.TrimPrefix(conv.where(), "waiting "))
+}
+
+func (e *Engine) unqueue(conv *conversation) {
+	w := conv.waiting
+	if w.Group != nil {
+		e.groupLines[w.Group].Remove(w)
+	} else {
+		e.agentLines[w.Agent].Remove(w)
+	}
+	conv.waiting = nil
+}
+
+// drain places waiting work, lowest priority number first, then oldest,
+// while the agents whose capacity freed or who came online can take it.
+func (e *Engine) drain() {
+	if len(e.dirty) == 0 {
+		return
+	}
+	defer func() { e.dirty = e.dirty[:0] }()
+	var lines []*actions.Line
+	for _, a := range e.dirty {
+		if l := e.agentLines[a]; l != nil && !containsLine(lines, l) {
+			lines = append(lines, l)
+		}
+		for _, g := range e.pool.GroupsOf(a) {
+			if l := e.groupLines[g]; l != nil && !containsLine(lines, l) {
+				lines = append(lines, l)
+			}
+		}
+	}
+	var step *Step
+	for {
+		var best *actions.Waiting
+		var bestAgent *actions.Agent
+		for _, l := range lines {
+			for _, w := range l.Entries() {
+				if best != nil && best.Before(w) {
+					break
+				}
+				if agent := e.pool.Placeable(w); agent != nil {
+					best, bestAgent = w, agent
+					break
+				}
+			}
+		}
+		if best == nil {
+			return
+		}
+		conv := e.convs[best.Conversation]
+		wait := e.clock.Sub(best.Since)
+		e.stats.waited++
+		e.stats.waitTotal += wait
+		e.stats.waitMax = max(e.stats.waitMax, wait)
+		e.commit(conv, bestAgent, best.Cost, best.Rule, best.Group, best.Algorithm, false, true)
+		if e.trace != nil {
+			if step == nil {
+				step = e.beginStep("waiting work")
+			}
+			step.Placed = append(step.Placed, fmt.Sprintf("%s (priority %d, waiting since %s) placed with %s, as rule %q queued it",
+				conv.id, best.Priority, best.Since.Format("15:04:05"), bestAgent.ID, best.Rule))
+		}
+	}
+}
+
+func containsLine(lines []*actions.Line, l *actions.Line) bool {
+	for _, x := range lines {
+		if x == l {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
+	convID := ""
+	if ctx.conv != nil {
+		convID = ctx.conv.id
+	}
+	var text string
+	if n.Text != nil {
+		text = e.render(n.Text, ctx)
+	}
+	send := func(target string) {
+		e.out = append(e.out, Action{Type: ActNotify, Rule: r.Name, Target: target, Via: n.Via, Conversation: convID, Text: text})
+	}
+	switch n.To {
+	case dsl.NotifyAgent:
+		switch {
+		case ctx.conv != nil && ctx.conv.assignee != nil:
+			send(ctx.conv.assignee.ID)
+		case ctx.conv == nil && ctx.agent != nil:
+			send(ctx.agent.ID)
+		default:
+			at.set("nobody notified: the conversation has no agent")
+			return
+		}
+	case dsl.NotifyOwner:
+		if ctx.contact == nil || ctx.contact.owner == "" {
+			at.set("nobody notified: the contact has no owner")
+			return
+		}
+		send(ctx.contact.owner)
+	case dsl.NotifyUser:
+		send(n.Name)
+	case dsl.NotifyGroup:
+		g := e.pool.Group(n.Name)
+		if g == nil || len(g.Members) == 0 {
+			at.set("nobody notified: group " + n.Name + " has no members")
+			return
+		}
+		for _, a := range g.Members {
+			send(a.ID)
+		}
+	}
+	at.set("sent")
+}
+
+func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
+	v, err := e.vm.Run(s.Value.Program, e.box)
+	if err != nil {
+		at.set("not set: " + err.Error())
+		return
+	}
+	c, conv := ctx.contact, ctx.conv
+	str, _ := v.(string)
+	switch {
+	case strings.HasPrefix(s.Path, "contact.attrs."):
+		if c == nil {
+			at.set("not set: the event has no contact")
+			return
+		}
+		if c.attrs == nil {
+			c.attrs = map[string]any{}
+		}
+		c.attrs[strings.TrimPrefix(s.Path, "contact.attrs.")] = v
+	case s.Path == "conversation.priority":
+		if conv == nil {
+			at.set("not set: the event has no conversation")
+			return
+		}
+		n, _ := v.(int)
+		if n < 1 {
+			at.set(fmt.Sprintf("not set: priority %v is below 1", v))
+			return
+		}
+		conv.priority = n
+	default:
+		if c == nil {
+			at.set("not set: the event has no contact")
+			return
+		}
+		switch s.Path {
+		case "contact.name":
+			c.name = str
+		case "contact.email":
+			c.email = str
+		case "contact.phone":
+			c.phone = str
+		case "contact.lang":
+			c.lang = str
+		case "contact.country":
+			c.country = str
+		case "contact.owner":
+			c.owner = str
+		}
+	}
+	act := Action{Type: ActSet, Rule: r.Name, Path: s.Path, Value: v}
+	if conv != nil {
+		act.Conversation = conv.id
+	}
+	e.out = append(e.out, act)
+	at.set(fmt.Sprintf("%s is now %v", s.Path, v))
+	e.setEnv(ctx) // later conditions see the new value
+}
+
+// render fills a template's placeholders.
+func (e *Engine) render(t *dsl.Template, ctx *evalCtx) string {
+	if len(t.Parts) == 1 && t.Parts[0].Field == "" {
+		return t.Parts[0].Text
+	}
+	var b strings.Builder
+	for _, p := range t.Parts {
+		if p.Field == "" {
+			b.WriteString(p.Text)
+			continue
+		}
+		b.WriteString(e.placeholder(p.Field, ctx))
+	}
+	return b.String()
+}
+
+func (e *Engine) placeholder(field string, ctx *evalCtx) string {
+	env := e.env
+	if key, ok := strings.CutPrefix(field, "contact.attrs."); ok {
+		if v, ok := env.Contact.Attrs[key]; ok && v != nil {
+			return fmt.Sprint(v)
+		}
+		return ""
+	}
+	who, prop, _ := strings.Cut(field, ".")
+	var agent *actions.Agent
+	switch who {
+	case "agent":
+		if ctx.conv != nil {
+			agent = ctx.conv.assignee
+		}
+		if agent == nil {
+			agent = ctx.agent
+		}
+	case "owner":
+		if env.Contact.Owner == "" {
+			return ""
+		}
+		agent = e.pool.Agent(env.Contact.Owner)
+		if agent == nil {
+			if prop == "id" {
+				return env.Contact.Owner
+			}
+			return ""
+		}
+	}
+	if who == "agent" || who == "owner" {
+		if agent == nil {
+			return ""
+		}
+		switch prop {
+		case "id":
+			return agent.ID
+		case "name":
+			if agent.Name == "" {
+				return agent.ID
+			}
+			return agent.Name
+		case "email":
+			return agent.Email
+		}
+		return ""
+	}
+	if get, ok := placeholderFields[field]; ok {
+		return get(env)
+	}
+	return ""
+}

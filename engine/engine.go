@@ -1,0 +1,650 @@
+package engine
+
+import (
+	"container/heap"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+	"unsafe"
+
+	"github.com/expr-lang/expr/vm"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/switchboard-dev/switchboard/actions"
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// Options tune an engine.
+type Options struct {
+	// Seed drives the random algorithm; the same seed gives the same picks.
+	Seed uint64
+}
+
+// Engine decides events against one rule set and its live state.
+type Engine struct {
+	rs    *dsl.RuleSet
+	pool  *actions.Pool
+	clock time.Time
+	seq   uint64
+
+	contacts   map[string]*contact
+	convs      map[string]*conversation
+	groupLines map[*actions.Group]*actions.Line
+	agentLines map[*actions.Agent]*actions.Line
+	timers     timerHeap
+
+	index      [triggers.NumKinds]ruleIndex
+	unanswered []*dsl.Rule
+	ruleOrder  map[*dsl.Rule]int
+
+	// Evaluation: one boxed environment refilled per event (see envBox),
+	// one VM, and one more VM per level of segments within segments.
+	box     any
+	env     *triggers.Env
+	base    triggers.Env
+	vm      vm.VM
+	segVMs  []*vm.VM
+	segMemo []int8
+	hours   *lru.Cache[string, *dsl.Hours]
+	cands   []int32
+
+	stats runStats
+
+	// Per decision.
+	out   []Action
+	dirty []*actions.Agent
+	trace *Trace
+	step  *Step
+}
+
+// New builds an engine for a compiled rule set, its team in its initial
+// state.
+func New(rs *dsl.RuleSet, opts Options) *Engine {
+	e := &Engine{
+		rs:         rs,
+		pool:       actions.NewPool(rs.Team, rs.Rules, opts.Seed),
+		contacts:   map[string]*contact{},
+		convs:      map[string]*conversation{},
+		groupLines: map[*actions.Group]*actions.Line{},
+		agentLines: map[*actions.Agent]*actions.Line{},
+		ruleOrder:  map[*dsl.Rule]int{},
+		segMemo:    make([]int8, len(rs.Segments)),
+	}
+	e.hours, _ = lru.New[string, *dsl.Hours](256)
+	e.stats.agents = map[*actions.Agent]*agentStats{}
+	for _, a := range e.pool.Agents {
+		e.stats.agents[a] = &agentStats{}
+	}
+	for i, r := range rs.Rules {
+		e.ruleOrder[r] = i
+		if r.Trigger.Kind == triggers.ConversationUnanswered {
+			e.unanswered = append(e.unanswered, r)
+			continue
+		}
+		e.index[r.Trigger.Kind].add(r)
+	}
+	e.box, e.env = newEnvBox()
+	e.base = triggers.Env{
+		Online:        e.pool.OnlineCount,
+		IsOnline:      e.isOnline,
+		Available:     e.pool.AvailableCount,
+		InSegment:     e.inSegment,
+		BusinessHours: e.businessHours,
+	}
+	*e.env = e.base
+	return e
+}
+
+// RuleSet returns the rule set the engine runs.
+func (e *Engine) RuleSet() *dsl.RuleSet { return e.rs }
+
+// Pool exposes the agents' live state, read-only by convention.
+func (e *Engine) Pool() *actions.Pool { return e.pool }
+
+// Clock is the time of the latest event.
+func (e *Engine) Clock() time.Time { return e.clock }
+
+// newEnvBox returns an interface holding a triggers.Env and a pointer to
+// that very value. Conditions run on the interface: expr reads the fields
+// of a struct passed by value without copying them to the heap, and since
+// the box is allocated once and refilled in place, running a condition
+// allocates nothing. The box comes from reflect.New so that it is a real
+// heap value of its own (a zero composite literal converted to an interface
+// may share read-only memory).
+func newEnvBox() (any, *triggers.Env) {
+	box := reflect.New(reflect.TypeFor[triggers.Env]()).Elem().Interface()
+	type eface struct{ typ, data unsafe.Pointer }
+	return box, (*triggers.Env)((*eface)(unsafe.Pointer(&box)).data)
+}
+
+// ruleIndex holds one trigger's rules, indexed by their key clause.
+type ruleIndex struct {
+	rules  []*dsl.Rule
+	always []int32
+	fields []fieldIndex
+}
+
+type fieldIndex struct {
+	name    string
+	get     func(*triggers.Env) string
+	byValue map[string][]int32
+}
+
+func (x *ruleIndex) add(r *dsl.Rule) {
+	pos := int32(len(x.rules))
+	x.rules = append(x.rules, r)
+	if r.When == nil || r.When.Key == nil {
+		x.always = append(x.always, pos)
+		return
+	}
+	key := r.When.Key
+	i := slices.IndexFunc(x.fields, func(f fieldIndex) bool { return f.name == key.Field })
+	if i < 0 {
+		x.fields = append(x.fields, fieldIndex{name: key.Field, get: triggers.StringFields[key.Field], byValue: map[string][]int32{}})
+		i = len(x.fields) - 1
+	}
+	for _, v := range key.Values {
+		x.fields[i].byValue[v] = append(x.fields[i].byValue[v], pos)
+	}
+}
+
+// candidates appends, in rule order, the rules whose key clause holds for
+// env: the only ones whose condition can be true.
+func (x *ruleIndex) candidates(env *triggers.Env, buf []int32) []int32 {
+	buf = append(buf[:0], x.always...)
+	for i := range x.fields {
+		f := &x.fields[i]
+		buf = append(buf, f.byValue[f.get(env)]...)
+	}
+	if len(x.fields) > 0 {
+		slices.Sort(buf)
+	}
+	return buf
+}
+
+func (e *Engine) isOnline(id string) bool {
+	a := e.pool.Agent(id)
+	return a != nil && a.Online()
+}
+
+// inSegment evaluates a segment's condition on the current environment,
+// once per environment.
+func (e *Engine) inSegment(name string) bool {
+	s := e.rs.Segment(name)
+	if s == nil || s.When == nil {
+		return false
+	}
+	switch e.segMemo[s.Index] {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	// A segment can use other segments: each level needs its own VM.
+	depth := 0
+	for depth < len(e.segVMs) && e.segVMs[depth] == nil {
+		depth++
+	}
+	var m *vm.VM
+	if depth < len(e.segVMs) {
+		m, e.segVMs[depth] = e.segVMs[depth], nil
+		defer func() { e.segVMs[depth] = m }()
+	} else {
+		m = new(vm.VM)
+		e.segVMs = append(e.segVMs, nil)
+		defer func() { e.segVMs[depth] = m }()
+	}
+	out, err := m.Run(s.When.Program, e.box)
+	in := err == nil && out == true
+	e.segMemo[s.Index] = 2
+	if in {
+		e.segMemo[s.Index] = 1
+	}
+	return in
+}
+
+func (e *Engine) businessHours(spec string) bool {
+	h := e.rs.Hours[spec]
+	if h == nil {
+		var ok bool
+		if h, ok = e.hours.Get(spec); !ok {
+			parsed, err := dsl.ParseHours(spec)
+			if err != nil {
+				return false
+			}
+			h = parsed
+			e.hours.Add(spec, h)
+		}
+	}
+	return h.Contains(e.env.Now)
+}
+
+// runStats accumulate what Stats reports.
+type runStats struct {
+	agents    map[*actions.Agent]*agentStats
+	waited    int
+	waitTotal time.Duration
+	waitMax   time.Duration
+}
+
+type agentStats struct {
+	assigned int
+	peak     int64
+}
+
+// evalCtx is what one evaluation is about, and what it has done so far.
+type evalCtx struct {
+	conv    *conversation
+	contact *contact
+	msg     *triggers.EventMessage
+	channel string
+	to      string
+	agent   *actions.Agent // agent status rules; message.sent's writer
+	opened  bool           // the event opened the conversation
+	placed  bool           // an action of this event placed it
+	stopped bool
+}
+
+// setEnv refills the boxed environment for ctx.
+func (e *Engine) setEnv(ctx *evalCtx) {
+	env := e.env
+	*env = e.base
+	env.Now = e.clock
+	if c := ctx.contact; c != nil {
+		env.Contact = triggers.Contact{ID: c.id, Name: c.name, Email: c.email, Phone: c.phone, Lang: c.lang,
+			Country: c.country, Owner: c.owner, IsNew: c.conversations == 0, Tags: c.tags, Attrs: c.attrs}
+		if ctx.conv != nil {
+			env.Contact.IsNew = ctx.conv.contactNew
+		}
+		env.Country = c.country
+	}
+	if v := ctx.conv; v != nil {
+		env.Conversation = triggers.Conversation{ID: v.id, Status: v.status, Channel: v.channel, To: v.to,
+			Priority: v.priority, Tags: v.tags, IsNew: ctx.opened, CreatedAt: v.createdAt}
+		if v.assignee != nil && v.status == StatusOpen {
+			env.Conversation.Assignee = v.assignee.ID
+		}
+	}
+	if m := ctx.msg; m != nil {
+		env.Message = triggers.Message{ID: m.ID, Text: m.Text, Lang: m.Lang, Channel: ctx.channel, To: ctx.to, At: e.clock}
+		if ctx.contact != nil {
+			env.Message.From = ctx.contact.phone
+			if env.Message.From == "" {
+				env.Message.From = ctx.contact.id
+			}
+		}
+		env.Text = m.Text
+	}
+	env.Channel = ctx.channel
+	env.Lang = env.Message.Lang
+	if env.Lang == "" {
+		env.Lang = env.Contact.Lang
+	}
+	if a := ctx.agent; a != nil {
+		env.Agent = triggers.Agent{ID: a.ID, Status: a.Status}
+	}
+	clear(e.segMemo)
+}
+
+// match runs a rule's condition. A condition that fails at run time (a
+// custom attribute of an unexpected type, say) does not match; the trace
+// says why.
+func (e *Engine) match(r *dsl.Rule) (bool, error) {
+	if r.When == nil {
+		return true, nil
+	}
+	out, err := e.vm.Run(r.When.Program, e.box)
+	if err != nil {
+		return false, err
+	}
+	return out == true, nil
+}
+
+// run evaluates one trigger's rules for ctx, in file order.
+func (e *Engine) run(kind triggers.Kind, ctx *evalCtx) {
+	if ctx.stopped {
+		return
+	}
+	x := &e.index[kind]
+	if len(x.rules) == 0 {
+		return
+	}
+	e.setEnv(ctx)
+	if e.trace != nil {
+		e.beginStep(kind.String())
+		for _, r := range x.rules {
+			e.runRule(r, ctx)
+		}
+		return
+	}
+	e.cands = x.candidates(e.env, e.cands)
+	for _, i := range e.cands {
+		if ctx.stopped {
+			return
+		}
+		e.runRule(x.rules[i], ctx)
+	}
+}
+
+func (e *Engine) runRule(r *dsl.Rule, ctx *evalCtx) {
+	var rt *RuleTrace
+	if e.trace != nil {
+		rt = e.traceRule(r, ctx)
+		if ctx.stopped {
+			return
+		}
+	}
+	ok, err := e.match(r)
+	if rt != nil {
+		e.explainMatch(rt, r, ok, err)
+	}
+	if !ok {
+		return
+	}
+	for _, act := range r.Actions {
+		if ctx.stopped {
+			if rt != nil {
+				rt.Actions = append(rt.Actions, &ActionTrace{Action: describe(act), Outcome: "not run: stopped"})
+			}
+			continue
+		}
+		at := e.do(act, r, ctx)
+		if rt != nil && at != nil {
+			rt.Actions = append(rt.Actions, at)
+		}
+	}
+}
+
+// Decide applies one event and returns the decision. The returned
+// Decision's Actions are only valid until the next call. An event that does
+// not fit the state (an unknown agent, say) is an error and changes
+// nothing.
+func (e *Engine) Decide(ev *triggers.Event) (Decision, error) {
+	if err := e.check(ev); err != nil {
+		return Decision{}, err
+	}
+	e.out = e.out[:0]
+	e.dirty = e.dirty[:0]
+	t := ev.At
+	if t.Before(e.clock) || t.IsZero() {
+		t = e.clock // the clock never goes back
+	}
+	e.fireTimers(t)
+	e.clock = t
+	convID := e.apply(ev)
+	e.drain()
+	return Decision{Event: ev.ID, Conversation: convID, Actions: e.out}, nil
+}
+
+// check validates an event against the state, before anything changes.
+func (e *Engine) check(ev *triggers.Event) error {
+	if err := ev.Validate(false); err != nil {
+		return err
+	}
+	bad := func(field, format string, args ...any) error {
+		return &triggers.FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	knownAgent := func() error {
+		if e.pool.Agent(ev.Agent) == nil {
+			return bad("agent", "unknown agent %q; agents come from team.yaml", ev.Agent)
+		}
+		return nil
+	}
+	switch ev.Type {
+	case triggers.TypeMessageReceived:
+		if ev.Conversation != "" {
+			if c := e.convs[ev.Conversation]; c != nil && c.contact.id != ev.Contact.ID {
+				return bad("conversation", "conversation %q belongs to contact %q, not %q", ev.Conversation, c.contact.id, ev.Contact.ID)
+			}
+		} else if c := e.contacts[ev.Contact.ID]; c == nil || c.open[convKey{ev.Channel, ev.To}] == nil {
+			if e.convs[ev.ID] != nil {
+				return bad("id", "event id %q would open a conversation, but a conversation with that id is open; give the event a unique id", ev.ID)
+			}
+		}
+	case triggers.TypeMessageSent:
+		if err := knownAgent(); err != nil {
+			return err
+		}
+		if ev.Conversation != "" {
+			c := e.convs[ev.Conversation]
+			if c == nil {
+				return bad("conversation", "no open conversation %q", ev.Conversation)
+			}
+			if ev.Contact != nil && ev.Contact.ID != "" && ev.Contact.ID != c.contact.id {
+				return bad("contact.id", "conversation %q belongs to contact %q, not %q", ev.Conversation, c.contact.id, ev.Contact.ID)
+			}
+		}
+	case triggers.TypeConversationClosed:
+		if e.convs[ev.Conversation] == nil {
+			return bad("conversation", "no open conversation %q", ev.Conversation)
+		}
+	case triggers.TypeAgentStatus:
+		return knownAgent()
+	}
+	return nil
+}
+
+// apply changes the state for the event and runs its rules. It returns the
+// event's conversation id.
+func (e *Engine) apply(ev *triggers.Event) string {
+	switch ev.Type {
+	case triggers.TypeMessageReceived:
+		return e.received(ev)
+	case triggers.TypeMessageSent:
+		return e.sent(ev)
+	case triggers.TypeConversationClosed:
+		return e.closed(ev)
+	case triggers.TypeAgentStatus:
+		a := e.pool.Agent(ev.Agent)
+		wasOnline := a.Online()
+		e.pool.SetStatus(a, ev.Status)
+		if a.Online() && !wasOnline {
+			e.dirty = append(e.dirty, a)
+		}
+		e.run(triggers.AgentStatus, &evalCtx{agent: a})
+	}
+	return ""
+}
+
+func (e *Engine) upsertContact(ec *triggers.EventContact) *contact {
+	c := e.contacts[ec.ID]
+	if c == nil {
+		c = &contact{id: ec.ID, open: map[convKey]*conversation{}}
+		e.contacts[ec.ID] = c
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.name, ec.Name)
+	set(&c.email, ec.Email)
+	set(&c.phone, ec.Phone)
+	set(&c.lang, ec.Lang)
+	set(&c.country, ec.Country)
+	set(&c.owner, ec.Owner) // the CRM record owner always wins
+	if ec.Tags != nil {
+		c.tags = ec.Tags
+	}
+	if len(ec.Attrs) > 0 {
+		if c.attrs == nil {
+			c.attrs = make(map[string]any, len(ec.Attrs))
+		}
+		for k, v := range ec.Attrs {
+			c.attrs[k] = v
+		}
+	}
+	return c
+}
+
+func (e *Engine) received(ev *triggers.Event) string {
+	c := e.upsertContact(ev.Contact)
+	var conv *conversation
+	if ev.Conversation != "" {
+		conv = e.convs[ev.Conversation]
+	} else {
+		conv = c.open[convKey{ev.Channel, ev.To}]
+	}
+	opened := conv == nil
+	if opened {
+		id := ev.Conversation
+		if id == "" {
+			id = ev.ID
+		}
+		conv = &conversation{id: id, contact: c, channel: ev.Channel, to: ev.To, status: StatusOpen,
+			createdAt: e.clock, priority: dsl.DefaultPriority, contactNew: c.conversations == 0}
+		c.conversations++
+		e.convs[id] = conv
+		c.open[convKey{ev.Channel, ev.To}] = conv
+	}
+	var msg triggers.EventMessage
+	if ev.Message != nil {
+		msg = *ev.Message
+	}
+	conv.lastMessage = msg
+	if conv.waitingSince.IsZero() {
+		conv.waitingSince = e.clock
+		conv.streak++
+		e.seq++
+		for _, r := range e.unanswered {
+			heap.Push(&e.timers, &timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq})
+		}
+	}
+	if e.trace != nil {
+		if opened {
+			e.trace.note("opens conversation %s (contact %s, channel %q, to %q): new conversation rules run first, then incoming message rules", conv.id, c.id, conv.channel, conv.to)
+		} else {
+			e.trace.note("joins open conversation %s, %s", conv.id, conv.where())
+		}
+	}
+	ctx := &evalCtx{conv: conv, contact: c, msg: &msg, channel: ev.Channel, to: ev.To, opened: opened}
+	if opened {
+		e.run(triggers.ConversationCreated, ctx)
+	}
+	e.run(triggers.MessageReceived, ctx)
+	return conv.id
+}
+
+func (e *Engine) sent(ev *triggers.Event) string {
+	a := e.pool.Agent(ev.Agent)
+	var conv *conversation
+	var c *contact
+	if ev.Conversation != "" {
+		conv = e.convs[ev.Conversation]
+		c = conv.contact
+	} else {
+		c = e.upsertContact(&triggers.EventContact{ID: ev.Contact.ID})
+	}
+	c.lastSender = a.ID
+	e.pool.Touch(a, e.clock)
+	// The agent answered: the conversation's unanswered clock stops. Without
+	// a conversation id, every open conversation with the contact counts.
+	if conv != nil {
+		conv.waitingSince = time.Time{}
+	} else {
+		for _, open := range c.open {
+			open.waitingSince = time.Time{}
+		}
+		if len(c.open) == 1 {
+			for _, open := range c.open {
+				conv = open
+			}
+		}
+	}
+	var msg triggers.EventMessage
+	if ev.Message != nil {
+		msg = *ev.Message
+	}
+	channel, to := ev.Channel, ev.To
+	if conv != nil {
+		channel, to = conv.channel, conv.to
+	}
+	ctx := &evalCtx{conv: conv, contact: c, msg: &msg, channel: channel, to: to, agent: a}
+	e.run(triggers.MessageSent, ctx)
+	if conv != nil {
+		return conv.id
+	}
+	return ""
+}
+
+func (e *Engine) closed(ev *triggers.Event) string {
+	conv := e.convs[ev.Conversation]
+	conv.status = StatusClosed
+	if conv.assignee != nil {
+		e.pool.Release(conv.assignee, conv.load)
+		e.dirty = append(e.dirty, conv.assignee)
+		conv.load = 0
+	}
+	if conv.waiting != nil {
+		e.unqueue(conv)
+	}
+	conv.queue = ""
+	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
+	e.run(triggers.ConversationClosed, ctx)
+	delete(conv.contact.open, convKey{conv.channel, conv.to})
+	delete(e.convs, conv.id)
+	return conv.id
+}
+
+// timer is an unanswered rule due for a conversation.
+type timer struct {
+	due    time.Time
+	conv   *conversation
+	streak int
+	rule   *dsl.Rule
+	order  int    // the rule's place in the rule set
+	batch  uint64 // one per unanswered streak, in the order streaks began
+}
+
+type timerHeap []*timer
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	if !h[i].due.Equal(h[j].due) {
+		return h[i].due.Before(h[j].due)
+	}
+	if h[i].batch != h[j].batch {
+		return h[i].batch < h[j].batch
+	}
+	return h[i].order < h[j].order
+}
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(*timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return t
+}
+
+// fireTimers runs the unanswered rules due up to t, in time order; the
+// rules due at one instant for one conversation run together, in file
+// order, as one evaluation.
+func (e *Engine) fireTimers(t time.Time) {
+	for len(e.timers) > 0 && !e.timers[0].due.After(t) {
+		first := heap.Pop(&e.timers).(*timer)
+		group := []*timer{first}
+		for len(e.timers) > 0 && e.timers[0].due.Equal(first.due) && e.timers[0].batch == first.batch {
+			group = append(group, heap.Pop(&e.timers).(*timer))
+		}
+		conv := first.conv
+		if conv.status != StatusOpen || conv.streak != first.streak || conv.waitingSince.IsZero() || e.convs[conv.id] != conv {
+			continue // answered, closed or superseded since
+		}
+		e.clock = first.due
+		if e.trace != nil {
+			e.beginStep(fmt.Sprintf("conversation.unanswered: %s has waited since %s", conv.id, conv.waitingSince.Format(time.RFC3339)))
+		}
+		ctx := &evalCtx{conv: conv, contact: conv.contact, msg: &conv.lastMessage, channel: conv.channel, to: conv.to}
+		e.setEnv(ctx)
+		for _, tm := range group {
+			if ctx.stopped {
+				break
+			}
+			e.runRule(tm.rule, ctx)
+		}
+		e.drain() // capacity a reassign freed is taken at once
+	}
+}

@@ -1,0 +1,142 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// LineError is a bad line of an event stream.
+type LineError struct {
+	File string
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+
+func (e *LineError) Unwrap() error { return e.Err }
+
+// MaxEventSize is the longest event line accepted.
+const MaxEventSize = 1 << 20
+
+// Replay decides every event of a JSON-lines stream in order. For each
+// event it calls each with the event's line number, the event and its
+// decision (valid until the next call); when each returns false the replay
+// stops. Bad lines (malformed, incomplete, a duplicate id, not fitting the
+// state) are returned as LineErrors and skipped: the valid events around
+// them are all decided. Blank lines are ignored.
+func (e *Engine) Replay(r io.Reader, name string, each func(line int, ev *triggers.Event, d *Decision) bool) []error {
+	var errs []error
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), MaxEventSize)
+	seen := map[string]int{}
+	line := 0
+	for sc.Scan() {
+		line++
+		data := bytes.TrimSpace(sc.Bytes())
+		if len(data) == 0 {
+			continue
+		}
+		ev, err := triggers.DecodeEvent(data, true)
+		if err == nil {
+			if first, dup := seen[ev.ID]; dup {
+				err = &triggers.FieldError{Field: "id", Message: fmt.Sprintf("duplicate event id %q (first on line %d)", ev.ID, first)}
+			}
+		}
+		var d Decision
+		if err == nil {
+			d, err = e.Decide(ev)
+		}
+		if err != nil {
+			errs = append(errs, &LineError{File: name, Line: line, Err: err})
+			continue
+		}
+		seen[ev.ID] = line
+		if !each(line, ev, &d) {
+			return errs
+		}
+	}
+	if err := sc.Err(); err != nil {
+		msg := err
+		if err == bufio.ErrTooLong {
+			msg = fmt.Errorf("line longer than %d bytes", MaxEventSize)
+		}
+		errs = append(errs, &LineError{File: name, Line: line + 1, Err: msg})
+	}
+	return errs
+}
+
+// AgentStats is what one agent did over a run.
+type AgentStats struct {
+	Agent    string
+	Assigned int
+	PeakLoad string // units, "3/4"
+	Open     int
+}
+
+// Stats summarises a run: per agent, and waiting work.
+type Stats struct {
+	Agents []AgentStats
+	// Waited is how many conversations were placed from a waiting line,
+	// and how long they waited.
+	Waited             int
+	WaitTotal          time.Duration
+	WaitMax            time.Duration
+	StillWaiting       int
+	OldestStillWaiting time.Duration
+}
+
+// Stats reports the run so far.
+func (e *Engine) Stats() Stats {
+	var s Stats
+	for _, a := range e.pool.Agents {
+		st := e.stats.agents[a]
+		peak := units(st.peak)
+		if a.Capacity > 0 {
+			peak += "/" + units(a.Capacity)
+		}
+		s.Agents = append(s.Agents, AgentStats{Agent: a.ID, Assigned: st.assigned, PeakLoad: peak, Open: a.Open})
+	}
+	s.Waited, s.WaitTotal, s.WaitMax = e.stats.waited, e.stats.waitTotal, e.stats.waitMax
+	for _, c := range e.convs {
+		if c.waiting != nil {
+			s.StillWaiting++
+			s.OldestStillWaiting = max(s.OldestStillWaiting, e.clock.Sub(c.waiting.Since))
+		}
+	}
+	return s
+}
+
+// ReplayUntil decides the events of a stream up to the one with id target,
+// then hands that one, undecided, to last (to explain it, say). Bad lines
+// before it are returned as errors.
+func (e *Engine) ReplayUntil(r io.Reader, name, target string, last func(ev *triggers.Event)) []error {
+	var errs []error
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), MaxEventSize)
+	line := 0
+	for sc.Scan() {
+		line++
+		data := bytes.TrimSpace(sc.Bytes())
+		if len(data) == 0 {
+			continue
+		}
+		ev, err := triggers.DecodeEvent(data, true)
+		if err == nil && ev.ID == target {
+			last(ev)
+			return errs
+		}
+		if err == nil {
+			_, err = e.Decide(ev)
+		}
+		if err != nil {
+			errs = append(errs, &LineError{File: name, Line: line, Err: err})
+		}
+	}
+	return errs
+}
