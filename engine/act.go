@@ -86,11 +86,13 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 	switch res {
 	case placedNow, queuedNow:
 		ctx.placed = true
+		e.setEnv(ctx) // later conditions see the new agent and owner
 		return
 	case unavailable:
 		if a.Else == nil {
 			e.queue(conv, a, r.Name, at, why)
 			ctx.placed = true
+			e.setEnv(ctx)
 			return
 		}
 	case impossible:

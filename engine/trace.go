@@ -170,8 +170,10 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 					break
 				}
 			}
-		case !m.Fits(a.Cost):
+		case !m.Fits(a.Cost) && m.Load >= m.Capacity:
 			mt.Reason = "full " + loadText(m)
+		case !m.Fits(a.Cost):
+			mt.Reason = fmt.Sprintf("no room: %s in use, needs %s", loadText(m), units(m.CostOf(a.Cost)))
 		case m == chosen:
 			mt.Chosen = true
 			mt.Reason = "chosen: " + merit(a.Algorithm, m)

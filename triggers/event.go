@@ -85,6 +85,9 @@ func fieldErr(field, format string, args ...any) error {
 // silently ignored. When requireAt is false a missing "at" is left zero for
 // the caller to fill.
 func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
+		return nil, &FieldError{Message: "not an event: an event is a JSON object, {\"id\": ..., \"type\": ..., \"at\": ...}"}
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var ev Event
