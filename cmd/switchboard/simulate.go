@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -165,11 +164,3 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// splitLines is strings.Split for text that ends with a newline.
-func splitLines(s string) []string {
-	s = strings.TrimSuffix(s, "\n")
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}

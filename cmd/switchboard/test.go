@@ -1,19 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
-	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/engine"
-	"github.com/switchboard-dev/switchboard/triggers"
-	"golang.org/x/tools/txtar"
 )
 
 func runTest(args []string, stdout, stderr io.Writer) int {
@@ -39,7 +31,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	}
 	failed := false
 	for _, s := range sets {
-		files, _ := filepath.Glob(filepath.Join(s.dir, "tests", "*.txtar"))
+		files := engine.TestFiles(s.dir)
 		if len(files) == 0 {
 			fmt.Fprintf(stdout, "?\t%s\t[no tests]\n", s.dir)
 			continue
@@ -52,7 +44,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 		}
 		setFailed := false
 		for _, f := range files {
-			ok, msg := runTestFile(rs, f, *update)
+			ok, msg := engine.RunTestArchive(rs, f, *update)
 			if !ok {
 				setFailed = true
 				fmt.Fprintf(stdout, "--- FAIL: %s\n%s", f, msg)
@@ -73,90 +65,3 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runTestFile runs one test archive; it returns whether it passed and, when
-// not, a readable report.
-func runTestFile(rs *dsl.RuleSet, path string, update bool) (bool, string) {
-	ar, err := txtar.ParseFile(path)
-	if err != nil {
-		return false, fmt.Sprintf("    %v\n", err)
-	}
-	section := func(name string) (int, []byte) {
-		for i, f := range ar.Files {
-			if f.Name == name {
-				return i, f.Data
-			}
-		}
-		return -1, nil
-	}
-	_, events := section("events.jsonl")
-	if events == nil {
-		return false, "    no events.jsonl section\n"
-	}
-	var seed uint64
-	if _, s := section("seed"); s != nil {
-		if seed, err = strconv.ParseUint(strings.TrimSpace(string(s)), 10, 64); err != nil {
-			return false, fmt.Sprintf("    seed: %q is not a whole number\n", strings.TrimSpace(string(s)))
-		}
-	}
-	eng := engine.New(rs, engine.Options{Seed: seed})
-	var got bytes.Buffer
-	var ids []string
-	errs := eng.Replay(bytes.NewReader(events), path+":events.jsonl", func(_ int, ev *triggers.Event, d *engine.Decision) bool {
-		got.Write(d.AppendJSON(nil))
-		got.WriteByte('\n')
-		ids = append(ids, ev.ID)
-		return true
-	})
-	var report strings.Builder
-	for _, err := range errs {
-		fmt.Fprintf(&report, "    %v\n", err)
-	}
-	wantIdx, want := section("want.jsonl")
-	if update {
-		if wantIdx < 0 {
-			ar.Files = append(ar.Files, txtar.File{Name: "want.jsonl", Data: got.Bytes()})
-		} else {
-			ar.Files[wantIdx].Data = got.Bytes()
-		}
-		if err := os.WriteFile(path, txtar.Format(ar), 0o644); err != nil {
-			return false, fmt.Sprintf("    %v\n", err)
-		}
-		return len(errs) == 0, report.String()
-	}
-	if want == nil {
-		report.WriteString("    no want.jsonl section (run with -update to write it)\n")
-		return false, report.String()
-	}
-	diff := diffDecisions(splitLines(string(want)), splitLines(got.String()), ids)
-	report.WriteString(diff)
-	return len(errs) == 0 && diff == "", report.String()
-}
-
-// diffDecisions compares decisions line by line; each line is one event's.
-func diffDecisions(want, got, ids []string) string {
-	var b strings.Builder
-	for i := range max(len(want), len(got)) {
-		var w, g string
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
-		if w == g {
-			continue
-		}
-		id := fmt.Sprintf("line %d", i+1)
-		if i < len(ids) {
-			id = "event " + ids[i]
-		}
-		fmt.Fprintf(&b, "    %s:\n", id)
-		if w != "" {
-			fmt.Fprintf(&b, "      - want %s\n", w)
-		}
-		if g != "" {
-			fmt.Fprintf(&b, "      + got  %s\n", g)
-		}
-	}
-	return b.String()
-}
