@@ -95,8 +95,8 @@ type Group struct {
 	// last is the member position this group assigned last; -1 for none.
 	last   int
 	online int
-	pos   map[*Agent]int
-	views []*View
+	pos    map[*Agent]int
+	views  []*View
 }
 
 // Has reports whether a is a member of the group.

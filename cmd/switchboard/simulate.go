@@ -163,4 +163,3 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	trace.WriteText(stdout)
 	return 0
 }
-

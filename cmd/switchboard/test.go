@@ -64,4 +64,3 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
