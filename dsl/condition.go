@@ -329,8 +329,8 @@ func (c *compiler) clauses(fr fragment, cond *Condition) {
 	}
 	split(tree.Node)
 	for _, p := range parts {
-		if cond.Key == nil {
-			cond.Key = indexKey(p)
+		if key := indexKey(p); key != nil {
+			cond.Keys = append(cond.Keys, *key)
 		}
 	}
 	out := make([]*Clause, 0, len(parts))

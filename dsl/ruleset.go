@@ -66,10 +66,10 @@ type Condition struct {
 	// Clauses are the top-level "and" parts, each compiled on its own, so
 	// that explain can name the first false one.
 	Clauses []*Clause `json:"clauses,omitempty"`
-	// Key is the first clause that tests a text field against literals
+	// Keys are the clauses that test a text field against literals
 	// (lang == 'fr', channel in ['sms', 'whatsapp']): the engine indexes the
-	// rule by it. Nil when there is none.
-	Key *IndexKey `json:"key,omitempty"`
+	// rule by the most selective of them.
+	Keys []IndexKey `json:"keys,omitempty"`
 	// Segments lists the segments the condition refers to.
 	Segments []string `json:"segments,omitempty"`
 }

@@ -56,6 +56,22 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// reason says why an assign could not place a conversation. It is kept in
+// parts and put into words only when a trace asks, so that deciding
+// allocates nothing.
+type reason struct {
+	who  string // "owner", "last_sender", "" for a named user or a group
+	name string // the agent id or group name
+	what string // what is wrong, after the name
+}
+
+func (r reason) String() string {
+	if r.who == "" {
+		return r.name + r.what
+	}
+	return r.who + " " + r.name + r.what
+}
+
 // outcome of trying to place a conversation.
 type outcome int
 
@@ -79,7 +95,9 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 		at.set("skipped: an earlier action of this event already placed the conversation")
 		return
 	case !a.Reassign && conv.placed():
-		at.set("does nothing: the conversation is already " + conv.where() + " (use reassign to move it)")
+		if at != nil {
+			at.set("does nothing: the conversation is already " + conv.where() + " (use reassign to move it)")
+		}
 		return
 	}
 	res, why := e.place(conv, a, r.Name, at)
@@ -97,11 +115,15 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 		}
 	case impossible:
 		if a.Else == nil {
-			at.set("not placed: " + why)
+			if at != nil {
+				at.set("not placed: " + why.String())
+			}
 			return
 		}
 	}
-	at.set(why + "; else:")
+	if at != nil {
+		at.set(why.String() + "; else:")
+	}
 	var et *ActionTrace
 	if at != nil {
 		et = &ActionTrace{Action: describe(a.Else)}
@@ -120,23 +142,25 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 
 // place tries to give the conversation to the assign's target. On success
 // it records the decision; otherwise it says why not.
-func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace) (outcome, string) {
+func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace) (outcome, reason) {
 	from := conv.assignee
 	switch a.Target {
 	case dsl.TargetQueue:
 		if conv.queue == a.Name {
-			return impossible, "already in queue " + a.Name
+			return impossible, reason{name: "already in queue ", what: a.Name}
 		}
 		e.unplace(conv)
 		conv.queue = a.Name
 		e.out = append(e.out, Action{Type: ActAssign, Rule: rule, Conversation: conv.id, Queue: a.Name, From: agentID(from, a.Reassign)})
-		at.set("given to queue " + a.Name)
-		return placedNow, ""
+		if at != nil {
+			at.set("given to queue " + a.Name)
+		}
+		return placedNow, reason{}
 
 	case dsl.TargetGroup:
 		v := e.pool.View(a.Name, a.Skills, a.Cost)
 		if v == nil {
-			return impossible, fmt.Sprintf("there is no group %q", a.Name)
+			return impossible, reason{name: "there is no group ", what: a.Name}
 		}
 		var except *actions.Agent
 		if a.Reassign {
@@ -148,56 +172,64 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		}
 		if agent != nil {
 			e.commit(conv, agent, a.Cost, rule, v.Group(), a.Algorithm, a.Reassign, false)
-			at.set("assigned to " + agent.ID)
-			return placedNow, ""
+			if at != nil {
+				at.set("assigned to " + agent.ID)
+			}
+			return placedNow, reason{}
 		}
 		online := e.pool.OnlineCount(a.Name)
 		if except != nil && except.Online() && v.Group().Has(except) {
 			online-- // the current agent does not count: it must move
 		}
 		if online > 0 {
-			e.queue(conv, a, rule, at, "no online member of "+a.Name+" can take it now")
-			return queuedNow, ""
+			e.queue(conv, a, rule, at, reason{name: "no online member of " + a.Name, what: " can take it now"})
+			return queuedNow, reason{}
 		}
-		return unavailable, "no member of " + a.Name + " is online"
+		return unavailable, reason{name: "no member of " + a.Name, what: " is online"}
 
 	default: // user, owner, last_sender
 		id := a.Name
 		switch a.Target {
 		case dsl.TargetOwner:
 			if id = conv.contact.owner; id == "" {
-				return impossible, "the contact has no owner"
+				return impossible, reason{name: "the contact has no owner"}
 			}
 		case dsl.TargetLastSender:
 			if id = conv.contact.lastSender; id == "" {
-				return impossible, "no agent has written to the contact yet"
+				return impossible, reason{name: "no agent has written to the contact yet"}
 			}
 		}
 		agent := e.pool.Agent(id)
-		who := string(a.Target) + " " + id
-		if a.Target == dsl.TargetUser {
-			who = id
+		who := reason{name: id}
+		if a.Target != dsl.TargetUser {
+			who.who = string(a.Target)
 		}
 		switch {
 		case agent == nil:
-			return impossible, who + " is not in team.yaml"
+			who.what = " is not in team.yaml"
+			return impossible, who
 		case a.Reassign && agent == from:
-			return impossible, "the conversation is already with " + id
+			return impossible, reason{name: "the conversation is already with ", what: id}
 		case !agent.HasSkills(a.Skills):
-			return impossible, who + " lacks a required skill"
+			who.what = " lacks a required skill"
+			return impossible, who
 		case !agent.Online() && !a.EvenIfOffline:
-			return unavailable, who + " is " + agent.Status
+			who.what = " is " + agent.Status
+			return unavailable, who
 		case !agent.Fits(a.Cost):
-			e.queue(conv, a, rule, at, fmt.Sprintf("%s is full (%s)", who, loadText(agent)))
-			return queuedNow, ""
+			if at != nil {
+				who.what = " is full (" + loadText(agent) + ")"
+			}
+			e.queue(conv, a, rule, at, who)
+			return queuedNow, reason{}
 		}
 		e.commit(conv, agent, a.Cost, rule, nil, "", a.Reassign, false)
-		if agent.Online() {
+		if at != nil && agent.Online() {
 			at.set("assigned to " + id)
-		} else {
+		} else if at != nil {
 			at.set("assigned to " + id + ", who is " + agent.Status + " (even if offline)")
 		}
-		return placedNow, ""
+		return placedNow, reason{}
 	}
 }
 
@@ -247,7 +279,7 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 
 // queue puts the conversation in the waiting line of the assign's group or
 // agent.
-func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why string) {
+func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why reason) {
 	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: a.Priority, Since: e.clock,
 		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline}
 	var line *actions.Line
@@ -287,7 +319,9 @@ func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *Actio
 	line.Add(w)
 	conv.waiting = w
 	e.out = append(e.out, act)
-	at.set(why + "; waits " + strings.TrimPrefix(conv.where(), "waiting "))
+	if at != nil {
+		at.set(why.String() + "; waits " + strings.TrimPrefix(conv.where(), "waiting "))
+	}
 }
 
 func (e *Engine) unqueue(conv *conversation) {
@@ -395,7 +429,9 @@ func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 	case dsl.NotifyGroup:
 		g := e.pool.Group(n.Name)
 		if g == nil || len(g.Members) == 0 {
-			at.set("nobody notified: group " + n.Name + " has no members")
+			if at != nil {
+				at.set("nobody notified: group " + n.Name + " has no members")
+			}
 			return
 		}
 		for _, a := range g.Members {
@@ -408,7 +444,9 @@ func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 	v, err := e.vm.Run(s.Value.Program, e.box)
 	if err != nil {
-		at.set("not set: " + err.Error())
+		if at != nil {
+			at.set("not set: " + err.Error())
+		}
 		return
 	}
 	c, conv := ctx.contact, ctx.conv
@@ -430,7 +468,9 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		}
 		n, _ := v.(int)
 		if n < 1 {
-			at.set(fmt.Sprintf("not set: priority %v is below 1", v))
+			if at != nil {
+				at.set(fmt.Sprintf("not set: priority %v is below 1", v))
+			}
 			return
 		}
 		conv.priority = n
@@ -459,7 +499,9 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		act.Conversation = conv.id
 	}
 	e.out = append(e.out, act)
-	at.set(fmt.Sprintf("%s is now %v", s.Path, v))
+	if at != nil {
+		at.set(fmt.Sprintf("%s is now %v", s.Path, v))
+	}
 	e.setEnv(ctx) // later conditions see the new value
 }
 

@@ -51,6 +51,12 @@ type Engine struct {
 
 	stats runStats
 
+	// Free lists: closed conversations and spent timers are reused, so that
+	// a steady stream of conversations allocates nothing.
+	freeConvs  []*conversation
+	freeTimers []*timer
+	timerGroup []*timer
+
 	// Per decision.
 	out   []Action
 	dirty []*actions.Agent
@@ -76,13 +82,17 @@ func New(rs *dsl.RuleSet, opts Options) *Engine {
 	for _, a := range e.pool.Agents {
 		e.stats.agents[a] = &agentStats{}
 	}
+	byKind := make([][]*dsl.Rule, triggers.NumKinds)
 	for i, r := range rs.Rules {
 		e.ruleOrder[r] = i
 		if r.Trigger.Kind == triggers.ConversationUnanswered {
 			e.unanswered = append(e.unanswered, r)
 			continue
 		}
-		e.index[r.Trigger.Kind].add(r)
+		byKind[r.Trigger.Kind] = append(byKind[r.Trigger.Kind], r)
+	}
+	for kind, rules := range byKind {
+		e.index[kind].build(rules)
 	}
 	e.box, e.env = newEnvBox()
 	e.base = triggers.Env{
@@ -131,14 +141,45 @@ type fieldIndex struct {
 	byValue map[string][]int32
 }
 
-func (x *ruleIndex) add(r *dsl.Rule) {
+// build indexes one trigger's rules. Each rule is filed under one of its
+// key clauses: the one on the field with the most distinct values among the
+// trigger's rules, whose buckets are the smallest.
+func (x *ruleIndex) build(rules []*dsl.Rule) {
+	distinct := map[string]map[string]bool{}
+	for _, r := range rules {
+		if r.When == nil {
+			continue
+		}
+		for _, k := range r.When.Keys {
+			if distinct[k.Field] == nil {
+				distinct[k.Field] = map[string]bool{}
+			}
+			for _, v := range k.Values {
+				distinct[k.Field][v] = true
+			}
+		}
+	}
+	for _, r := range rules {
+		var best *dsl.IndexKey
+		if r.When != nil {
+			for i := range r.When.Keys {
+				k := &r.When.Keys[i]
+				if best == nil || len(distinct[k.Field])*len(best.Values) > len(distinct[best.Field])*len(k.Values) {
+					best = k
+				}
+			}
+		}
+		x.add(r, best)
+	}
+}
+
+func (x *ruleIndex) add(r *dsl.Rule, key *dsl.IndexKey) {
 	pos := int32(len(x.rules))
 	x.rules = append(x.rules, r)
-	if r.When == nil || r.When.Key == nil {
+	if key == nil {
 		x.always = append(x.always, pos)
 		return
 	}
-	key := r.When.Key
 	i := slices.IndexFunc(x.fields, func(f fieldIndex) bool { return f.name == key.Field })
 	if i < 0 {
 		x.fields = append(x.fields, fieldIndex{name: key.Field, get: triggers.StringFields[key.Field], byValue: map[string][]int32{}})
@@ -237,7 +278,8 @@ type agentStats struct {
 type evalCtx struct {
 	conv    *conversation
 	contact *contact
-	msg     *triggers.EventMessage
+	msg     triggers.EventMessage
+	hasMsg  bool
 	channel string
 	to      string
 	agent   *actions.Agent // agent status rules; message.sent's writer
@@ -266,7 +308,8 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 			env.Conversation.Assignee = v.assignee.ID
 		}
 	}
-	if m := ctx.msg; m != nil {
+	if ctx.hasMsg {
+		m := &ctx.msg
 		env.Message = triggers.Message{ID: m.ID, Text: m.Text, Lang: m.Lang, Channel: ctx.channel, To: ctx.to, At: e.clock}
 		if ctx.contact != nil {
 			env.Message.From = ctx.contact.phone
@@ -492,23 +535,27 @@ func (e *Engine) received(ev *triggers.Event) string {
 		if id == "" {
 			id = ev.ID
 		}
-		conv = &conversation{id: id, contact: c, channel: ev.Channel, to: ev.To, status: StatusOpen,
-			createdAt: e.clock, priority: dsl.DefaultPriority, contactNew: c.conversations == 0}
+		conv = e.newConversation()
+		*conv = conversation{id: id, contact: c, channel: ev.Channel, to: ev.To, status: StatusOpen,
+			createdAt: e.clock, priority: dsl.DefaultPriority, contactNew: c.conversations == 0, tags: conv.tags[:0]}
 		c.conversations++
 		e.convs[id] = conv
 		c.open[convKey{ev.Channel, ev.To}] = conv
 	}
-	var msg triggers.EventMessage
+	ctx := &evalCtx{conv: nil, contact: c, hasMsg: true, channel: ev.Channel, to: ev.To, opened: opened}
 	if ev.Message != nil {
-		msg = *ev.Message
+		ctx.msg = *ev.Message
 	}
-	conv.lastMessage = msg
+	conv.lastMessage = ctx.msg
 	if conv.waitingSince.IsZero() {
 		conv.waitingSince = e.clock
 		conv.streak++
 		e.seq++
 		for _, r := range e.unanswered {
-			heap.Push(&e.timers, &timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq})
+			tm := e.newTimer()
+			*tm = timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq}
+			heap.Push(&e.timers, tm)
+			conv.timers++
 		}
 	}
 	if e.trace != nil {
@@ -518,7 +565,7 @@ func (e *Engine) received(ev *triggers.Event) string {
 			e.trace.note("joins open conversation %s, %s", conv.id, conv.where())
 		}
 	}
-	ctx := &evalCtx{conv: conv, contact: c, msg: &msg, channel: ev.Channel, to: ev.To, opened: opened}
+	ctx.conv = conv
 	if opened {
 		e.run(triggers.ConversationCreated, ctx)
 	}
@@ -552,15 +599,13 @@ func (e *Engine) sent(ev *triggers.Event) string {
 			}
 		}
 	}
-	var msg triggers.EventMessage
+	ctx := &evalCtx{conv: conv, contact: c, hasMsg: true, channel: ev.Channel, to: ev.To, agent: a}
 	if ev.Message != nil {
-		msg = *ev.Message
+		ctx.msg = *ev.Message
 	}
-	channel, to := ev.Channel, ev.To
 	if conv != nil {
-		channel, to = conv.channel, conv.to
+		ctx.channel, ctx.to = conv.channel, conv.to
 	}
-	ctx := &evalCtx{conv: conv, contact: c, msg: &msg, channel: channel, to: to, agent: a}
 	e.run(triggers.MessageSent, ctx)
 	if conv != nil {
 		return conv.id
@@ -584,7 +629,29 @@ func (e *Engine) closed(ev *triggers.Event) string {
 	e.run(triggers.ConversationClosed, ctx)
 	delete(conv.contact.open, convKey{conv.channel, conv.to})
 	delete(e.convs, conv.id)
-	return conv.id
+	id := conv.id
+	if conv.timers == 0 {
+		e.freeConvs = append(e.freeConvs, conv)
+	}
+	return id
+}
+
+func (e *Engine) newConversation() *conversation {
+	if n := len(e.freeConvs); n > 0 {
+		c := e.freeConvs[n-1]
+		e.freeConvs = e.freeConvs[:n-1]
+		return c
+	}
+	return new(conversation)
+}
+
+func (e *Engine) newTimer() *timer {
+	if n := len(e.freeTimers); n > 0 {
+		t := e.freeTimers[n-1]
+		e.freeTimers = e.freeTimers[:n-1]
+		return t
+	}
+	return new(timer)
 }
 
 // timer is an unanswered rule due for a conversation.
@@ -625,19 +692,28 @@ func (h *timerHeap) Pop() any {
 func (e *Engine) fireTimers(t time.Time) {
 	for len(e.timers) > 0 && !e.timers[0].due.After(t) {
 		first := heap.Pop(&e.timers).(*timer)
-		group := []*timer{first}
+		group := append(e.timerGroup[:0], first)
 		for len(e.timers) > 0 && e.timers[0].due.Equal(first.due) && e.timers[0].batch == first.batch {
 			group = append(group, heap.Pop(&e.timers).(*timer))
 		}
+		e.timerGroup = group
 		conv := first.conv
-		if conv.status != StatusOpen || conv.streak != first.streak || conv.waitingSince.IsZero() || e.convs[conv.id] != conv {
-			continue // answered, closed or superseded since
+		conv.timers -= len(group)
+		live := conv.status == StatusOpen && conv.streak == first.streak && !conv.waitingSince.IsZero()
+		if !live {
+			// Answered, closed or superseded since. A closed conversation is
+			// recycled once no timer points at it any more.
+			if conv.status == StatusClosed && conv.timers == 0 {
+				e.freeConvs = append(e.freeConvs, conv)
+			}
+			e.freeTimers = append(e.freeTimers, group...)
+			continue
 		}
 		e.clock = first.due
 		if e.trace != nil {
 			e.beginStep(fmt.Sprintf("conversation.unanswered: %s has waited since %s", conv.id, conv.waitingSince.Format(time.RFC3339)))
 		}
-		ctx := &evalCtx{conv: conv, contact: conv.contact, msg: &conv.lastMessage, channel: conv.channel, to: conv.to}
+		ctx := &evalCtx{conv: conv, contact: conv.contact, msg: conv.lastMessage, hasMsg: true, channel: conv.channel, to: conv.to}
 		e.setEnv(ctx)
 		for _, tm := range group {
 			if ctx.stopped {
@@ -645,6 +721,7 @@ func (e *Engine) fireTimers(t time.Time) {
 			}
 			e.runRule(tm.rule, ctx)
 		}
+		e.freeTimers = append(e.freeTimers, group...)
 		e.drain() // capacity a reassign freed is taken at once
 	}
 }

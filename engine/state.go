@@ -49,6 +49,8 @@ type conversation struct {
 	waitingSince time.Time
 	streak       int
 	lastMessage  triggers.EventMessage
+	// timers counts the pending timers that point at the conversation.
+	timers int
 }
 
 func (c *conversation) placed() bool { return c.assignee != nil || c.queue != "" || c.waiting != nil }
