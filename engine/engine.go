@@ -304,18 +304,24 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 	if v := ctx.conv; v != nil {
 		env.Conversation = triggers.Conversation{ID: v.id, Status: v.status, Channel: v.channel, To: v.to,
 			Priority: v.priority, Tags: v.tags, IsNew: ctx.opened, CreatedAt: v.createdAt}
-		if v.assignee != nil && v.status == StatusOpen {
-			env.Conversation.Assignee = v.assignee.ID
+		if v.assignee != nil {
+			env.Conversation.Assignee = v.assignee.ID // on close: who had it
 		}
 	}
 	if ctx.hasMsg {
 		m := &ctx.msg
 		env.Message = triggers.Message{ID: m.ID, Text: m.Text, Lang: m.Lang, Channel: ctx.channel, To: ctx.to, At: e.clock}
+		var contactAddr string
 		if ctx.contact != nil {
-			env.Message.From = ctx.contact.phone
-			if env.Message.From == "" {
-				env.Message.From = ctx.contact.id
+			contactAddr = ctx.contact.phone
+			if contactAddr == "" {
+				contactAddr = ctx.contact.id
 			}
+		}
+		if ctx.agent != nil { // an outgoing message: the agent wrote to the contact
+			env.Message.From, env.Message.To = ctx.agent.ID, contactAddr
+		} else {
+			env.Message.From = contactAddr
 		}
 		env.Text = m.Text
 	}
@@ -627,7 +633,9 @@ func (e *Engine) closed(ev *triggers.Event) string {
 	conv.queue = ""
 	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
 	e.run(triggers.ConversationClosed, ctx)
-	delete(conv.contact.open, convKey{conv.channel, conv.to})
+	if key := (convKey{conv.channel, conv.to}); conv.contact.open[key] == conv {
+		delete(conv.contact.open, key)
+	}
 	delete(e.convs, conv.id)
 	id := conv.id
 	if conv.timers == 0 {
