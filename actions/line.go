@@ -45,9 +45,6 @@ type Line struct {
 	entries []*Waiting
 }
 
-// Len is the number of waiting entries.
-func (l *Line) Len() int { return len(l.entries) }
-
 // Entries returns the entries in order; do not modify it.
 func (l *Line) Entries() []*Waiting { return l.entries }
 

@@ -108,13 +108,13 @@ func (g *Group) Has(a *Agent) bool {
 // Pool is the live state of every agent and group, with an index per
 // (group, skills, cost) that the rules can ask for.
 type Pool struct {
-	Agents  []*Agent
-	Groups  []*Group
-	agents  map[string]*Agent
-	groups  map[string]*Group
-	views   map[viewKey]*View
-	rng     *rand.Rand
-	counter struct{ online int }
+	Agents []*Agent
+	Groups []*Group
+	agents map[string]*Agent
+	groups map[string]*Group
+	views  map[viewKey]*View
+	rng    *rand.Rand
+	online int // agents online
 }
 
 type viewKey struct {
@@ -139,7 +139,7 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 			p.Agents = append(p.Agents, a)
 			p.agents[a.ID] = a
 			if a.Online() {
-				p.counter.online++
+				p.online++
 			}
 		}
 		for _, tg := range team.Groups {
@@ -190,7 +190,7 @@ func (p *Pool) Group(name string) *Group { return p.groups[name] }
 // OnlineCount counts online agents: in the group, or all with "".
 func (p *Pool) OnlineCount(group string) int {
 	if group == "" {
-		return p.counter.online
+		return p.online
 	}
 	if g := p.groups[group]; g != nil {
 		return g.online
@@ -236,7 +236,7 @@ func (p *Pool) SetStatus(a *Agent, status string) {
 	if a.Online() {
 		delta++
 	}
-	p.counter.online += delta
+	p.online += delta
 	for _, g := range a.groups {
 		g.online += delta
 	}

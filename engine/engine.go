@@ -109,12 +109,6 @@ func New(rs *dsl.RuleSet, opts Options) *Engine {
 // RuleSet returns the rule set the engine runs.
 func (e *Engine) RuleSet() *dsl.RuleSet { return e.rs }
 
-// Pool exposes the agents' live state, read-only by convention.
-func (e *Engine) Pool() *actions.Pool { return e.pool }
-
-// Clock is the time of the latest event.
-func (e *Engine) Clock() time.Time { return e.clock }
-
 // newEnvBox returns an interface holding a triggers.Env and a pointer to
 // that very value. Conditions run on the interface: expr reads the fields
 // of a struct passed by value without copying them to the heap, and since

@@ -31,10 +31,41 @@ const MaxEventSize = 1 << 20
 // state) are returned as LineErrors and skipped: the valid events around
 // them are all decided. Blank lines are ignored.
 func (e *Engine) Replay(r io.Reader, name string, each func(line int, ev *triggers.Event, d *Decision) bool) []error {
+	seen := map[string]int{}
+	return scan(r, name, func(line int, ev *triggers.Event) (bool, error) {
+		if first, dup := seen[ev.ID]; dup {
+			return true, &triggers.FieldError{Field: "id", Message: fmt.Sprintf("duplicate event id %q (first on line %d)", ev.ID, first)}
+		}
+		d, err := e.Decide(ev)
+		if err != nil {
+			return true, err
+		}
+		seen[ev.ID] = line
+		return each(line, ev, &d), nil
+	})
+}
+
+// ReplayUntil decides the events of a stream up to the one with id target,
+// then hands that one, undecided, to last (to explain it, say). Bad lines
+// before it are returned as errors.
+func (e *Engine) ReplayUntil(r io.Reader, name, target string, last func(ev *triggers.Event)) []error {
+	return scan(r, name, func(_ int, ev *triggers.Event) (bool, error) {
+		if ev.ID == target {
+			last(ev)
+			return false, nil
+		}
+		_, err := e.Decide(ev)
+		return true, err
+	})
+}
+
+// scan decodes the event lines of r and hands each event to fn, which says
+// whether to go on. Lines that do not decode, and events fn rejects, are
+// returned as LineErrors.
+func scan(r io.Reader, name string, fn func(line int, ev *triggers.Event) (bool, error)) []error {
 	var errs []error
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), MaxEventSize)
-	seen := map[string]int{}
 	line := 0
 	for sc.Scan() {
 		line++
@@ -43,30 +74,22 @@ func (e *Engine) Replay(r io.Reader, name string, each func(line int, ev *trigge
 			continue
 		}
 		ev, err := triggers.DecodeEvent(data, true)
+		more := true
 		if err == nil {
-			if first, dup := seen[ev.ID]; dup {
-				err = &triggers.FieldError{Field: "id", Message: fmt.Sprintf("duplicate event id %q (first on line %d)", ev.ID, first)}
-			}
-		}
-		var d Decision
-		if err == nil {
-			d, err = e.Decide(ev)
+			more, err = fn(line, ev)
 		}
 		if err != nil {
 			errs = append(errs, &LineError{File: name, Line: line, Err: err})
-			continue
 		}
-		seen[ev.ID] = line
-		if !each(line, ev, &d) {
+		if !more {
 			return errs
 		}
 	}
 	if err := sc.Err(); err != nil {
-		msg := err
 		if err == bufio.ErrTooLong {
-			msg = fmt.Errorf("line longer than %d bytes", MaxEventSize)
+			err = fmt.Errorf("line longer than %d bytes", MaxEventSize)
 		}
-		errs = append(errs, &LineError{File: name, Line: line + 1, Err: msg})
+		errs = append(errs, &LineError{File: name, Line: line + 1, Err: err})
 	}
 	return errs
 }
@@ -110,33 +133,4 @@ func (e *Engine) Stats() Stats {
 		}
 	}
 	return s
-}
-
-// ReplayUntil decides the events of a stream up to the one with id target,
-// then hands that one, undecided, to last (to explain it, say). Bad lines
-// before it are returned as errors.
-func (e *Engine) ReplayUntil(r io.Reader, name, target string, last func(ev *triggers.Event)) []error {
-	var errs []error
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), MaxEventSize)
-	line := 0
-	for sc.Scan() {
-		line++
-		data := bytes.TrimSpace(sc.Bytes())
-		if len(data) == 0 {
-			continue
-		}
-		ev, err := triggers.DecodeEvent(data, true)
-		if err == nil && ev.ID == target {
-			last(ev)
-			return errs
-		}
-		if err == nil {
-			_, err = e.Decide(ev)
-		}
-		if err != nil {
-			errs = append(errs, &LineError{File: name, Line: line, Err: err})
-		}
-	}
-	return errs
 }

@@ -14,6 +14,35 @@ import (
 	"github.com/switchboard-dev/switchboard/triggers"
 )
 
+// replayFlags are the flags simulate and explain share.
+type replayFlags struct {
+	rules, events *string
+	seed          *uint64
+}
+
+func addReplayFlags(fl *flag.FlagSet) replayFlags {
+	return replayFlags{
+		rules:  fl.String("rules", "", "rule set `directory`"),
+		events: fl.String("events", "", "JSON-lines event `file` (- for stdin)"),
+		seed:   fl.Uint64("seed", 0, "seed for the random algorithm"),
+	}
+}
+
+// start compiles the rules and opens the events. A non-zero code is the
+// exit status when it could not.
+func (f replayFlags) start(cmd string, stdin io.Reader, stderr io.Writer) (eng *engine.Engine, in io.Reader, done func(), code int) {
+	rs := loadRules(*f.rules, stderr)
+	if rs == nil {
+		return nil, nil, nil, 1
+	}
+	in, done, err := openEvents(*f.events, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "switchboard %s: %v\n", cmd, err)
+		return nil, nil, nil, 2
+	}
+	return engine.New(rs, engine.Options{Seed: *f.seed}), in, done, 0
+}
+
 // loadRules compiles a rule set directory, printing its diagnostics.
 func loadRules(dir string, stderr io.Writer) *dsl.RuleSet {
 	rs, ds := dsl.Load(dir)
@@ -38,9 +67,7 @@ func openEvents(name string, stdin io.Reader) (io.Reader, func(), error) {
 func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	rules := fl.String("rules", "", "rule set `directory`")
-	events := fl.String("events", "", "JSON-lines event `file` (- for stdin)")
-	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
+	rf := addReplayFlags(fl)
 	quiet := fl.Bool("q", false, "no summary on stderr")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: switchboard simulate --rules DIR --events FILE [--seed N]\n\nDecides every event and prints the decisions as JSON lines; a summary goes to stderr.\nThe same rules, events and seed always give the same bytes.")
@@ -49,25 +76,19 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
-	if *rules == "" || *events == "" || fl.NArg() > 0 {
+	if *rf.rules == "" || *rf.events == "" || fl.NArg() > 0 {
 		fl.Usage()
 		return 2
 	}
-	rs := loadRules(*rules, stderr)
-	if rs == nil {
-		return 1
-	}
-	in, done, err := openEvents(*events, stdin)
-	if err != nil {
-		fmt.Fprintf(stderr, "switchboard simulate: %v\n", err)
-		return 2
+	eng, in, done, code := rf.start("simulate", stdin, stderr)
+	if code != 0 {
+		return code
 	}
 	defer done()
-	eng := engine.New(rs, engine.Options{Seed: *seed})
 	w := bufio.NewWriterSize(stdout, 64*1024)
 	var buf []byte
 	n := 0
-	errs := eng.Replay(in, *events, func(_ int, _ *triggers.Event, d *engine.Decision) bool {
+	errs := eng.Replay(in, *rf.events, func(_ int, _ *triggers.Event, d *engine.Decision) bool {
 		buf = append(d.AppendJSON(buf[:0]), '\n')
 		w.Write(buf)
 		n++
@@ -111,10 +132,8 @@ func writeSummary(w io.Writer, events, bad int, s engine.Stats) {
 func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	rules := fl.String("rules", "", "rule set `directory`")
-	events := fl.String("events", "", "JSON-lines event `file` (- for stdin)")
+	rf := addReplayFlags(fl)
 	target := fl.String("event", "", "the `id` of the event to explain")
-	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
 	asJSON := fl.Bool("json", false, "print the trace as JSON")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: switchboard explain --rules DIR --events FILE --event ID\n\nReplays the events up to ID and shows why that one went where it went:\nevery rule, matched or not and why; every action and its outcome; for a group, every member.")
@@ -123,24 +142,18 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
-	if *rules == "" || *events == "" || *target == "" || fl.NArg() > 0 {
+	if *rf.rules == "" || *rf.events == "" || *target == "" || fl.NArg() > 0 {
 		fl.Usage()
 		return 2
 	}
-	rs := loadRules(*rules, stderr)
-	if rs == nil {
-		return 1
-	}
-	in, done, err := openEvents(*events, stdin)
-	if err != nil {
-		fmt.Fprintf(stderr, "switchboard explain: %v\n", err)
-		return 2
+	eng, in, done, code := rf.start("explain", stdin, stderr)
+	if code != 0 {
+		return code
 	}
 	defer done()
-	eng := engine.New(rs, engine.Options{Seed: *seed})
 	var trace *engine.Trace
 	var explainErr error
-	errs := eng.ReplayUntil(in, *events, *target, func(ev *triggers.Event) {
+	errs := eng.ReplayUntil(in, *rf.events, *target, func(ev *triggers.Event) {
 		_, trace, explainErr = eng.Explain(ev)
 	})
 	for _, err := range errs {
@@ -151,7 +164,7 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "event %s: %v\n", *target, explainErr)
 		return 1
 	case trace == nil:
-		fmt.Fprintf(stderr, "switchboard explain: no event %q in %s\n", *target, *events)
+		fmt.Fprintf(stderr, "switchboard explain: no event %q in %s\n", *target, *rf.events)
 		return 1
 	}
 	if *asJSON {
