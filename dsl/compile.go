@@ -381,7 +381,7 @@ var targets = map[string]Target{
 var targetWords = []string{"user", "agent", "owner", "last_sender", "group", "queue"}
 
 func (c *compiler) assign(a *assignAST, kind triggers.Kind) Action {
-	as := &Assign{Pos: posOf(a.Pos), Reassign: a.Verb == "reassign", Priority: DefaultPriority}
+	as := &Assign{Pos: posOf(a.Pos), Reassign: a.Verb == "reassign"}
 	if a.Kind == nil {
 		c.d.errorf(as.Pos, CodeAction, "write "+usage[a.Verb], "%s needs a target", a.Verb)
 		return nil

@@ -129,7 +129,7 @@ var algorithms = map[string]Algorithm{
 	"most_available": MostAvailable,
 }
 
-// DefaultPriority is the priority of work when a rule gives none.
+// DefaultPriority is a conversation's priority until a rule sets one.
 const DefaultPriority = 5
 
 // Assign places the conversation with an agent, a group or a queue.
@@ -139,12 +139,15 @@ type Assign struct {
 	Target   Target `json:"target"`
 	// Name is the agent id, group or queue name; empty for owner and
 	// last_sender.
-	Name          string    `json:"name,omitempty"`
-	Algorithm     Algorithm `json:"algorithm,omitempty"`
-	Skills        []string  `json:"skills,omitempty"`
-	Cost          Cost      `json:"cost,omitzero"`
-	Priority      int       `json:"priority"`
-	EvenIfOffline bool      `json:"even_if_offline,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Algorithm Algorithm `json:"algorithm,omitempty"`
+	Skills    []string  `json:"skills,omitempty"`
+	Cost      Cost      `json:"cost,omitzero"`
+	// Priority, when not 0, is the conversation's priority from this assign
+	// on; without it the conversation keeps its own (DefaultPriority unless
+	// a rule set it). Waiting work is ordered by it.
+	Priority      int  `json:"priority,omitempty"`
+	EvenIfOffline bool `json:"even_if_offline,omitempty"`
 	// Else runs when the assign cannot place the conversation.
 	Else Action `json:"else,omitempty"`
 }

@@ -35,7 +35,7 @@ func (a *Assign) String() string {
 	case a.Cost.Units > 0:
 		b.WriteString(" cost " + strconv.FormatFloat(a.Cost.Units, 'f', -1, 64))
 	}
-	if a.Priority != DefaultPriority {
+	if a.Priority != 0 {
 		fmt.Fprintf(&b, " priority %d", a.Priority)
 	}
 	if a.EvenIfOffline {

@@ -100,6 +100,9 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 		}
 		return
 	}
+	if a.Priority != 0 {
+		conv.priority = a.Priority
+	}
 	res, why := e.place(conv, a, r.Name, at)
 	switch res {
 	case placedNow, queuedNow:
@@ -280,7 +283,7 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 // queue puts the conversation in the waiting line of the assign's group or
 // agent.
 func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why reason) {
-	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: a.Priority, Since: e.clock,
+	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: conv.priority, Since: e.clock,
 		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline}
 	var line *actions.Line
 	act := Action{Type: ActQueued, Rule: rule, Conversation: conv.id}
