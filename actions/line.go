@@ -26,6 +26,8 @@ type Waiting struct {
 	EvenIfOffline bool
 	// Except is never chosen: the agent a reassign moved the work from.
 	Except *Agent
+	// Then is sent once the work is placed: a greeting "after assignment".
+	Then *dsl.Reply
 }
 
 // Before orders waiting work: lowest priority number first, then oldest,

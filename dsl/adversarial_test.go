@@ -25,7 +25,7 @@ func TestAdversarial(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rs, ds := dsl.Build([]dsl.Source{{Name: "f.rules", Text: []byte(tt.src)}}, fuzzTeam)
+			rs, ds := dsl.Build(dsl.Sources{Rules: []dsl.Source{{Name: "f.rules", Text: []byte(tt.src)}}, Team: fuzzTeam})
 			if len(ds) != tt.errors {
 				t.Fatalf("got %d diagnostics, want %d; first: %v", len(ds), tt.errors, ds[:min(len(ds), 3)])
 			}

@@ -27,6 +27,10 @@ type compiler struct {
 // order given. It returns every problem found; the rule set is nil when any
 // of them is an error, so a rule set is never half-loaded.
 func Compile(files []*File, team *Team) (*RuleSet, Diagnostics) {
+	return compile(files, team, Sources{})
+}
+
+func compile(files []*File, team *Team, set Sources) (*RuleSet, Diagnostics) {
 	c := &compiler{
 		team:      team,
 		segments:  map[string]*Segment{},
@@ -76,6 +80,15 @@ func Compile(files []*File, team *Team) (*RuleSet, Diagnostics) {
 				}
 			}
 		}
+	}
+	// The mapping table's rows run after the rules' own: ops keep precedence.
+	if set.Mappings != nil {
+		var declared []string
+		strict := set.Strict
+		if team != nil && team.Attributes != nil {
+			declared, strict = team.Attributes, true
+		}
+		c.rs.Rules = append(c.rs.Rules, c.table(*set.Mappings, strict, declared)...)
 	}
 	c.d.list.Sort()
 	if c.d.list.HasErrors() || syntaxErrors(files) {

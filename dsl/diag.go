@@ -104,6 +104,7 @@ const (
 	CodeSettablePath    = "set-path"
 	CodeModifier        = "modifier"
 	CodeNotifyRecipient = "notify-recipient"
+	CodeTable           = "table"
 )
 
 // Diagnostics is a list of problems. It implements error.

@@ -17,7 +17,7 @@ agents:
 groups:
   French: [amelie]
 `)}
-	rs, diags := dsl.Build(rules, team)
+	rs, diags := dsl.Build(dsl.Sources{Rules: rules, Team: team})
 	fmt.Println(rs == nil)
 	for _, d := range diags {
 		fmt.Println(d)

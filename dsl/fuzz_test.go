@@ -47,7 +47,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(string(data))
 	}
 	f.Fuzz(func(t *testing.T, src string) {
-		rs, ds := dsl.Build([]dsl.Source{{Name: "f.rules", Text: []byte(src)}}, fuzzTeam)
+		rs, ds := dsl.Build(dsl.Sources{Rules: []dsl.Source{{Name: "f.rules", Text: []byte(src)}}, Team: fuzzTeam})
 		if rs == nil && !ds.HasErrors() {
 			t.Fatalf("no rule set and no error")
 		}
@@ -75,7 +75,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("fmt is not idempotent\ninput:\n%q\nonce:\n%s\ntwice:\n%s", src, once, twice)
 		}
 		if rs != nil {
-			if rs2, ds2 := dsl.Build([]dsl.Source{{Name: "f.rules", Text: once}}, fuzzTeam); rs2 == nil {
+			if rs2, ds2 := dsl.Build(dsl.Sources{Rules: []dsl.Source{{Name: "f.rules", Text: once}}, Team: fuzzTeam}); rs2 == nil {
 				t.Fatalf("formatted text no longer compiles: %v\ninput:\n%q\nformatted:\n%s", ds2, src, once)
 			} else if len(rs2.Rules) != len(rs.Rules) || len(rs2.Segments) != len(rs.Segments) {
 				t.Fatalf("formatting changed the rules: %d/%d rules, %d/%d segments\n%s", len(rs.Rules), len(rs2.Rules), len(rs.Segments), len(rs2.Segments), once)

@@ -18,16 +18,18 @@ const corpus = "../testdata/dsl"
 func compileArchive(t testing.TB, ar *txtar.Archive) (*dsl.RuleSet, dsl.Diagnostics, []*dsl.File) {
 	t.Helper()
 	var rules []dsl.Source
-	var team *dsl.Source
+	var team, mappings *dsl.Source
 	for _, f := range ar.Files {
 		switch {
 		case f.Name == dsl.TeamFile:
 			team = &dsl.Source{Name: f.Name, Text: f.Data}
+		case f.Name == dsl.MappingsCSV || f.Name == dsl.MappingsYAML:
+			mappings = &dsl.Source{Name: f.Name, Text: f.Data}
 		case strings.HasSuffix(f.Name, ".rules"):
 			rules = append(rules, dsl.Source{Name: f.Name, Text: f.Data})
 		}
 	}
-	rs, ds := dsl.Build(rules, team)
+	rs, ds := dsl.Build(dsl.Sources{Rules: rules, Team: team, Mappings: mappings})
 	var files []*dsl.File
 	if rs != nil {
 		files = rs.Files

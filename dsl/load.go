@@ -22,40 +22,75 @@ func RuleFiles(dir string) ([]string, error) {
 }
 
 // Load reads and compiles the rule set in dir: every *.rules file, in
-// lexical order, and team.yaml when there is one.
-func Load(dir string) (*RuleSet, Diagnostics) {
+// lexical order, team.yaml and mappings.csv (or mappings.yaml) when there
+// are.
+func Load(dir string) (*RuleSet, Diagnostics) { return LoadStrict(dir, false) }
+
+// LoadStrict is Load; with strict, a mapping table may only use the custom
+// attributes team.yaml declares.
+func LoadStrict(dir string, strict bool) (*RuleSet, Diagnostics) {
 	files, err := RuleFiles(dir)
 	if err != nil {
 		return nil, Diagnostics{ioError(dir, err)}
 	}
-	if len(files) == 0 {
-		return nil, Diagnostics{{Pos: Pos{File: dir}, Severity: Error, Code: CodeIO, Message: "no .rules files in this directory"}}
+	if len(files) == 0 && tableFile(dir) == "" {
+		return nil, Diagnostics{{Pos: Pos{File: dir}, Severity: Error, Code: CodeIO, Message: "no .rules files and no mappings.csv in this directory"}}
 	}
-	return LoadFiles(dir, files)
+	return loadFiles(dir, files, strict)
+}
+
+// IsRuleSet reports whether dir holds a rule set: .rules files or a table.
+func IsRuleSet(dir string) bool {
+	files, _ := RuleFiles(dir)
+	return len(files) > 0 || tableFile(dir) != ""
+}
+
+// tableFile returns the path of dir's mapping table, or "".
+func tableFile(dir string) string {
+	for _, name := range []string{MappingsCSV, MappingsYAML} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
 
 // LoadFiles compiles the given rule files as one rule set, with dir's
-// team.yaml when there is one.
+// team.yaml and mapping table when there are.
 func LoadFiles(dir string, paths []string) (*RuleSet, Diagnostics) {
+	return loadFiles(dir, paths, false)
+}
+
+func loadFiles(dir string, paths []string, strict bool) (*RuleSet, Diagnostics) {
 	var all Diagnostics
-	var team *Source
-	p := filepath.Join(dir, TeamFile)
-	switch data, err := os.ReadFile(p); {
-	case err == nil:
-		team = &Source{Name: p, Text: data}
-	case !errors.Is(err, fs.ErrNotExist):
-		all = append(all, ioError(p, err))
-	}
-	var sources []Source
-	for _, p := range paths {
+	set := Sources{Strict: strict}
+	read := func(p string) *Source {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			all = append(all, ioError(p, err))
-			continue
+			return nil
 		}
-		sources = append(sources, Source{Name: p, Text: data})
+		return &Source{Name: p, Text: data}
 	}
-	rs, ds := Build(sources, team)
+	if p := filepath.Join(dir, TeamFile); fileExists(p) {
+		set.Team = read(p)
+	}
+	if _, err := os.Stat(filepath.Join(dir, MappingsCSV)); err == nil {
+		if fileExists(filepath.Join(dir, MappingsYAML)) {
+			all = append(all, Diagnostic{Pos: Pos{File: filepath.Join(dir, MappingsYAML), Line: 1, Col: 1}, Severity: Error, Code: CodeTable,
+				Message: "there are both mappings.csv and mappings.yaml", Hint: "keep one table"})
+		}
+	}
+	if p := tableFile(dir); p != "" {
+		set.Mappings = read(p)
+	}
+	for _, p := range paths {
+		if src := read(p); src != nil {
+			set.Rules = append(set.Rules, *src)
+		}
+	}
+	rs, ds := Build(set)
 	all = append(all, ds...)
 	all.Sort()
 	if all.HasErrors() {
@@ -65,34 +100,48 @@ func LoadFiles(dir string, paths []string) (*RuleSet, Diagnostics) {
 	return rs, all
 }
 
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // Source is a file's name, as diagnostics will show it, and its content.
 type Source struct {
 	Name string
 	Text []byte
 }
 
-// Build parses and compiles rule files, in the order given, and a team
-// (nil for none) into one rule set. Every problem is reported, and the rule
-// set is nil if any of them is an error.
-func Build(rules []Source, team *Source) (*RuleSet, Diagnostics) {
+// Sources are a rule set's files.
+type Sources struct {
+	Rules    []Source // *.rules, in order
+	Team     *Source  // team.yaml, if any
+	Mappings *Source  // mappings.csv or mappings.yaml, if any
+	// Strict makes a mapping table use only the custom attributes team.yaml
+	// declares (as listing attributes: there does).
+	Strict bool
+}
+
+// Build parses and compiles a rule set from its sources. Every problem is
+// reported, and the rule set is nil if any of them is an error.
+func Build(set Sources) (*RuleSet, Diagnostics) {
 	var all Diagnostics
 	var t *Team
 	teamOK := true
-	if team != nil {
+	if set.Team != nil {
 		var ds Diagnostics
-		t, ds = ParseTeam(team.Name, team.Text)
+		t, ds = ParseTeam(set.Team.Name, set.Team.Text)
 		all = append(all, ds...)
 		teamOK = !ds.HasErrors()
 	}
-	files := make([]*File, 0, len(rules))
-	for _, src := range rules {
+	files := make([]*File, 0, len(set.Rules))
+	for _, src := range set.Rules {
 		f, ds := ParseFile(src.Name, string(src.Text))
 		all = append(all, ds...)
 		files = append(files, f)
 	}
 	// A team that failed to load is left out (t is nil), so that its users
 	// are not all reported as unknown; the rules are still checked.
-	rs, ds := Compile(files, t)
+	rs, ds := compile(files, t, set)
 	all = append(all, ds...)
 	all.Sort()
 	if !teamOK || all.HasErrors() {

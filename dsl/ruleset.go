@@ -32,6 +32,9 @@ type Rule struct {
 	Trigger Trigger    `json:"trigger"`
 	When    *Condition `json:"when,omitempty"`
 	Actions []Action   `json:"actions"`
+	// Table marks a row of a mapping table: it acts only while the
+	// conversation is unplaced, and only the first matching row acts.
+	Table bool `json:"table,omitempty"`
 }
 
 // Trigger is what a rule listens to.
@@ -163,6 +166,10 @@ type Cost struct {
 type Reply struct {
 	Pos  Pos       `json:"-"`
 	Text *Template `json:"text"`
+	// AfterAssign sends it only once the conversation has an agent: at
+	// once when the event assigned it, when it leaves its waiting line if
+	// the event queued it, never if neither (a mapping table's greeting).
+	AfterAssign bool `json:"after_assign,omitempty"`
 }
 
 // Recipient is who a notify goes to.

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -15,6 +16,9 @@ type Team struct {
 	Groups []*Group `json:"groups"`
 	// Queues, when listed, are the only queue names rules may use.
 	Queues []string `json:"queues,omitempty"`
+	// Attributes, when listed, are the custom contact attributes mapping
+	// tables may use; listing them turns on strict checking.
+	Attributes []string `json:"attributes,omitempty"`
 
 	agents map[string]*Agent
 	groups map[string]*Group
@@ -136,9 +140,17 @@ func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
 			groupsNode = v
 		case "queues":
 			t.Queues = stringList(v, at, &d, "queues")
+		case "attributes":
+			t.Attributes = stringList(v, at, &d, "attributes")
+			if t.Attributes == nil {
+				t.Attributes = []string{}
+			}
+			for i, a := range t.Attributes {
+				t.Attributes[i] = strings.ToLower(a)
+			}
 		default:
-			d.errorf(at(k), CodeTeam, didYouMean(k.Value, []string{"agents", "groups", "queues"}),
-				"unknown key %q in team.yaml; expected agents, groups or queues", k.Value)
+			d.errorf(at(k), CodeTeam, didYouMean(k.Value, []string{"agents", "groups", "queues", "attributes"}),
+				"unknown key %q in team.yaml; expected agents, groups, queues or attributes", k.Value)
 		}
 	}
 	// Groups refer to agents, so read them once every agent is known.

@@ -23,6 +23,15 @@ func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
 			at.set("not sent: the event has no conversation")
 			break
 		}
+		if a.AfterAssign && (!ctx.placed || ctx.conv.assignee == nil) {
+			if w := ctx.conv.waiting; ctx.placed && w != nil {
+				w.Then = a
+				at.set("held: sent when the conversation leaves its waiting line")
+			} else {
+				at.set("not sent: the conversation was not assigned")
+			}
+			break
+		}
 		text := e.render(a.Text, ctx)
 		e.out = append(e.out, Action{Type: ActReply, Rule: r.Name, Conversation: ctx.conv.id, Text: text})
 		at.set("sent")
@@ -374,6 +383,7 @@ func (e *Engine) drain() {
 			return
 		}
 		conv := e.convs[best.Conversation]
+		then := best.Then
 		wait := e.clock.Sub(best.Since)
 		e.stats.waited++
 		e.stats.waitTotal += wait
@@ -385,6 +395,11 @@ func (e *Engine) drain() {
 			}
 			step.Placed = append(step.Placed, fmt.Sprintf("%s (priority %d, waiting since %s) placed with %s, as rule %q queued it",
 				conv.id, best.Priority, best.Since.Format("15:04:05"), bestAgent.ID, best.Rule))
+		}
+		if then != nil {
+			ctx := evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
+			e.setEnv(&ctx)
+			e.out = append(e.out, Action{Type: ActReply, Rule: best.Rule, Conversation: conv.id, Text: e.render(then.Text, &ctx)})
 		}
 	}
 }

@@ -64,8 +64,10 @@ func benchRules(n, groups int) string {
 }
 
 func benchEngine(b *testing.B, rules, agents, groups int) *engine.Engine {
-	rs, ds := dsl.Build([]dsl.Source{{Name: "bench.rules", Text: []byte(benchRules(rules, groups))}},
-		&dsl.Source{Name: "team.yaml", Text: []byte(benchTeam(agents, groups))})
+	rs, ds := dsl.Build(dsl.Sources{
+		Rules: []dsl.Source{{Name: "bench.rules", Text: []byte(benchRules(rules, groups))}},
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(benchTeam(agents, groups))},
+	})
 	if rs == nil {
 		b.Fatal(ds)
 	}

@@ -280,6 +280,7 @@ type evalCtx struct {
 	opened  bool           // the event opened the conversation
 	placed  bool           // an action of this event placed it
 	stopped bool
+	row     bool // a mapping table row matched
 }
 
 // setEnv refills the boxed environment for ctx.
@@ -378,12 +379,26 @@ func (e *Engine) runRule(r *dsl.Rule, ctx *evalCtx) {
 			return
 		}
 	}
+	// A mapping table row acts only while the conversation is unplaced
+	// (the rules keep precedence), and only the first matching row acts.
+	if r.Table && (ctx.row || ctx.placed || ctx.conv == nil || ctx.conv.placed()) {
+		if rt != nil {
+			rt.Skipped = "not run: the rules already placed the conversation"
+			if ctx.row {
+				rt.Skipped = "not run: an earlier row of the table matched"
+			}
+		}
+		return
+	}
 	ok, err := e.match(r)
 	if rt != nil {
 		e.explainMatch(rt, r, ok, err)
 	}
 	if !ok {
 		return
+	}
+	if r.Table {
+		ctx.row = true
 	}
 	for _, act := range r.Actions {
 		if ctx.stopped {

@@ -33,11 +33,13 @@ func loadScenario(t testing.TB, path string) scenario {
 	}
 	var sc scenario
 	var rules []dsl.Source
-	var team *dsl.Source
+	var team, mappings *dsl.Source
 	for _, f := range ar.Files {
 		switch {
 		case f.Name == dsl.TeamFile:
 			team = &dsl.Source{Name: f.Name, Text: f.Data}
+		case f.Name == dsl.MappingsCSV || f.Name == dsl.MappingsYAML:
+			mappings = &dsl.Source{Name: f.Name, Text: f.Data}
 		case strings.HasSuffix(f.Name, ".rules"):
 			rules = append(rules, dsl.Source{Name: f.Name, Text: f.Data})
 		case f.Name == "events.jsonl":
@@ -51,7 +53,7 @@ func loadScenario(t testing.TB, path string) scenario {
 			sc.explain = strings.Fields(string(f.Data))
 		}
 	}
-	rs, ds := dsl.Build(rules, team)
+	rs, ds := dsl.Build(dsl.Sources{Rules: rules, Team: team, Mappings: mappings})
 	if rs == nil {
 		t.Fatalf("rules do not compile:\n%v", ds)
 	}

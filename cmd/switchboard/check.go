@@ -18,6 +18,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("check", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	asJSON := fl.Bool("json", false, "print the diagnostics as a JSON array")
+	strict := fl.Bool("strict", false, "mapping tables may only use the custom attributes team.yaml declares")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: switchboard check [--json] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
 		fl.PrintDefaults()
@@ -39,7 +40,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		var rs *dsl.RuleSet
 		var ds dsl.Diagnostics
 		if s.files == nil {
-			rs, ds = dsl.Load(s.dir)
+			rs, ds = dsl.LoadStrict(s.dir, *strict)
 		} else {
 			rs, ds = dsl.LoadFiles(s.dir, s.files)
 		}
@@ -69,7 +70,18 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func summary(rs *dsl.RuleSet) string {
-	parts := []string{plural(len(rs.Rules), "rule")}
+	rules, rows := 0, 0
+	for _, r := range rs.Rules {
+		if r.Table {
+			rows++
+		} else {
+			rules++
+		}
+	}
+	parts := []string{plural(rules, "rule")}
+	if rows > 0 {
+		parts = append(parts, plural(rows, "table row"))
+	}
 	if n := len(rs.Segments); n > 0 {
 		parts = append(parts, plural(n, "segment"))
 	}
@@ -123,7 +135,7 @@ func ruleSets(targets []string) ([]ruleSet, error) {
 				if !d.IsDir() {
 					return nil
 				}
-				if files, _ := dsl.RuleFiles(path); len(files) > 0 {
+				if dsl.IsRuleSet(path) {
 					add(path, "")
 					found = true
 				}
@@ -133,7 +145,7 @@ func ruleSets(targets []string) ([]ruleSet, error) {
 				return nil, err
 			}
 			if !found {
-				return nil, fmt.Errorf("%s: no rule sets (directories with .rules files) below %s", t, root)
+				return nil, fmt.Errorf("%s: no rule sets (directories with .rules files or a mappings.csv) below %s", t, root)
 			}
 			continue
 		}
@@ -143,6 +155,10 @@ func ruleSets(targets []string) ([]ruleSet, error) {
 		}
 		if info.IsDir() {
 			add(filepath.Clean(t), "")
+			continue
+		}
+		if base := filepath.Base(t); base == dsl.MappingsCSV || base == dsl.MappingsYAML || base == dsl.TeamFile {
+			add(filepath.Dir(t), "") // a table or team is checked with its rule set
 			continue
 		}
 		add(filepath.Dir(t), t)
