@@ -83,3 +83,39 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTable feeds arbitrary text to the mapping table reader, as CSV and as
+// YAML: every input compiles or yields diagnostics with positions, and a
+// table with errors is never loaded.
+func FuzzTable(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join(corpus, "*", "table_*.txtar"))
+	for _, p := range seeds {
+		ar, err := txtar.ParseFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range ar.Files {
+			if file.Name == dsl.MappingsCSV || file.Name == dsl.MappingsYAML {
+				f.Add(file.Data, file.Name == dsl.MappingsYAML)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, table []byte, yaml bool) {
+		name := dsl.MappingsCSV
+		if yaml {
+			name = dsl.MappingsYAML
+		}
+		rs, ds := dsl.Build(dsl.Sources{Team: fuzzTeam, Mappings: &dsl.Source{Name: name, Text: table}})
+		if rs == nil && !ds.HasErrors() {
+			t.Fatalf("no rule set and no error")
+		}
+		if rs != nil && ds.HasErrors() {
+			t.Fatalf("a rule set despite errors: %v", ds)
+		}
+		for _, d := range ds {
+			if d.Pos.File == "" || d.Pos.Line < 1 || d.Pos.Col < 1 || d.Message == "" {
+				t.Fatalf("diagnostic without a place or a message: %#v", d)
+			}
+		}
+	})
+}
