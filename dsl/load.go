@@ -1,7 +1,10 @@
 package dsl
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,6 +100,7 @@ func loadFiles(dir string, paths []string, strict bool) (*RuleSet, Diagnostics) 
 		return nil, all
 	}
 	rs.Dir = dir
+	rs.Sources = set
 	return rs, all
 }
 
@@ -147,7 +151,33 @@ func Build(set Sources) (*RuleSet, Diagnostics) {
 	if !teamOK || all.HasErrors() {
 		return nil, all
 	}
+	rs.Version = set.Version()
 	return rs, all
+}
+
+// Files lists the sources, team and table included, by base name.
+func (set Sources) Files() []Source {
+	var out []Source
+	for _, s := range set.Rules {
+		out = append(out, Source{Name: filepath.Base(s.Name), Text: s.Text})
+	}
+	for _, s := range []*Source{set.Team, set.Mappings} {
+		if s != nil {
+			out = append(out, Source{Name: filepath.Base(s.Name), Text: s.Text})
+		}
+	}
+	return out
+}
+
+// Version is a content hash of the sources: the same files give the same
+// version wherever they live.
+func (set Sources) Version() string {
+	h := sha256.New()
+	for _, f := range set.Files() {
+		fmt.Fprintf(h, "%s\x00%d\x00", f.Name, len(f.Text))
+		h.Write(f.Text)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 func ioError(path string, err error) Diagnostic {

@@ -11,11 +11,16 @@ import (
 // RuleSet is a compiled, checked rule set: immutable once built and safe
 // for concurrent use.
 type RuleSet struct {
-	Dir      string     `json:"-"`
+	Dir string `json:"-"`
+	// Version is a content hash of the rule set's files: decisions record
+	// the version that made them.
+	Version  string     `json:"-"`
 	Files    []*File    `json:"-"`
 	Rules    []*Rule    `json:"rules"`
 	Segments []*Segment `json:"segments,omitempty"`
 	Team     *Team      `json:"team,omitempty"`
+	// Sources are the files it was built from, when loaded from disk.
+	Sources Sources `json:"-"`
 	// Hours holds every literal business_hours spec, parsed.
 	Hours map[string]*Hours `json:"-"`
 

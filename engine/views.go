@@ -1,0 +1,148 @@
+package engine
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/actions"
+)
+
+// AgentView is an agent's live state, for the API.
+type AgentView struct {
+	ID            string   `json:"id"`
+	Name          string   `json:"name,omitempty"`
+	Status        string   `json:"status"`
+	Load          float64  `json:"load"`               // capacity units in use
+	Capacity      float64  `json:"capacity,omitempty"` // 0: unlimited
+	Open          int      `json:"open"`               // open conversations
+	LastActive    string   `json:"last_active,omitempty"`
+	Conversations []string `json:"conversations,omitempty"`
+}
+
+// ConversationView is a conversation's live state, for the API.
+type ConversationView struct {
+	ID        string   `json:"id"`
+	Contact   string   `json:"contact"`
+	Channel   string   `json:"channel"`
+	To        string   `json:"to"`
+	Status    string   `json:"status"`
+	Agent     string   `json:"agent,omitempty"`
+	Queue     string   `json:"queue,omitempty"`
+	WaitsFor  string   `json:"waits_for,omitempty"` // "group X" or "agent Y"
+	Priority  int      `json:"priority"`
+	Tags      []string `json:"tags,omitempty"`
+	CreatedAt string   `json:"created_at"`
+}
+
+// WaitingView is one conversation waiting in a line.
+type WaitingView struct {
+	Conversation string  `json:"conversation"`
+	Priority     int     `json:"priority"`
+	Since        string  `json:"since"`
+	WaitSeconds  float64 `json:"wait_seconds"`
+	Rule         string  `json:"rule"`
+}
+
+// QueueView is a waiting line: a group's or an agent's, oldest first within
+// priority.
+type QueueView struct {
+	Group   string        `json:"group,omitempty"`
+	Agent   string        `json:"agent,omitempty"`
+	Waiting []WaitingView `json:"waiting"`
+}
+
+func agentView(a *actions.Agent, convs []string) AgentView {
+	v := AgentView{ID: a.ID, Name: a.Name, Status: a.Status, Load: float64(a.Load) / actions.Unit,
+		Capacity: float64(a.Capacity) / actions.Unit, Open: a.Open, Conversations: convs}
+	if !a.LastActive.IsZero() {
+		v.LastActive = a.LastActive.UTC().Format(time.RFC3339)
+	}
+	return v
+}
+
+// Agents returns every agent's state, in team.yaml order.
+func (e *Engine) Agents() []AgentView {
+	byAgent := e.openByAgent()
+	out := make([]AgentView, 0, len(e.pool.Agents))
+	for _, a := range e.pool.Agents {
+		out = append(out, agentView(a, byAgent[a]))
+	}
+	return out
+}
+
+// Agent returns one agent's state.
+func (e *Engine) Agent(id string) (AgentView, bool) {
+	a := e.pool.Agent(id)
+	if a == nil {
+		return AgentView{}, false
+	}
+	return agentView(a, e.openByAgent()[a]), true
+}
+
+func (e *Engine) openByAgent() map[*actions.Agent][]string {
+	m := map[*actions.Agent][]string{}
+	for _, c := range e.convs {
+		if c.assignee != nil {
+			m[c.assignee] = append(m[c.assignee], c.id)
+		}
+	}
+	for _, ids := range m {
+		slices.Sort(ids)
+	}
+	return m
+}
+
+// Conversation returns an open conversation's state.
+func (e *Engine) Conversation(id string) (ConversationView, bool) {
+	c := e.convs[id]
+	if c == nil {
+		return ConversationView{}, false
+	}
+	v := ConversationView{ID: c.id, Contact: c.contact.id, Channel: c.channel, To: c.to, Status: c.status,
+		Queue: c.queue, Priority: c.priority, Tags: c.tags, CreatedAt: c.createdAt.UTC().Format(time.RFC3339)}
+	if c.assignee != nil {
+		v.Agent = c.assignee.ID
+	}
+	if w := c.waiting; w != nil {
+		v.WaitsFor = strings.TrimPrefix(c.where(), "waiting ")
+	}
+	return v, true
+}
+
+// Queues returns every non-empty waiting line: groups in team.yaml order,
+// then agents.
+func (e *Engine) Queues() []QueueView {
+	var out []QueueView
+	view := func(l *actions.Line) []WaitingView {
+		var ws []WaitingView
+		for _, w := range l.Entries() {
+			ws = append(ws, WaitingView{Conversation: w.Conversation, Priority: w.Priority, Rule: w.Rule,
+				Since: w.Since.UTC().Format(time.RFC3339), WaitSeconds: e.clock.Sub(w.Since).Seconds()})
+		}
+		return ws
+	}
+	for _, g := range e.pool.Groups {
+		if l := e.groupLines[g]; l != nil && len(l.Entries()) > 0 {
+			out = append(out, QueueView{Group: g.Name, Waiting: view(l)})
+		}
+	}
+	for _, a := range e.pool.Agents {
+		if l := e.agentLines[a]; l != nil && len(l.Entries()) > 0 {
+			out = append(out, QueueView{Agent: a.ID, Waiting: view(l)})
+		}
+	}
+	return out
+}
+
+// NextDue is when the next unanswered timer is due; ok is false when none
+// is pending. A service ticks the engine then.
+func (e *Engine) NextDue() (t time.Time, ok bool) {
+	if len(e.timers) == 0 {
+		return time.Time{}, false
+	}
+	return e.timers[0].due, true
+}
+
+// Clock is the time of the latest event.
+func (e *Engine) Clock() time.Time { return e.clock }
