@@ -21,6 +21,8 @@ Usage:
   switchboard explain --rules DIR --events FILE --event ID
                                            show why one event went where it went
   switchboard test [-update] DIR...        run rule sets' own tests (DIR/tests/*.txtar)
+  switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE]
+                                           run the routing service
 
 Run "switchboard COMMAND -h" for a command's options.
 `
@@ -43,6 +45,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runExplain(rest, stdin, stdout, stderr)
 	case "test":
 		return runTest(rest, stdout, stderr)
+	case "serve":
+		return runServe(rest, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return 0

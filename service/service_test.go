@@ -1,0 +1,193 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+const team = `
+agents:
+  - {id: a, capacity: 2, status: online}
+  - {id: b, capacity: 2, status: online}
+groups:
+  G: [a, b]
+`
+
+// start runs a service on the store at path; stop ends it.
+func start(t *testing.T, path, token string) (url string, stop func()) {
+	t.Helper()
+	rs, ds := dsl.Build(dsl.Sources{
+		Rules: []dsl.Source{{Name: "r.rules", Text: []byte("on new conversation -> assign group G by least_active")}},
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+	})
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(ctx, Config{Rules: rs, Store: st, Token: token, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBody: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(runCtx); close(done) }()
+	srv := httptest.NewServer(svc.Handler())
+	return srv.URL, func() { srv.Close(); cancel(); <-done; st.Close() }
+}
+
+func do(t *testing.T, method, url, token, body string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func msg(id, contact string) string {
+	return fmt.Sprintf(`{"id":%q,"type":"message.received","at":"2026-01-05T09:00:00Z","channel":"sms","to":"+1","contact":{"id":%q}}`, id, contact)
+}
+
+func TestEventsAPI(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sb.db")
+	url, stop := start(t, path, "")
+	code, body, _ := do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
+	want := `{"event":"e1","conversation":"e1","actions":[{"type":"assign","rule":"r.rules:1","conversation":"e1","agent":"a","group":"G","algorithm":"least_active"}]}` + "\n"
+	if code != 200 || body != want {
+		t.Fatalf("post: %d %s", code, body)
+	}
+	// A retry gets the stored decision and changes nothing.
+	code, again, hdr := do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
+	if code != 200 || again != want || hdr.Get("Switchboard-Replayed") != "true" {
+		t.Fatalf("retry: %d %s %v", code, again, hdr)
+	}
+	_, agent, _ := do(t, "GET", url+"/v1/agents/a", "", "")
+	if !strings.Contains(agent, `"open":1`) {
+		t.Fatalf("retry changed the state: %s", agent)
+	}
+	// Bad input: a 4xx naming the field, nothing changed.
+	for _, tc := range []struct {
+		body, want string
+		code       int
+	}{
+		{`{"id":"x1","type":"message.received"`, `{"error":"malformed JSON: the event ends too early"}`, 400},
+		{`{"type":"tick"}`, `{"error":"missing; every event needs a unique id","field":"id"}`, 400},
+		{`{"id":"x2","type":"ticks"}`, `{"error":"unknown event type \"ticks\"; expected one of message.received, message.sent, conversation.closed, agent.status, tick","field":"type"}`, 400},
+		{`{"id":"x3","type":"agent.status","agent":"zed","status":"online"}`, `{"error":"unknown agent \"zed\"; agents come from team.yaml","field":"agent"}`, 422},
+		{strings.Repeat(" ", 5000), `{"error":"the body is over 4096 bytes; send fewer events per request"}`, 413},
+		{``, `{"error":"empty body; send an event as JSON, or several as JSON lines"}`, 400},
+	} {
+		code, body, _ := do(t, "POST", url+"/v1/events", "", tc.body)
+		if code != tc.code || strings.TrimSpace(body) != tc.want {
+			t.Errorf("%.40q: got %d %s, want %d %s", tc.body, code, body, tc.code, tc.want)
+		}
+	}
+	// A batch: every line answered; a bad line does not stop the others.
+	batch := msg("e2", "k2") + "\n" + `{"id":"e3","type":"nope"}` + "\n" + msg("e4", "k3") + "\n"
+	code, body, _ = do(t, "POST", url+"/v1/events", "", batch)
+	lines := strings.Split(strings.TrimSpace(body), "\n")
+	if code != 200 || len(lines) != 3 || !strings.Contains(lines[0], `"agent":"b"`) || !strings.Contains(lines[1], `"field":"type"`) || !strings.Contains(lines[2], `"line":3`) {
+		t.Fatalf("batch: %d\n%s", code, body)
+	}
+	code, body, _ = do(t, "GET", url+"/v1/events/e2", "", "")
+	if code != 200 || !strings.Contains(body, `"event":"e2"`) {
+		t.Fatalf("get event: %d %s", code, body)
+	}
+	code, body, _ = do(t, "GET", url+"/v1/events/e2/explain", "", "")
+	if code != 200 || !strings.Contains(body, `"matched":true`) {
+		t.Fatalf("explain: %d %s", code, body)
+	}
+	code, _, _ = do(t, "GET", url+"/v1/events/nope", "", "")
+	if code != 404 {
+		t.Fatalf("unknown event: %d", code)
+	}
+	_, before, _ := do(t, "GET", url+"/v1/agents", "", "")
+	stop()
+
+	// After a restart the state is rebuilt from the store.
+	url, stop = start(t, path, "")
+	defer stop()
+	_, after, _ := do(t, "GET", url+"/v1/agents", "", "")
+	if after != before {
+		t.Fatalf("state after restart:\n%s\nbefore:\n%s", after, before)
+	}
+}
+
+func TestToken(t *testing.T) {
+	url, stop := start(t, filepath.Join(t.TempDir(), "sb.db"), "s3cret")
+	defer stop()
+	for _, tok := range []string{"", "wrong"} {
+		code, body, _ := do(t, "POST", url+"/v1/events", tok, msg("e1", "k1"))
+		if code != 401 || !strings.Contains(body, "token") {
+			t.Fatalf("token %q: %d %s", tok, code, body)
+		}
+	}
+	if code, _, _ := do(t, "GET", url+"/v1/events/e1", "s3cret", ""); code != 404 {
+		t.Fatalf("a refused event was stored: %d", code)
+	}
+	if code, _, _ := do(t, "POST", url+"/v1/events", "s3cret", msg("e1", "k1")); code != 200 {
+		t.Fatalf("right token: %d", code)
+	}
+	if code, _, _ := do(t, "GET", url+"/healthz", "", ""); code != 200 {
+		t.Fatalf("healthz needs no token: %d", code)
+	}
+}
+
+// TestConcurrentClients: many clients at once never break the invariants.
+func TestConcurrentClients(t *testing.T) {
+	url, stop := start(t, filepath.Join(t.TempDir(), "sb.db"), "")
+	defer stop()
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				do(t, "POST", url+"/v1/events", "", msg(fmt.Sprintf("c%d-%d", c, i), fmt.Sprintf("k%d-%d", c, i)))
+			}
+		}()
+	}
+	wg.Wait()
+	_, body, _ := do(t, "GET", url+"/v1/agents", "", "")
+	var agents []struct {
+		ID   string  `json:"id"`
+		Load float64 `json:"load"`
+		Open int     `json:"open"`
+	}
+	json.Unmarshal([]byte(body), &agents)
+	for _, a := range agents {
+		if a.Load > 2 || a.Open != 2 {
+			t.Fatalf("agent %s: load %v open %d (capacity 2)", a.ID, a.Load, a.Open)
+		}
+	}
+	_, queues, _ := do(t, "GET", url+"/v1/queues", "", "")
+	var q []struct {
+		Waiting []any `json:"waiting"`
+	}
+	json.Unmarshal([]byte(queues), &q)
+	if len(q) != 1 || len(q[0].Waiting) != 200-4 {
+		t.Fatalf("queues: %s", queues[:min(len(queues), 300)])
+	}
+}
