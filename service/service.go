@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -52,6 +53,9 @@ type Service struct {
 	eng    *engine.Engine
 	seq    int64
 	recent *lru.Cache[string, []byte] // event id → decision JSON
+	// evicted is set once recent has dropped an id: until then it holds
+	// every stored id, and a miss means the event is new.
+	evicted atomic.Bool
 	reqs   chan *request
 	wake   chan struct{} // the next timer may have changed
 }
@@ -88,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.RecentIDs = 100_000
 	}
 	s := &Service{cfg: cfg, reqs: make(chan *request, 1024), wake: make(chan struct{}, 1)}
-	s.recent, _ = lru.New[string, []byte](cfg.RecentIDs)
+	s.recent, _ = lru.NewWithEvict[string, []byte](cfg.RecentIDs, func(string, []byte) { s.evicted.Store(true) })
 	if err := cfg.Store.SaveRuleSet(ctx, cfg.Rules.Version, ruleSetFiles(cfg.Rules)); err != nil {
 		return nil, err
 	}
@@ -264,6 +268,9 @@ func (s *Service) known(ctx context.Context, id string, inBatch map[string][]byt
 	}
 	if dec, ok := s.recent.Get(id); ok {
 		return dec, true
+	}
+	if !s.evicted.Load() {
+		return nil, false
 	}
 	rec, ok, err := s.cfg.Store.Get(ctx, id)
 	if err != nil || !ok {
