@@ -53,8 +53,9 @@ func (s *Service) Handler() http.Handler {
 	v1("GET /v1/conversations/{id}", s.getConversation)
 	v1("GET /v1/queues", s.getQueues)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": s.cfg.Rules.Version})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": s.rules().Version})
 	})
+	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})

@@ -56,15 +56,20 @@ type Service struct {
 	// evicted is set once recent has dropped an id: until then it holds
 	// every stored id, and a miss means the event is new.
 	evicted atomic.Bool
-	reqs   chan *request
-	wake   chan struct{} // the next timer may have changed
+	reqs    chan *request
+	wake    chan struct{} // the next timer may have changed
+	m       *metrics
 }
+
+// rules is the rule set running.
+func (s *Service) rules() *dsl.RuleSet { return s.cfg.Rules }
 
 // request is events waiting for the commit loop, and where to answer.
 type request struct {
 	events  []*triggers.Event
 	results []result
 	done    chan struct{}
+	start   time.Time
 }
 
 // result is what became of one event.
@@ -92,6 +97,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.RecentIDs = 100_000
 	}
 	s := &Service{cfg: cfg, reqs: make(chan *request, 1024), wake: make(chan struct{}, 1)}
+	s.m = newMetrics(s)
 	s.recent, _ = lru.NewWithEvict[string, []byte](cfg.RecentIDs, func(string, []byte) { s.evicted.Store(true) })
 	if err := cfg.Store.SaveRuleSet(ctx, cfg.Rules.Version, ruleSetFiles(cfg.Rules)); err != nil {
 		return nil, err
@@ -147,7 +153,7 @@ func (s *Service) rebuild(ctx context.Context) error {
 // Submit decides events and makes them durable, in order. It returns when
 // every one has been committed (or refused).
 func (s *Service) Submit(ctx context.Context, events []*triggers.Event) ([]result, error) {
-	r := &request{events: events, results: make([]result, len(events)), done: make(chan struct{})}
+	r := &request{events: events, results: make([]result, len(events)), done: make(chan struct{}), start: time.Now()}
 	select {
 	case s.reqs <- r:
 	case <-ctx.Done():
@@ -206,6 +212,16 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 	defer s.mu.Unlock()
 	defer func() {
 		for _, r := range batch {
+			for _, res := range r.results {
+				switch {
+				case errors.Is(res.err, errNotStored):
+					s.m.refused.WithLabelValues("store").Inc()
+				case res.err != nil:
+					s.m.refused.WithLabelValues("does not fit the state").Inc()
+				default:
+					s.m.latency.Observe(time.Since(r.start).Seconds())
+				}
+			}
 			close(r.done)
 		}
 		select {
@@ -214,6 +230,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 		}
 	}()
 	var recs []store.Record
+	var acts []engine.Action
 	inBatch := map[string][]byte{}
 	now := s.cfg.Now()
 	for _, r := range batch {
@@ -230,6 +247,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 				r.results[i] = result{err: err}
 				continue
 			}
+			acts = append(acts, d.Actions...)
 			dec := d.AppendJSON(nil)
 			evJSON, _ := json.Marshal(ev)
 			s.seq++
@@ -259,6 +277,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 	for _, rec := range recs {
 		s.recent.Add(rec.ID, rec.Decision)
 	}
+	s.m.count(acts)
 }
 
 // known returns the stored decision of an event id, if any.

@@ -1,0 +1,101 @@
+package service
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/switchboard-dev/switchboard/engine"
+)
+
+// metrics are the service's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	reg       *prometheus.Registry
+	decisions *prometheus.CounterVec
+	latency   prometheus.Histogram
+	refused   *prometheus.CounterVec
+	reloads   *prometheus.CounterVec
+}
+
+func newMetrics(s *Service) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_actions_total",
+			Help: "Actions decided, by the rule that caused them and their type.",
+		}, []string{"rule", "action"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_decision_seconds",
+			Help:    "Time from receiving an event to answering it, once durable.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_events_refused_total",
+			Help: "Events refused, by reason: bad input, or the store failing.",
+		}, []string{"reason"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_reloads_total",
+			Help: "Rule reloads, by outcome.",
+		}, []string{"outcome"}),
+	}
+	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, &stateCollector{s: s},
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// stateCollector reads the live state at scrape time.
+type stateCollector struct{ s *Service }
+
+var (
+	descQueue   = prometheus.NewDesc("switchboard_queue_length", "Conversations waiting, per group or agent line.", []string{"group", "agent"}, nil)
+	descOldest  = prometheus.NewDesc("switchboard_queue_oldest_wait_seconds", "How long the oldest waiting conversation has waited, per line.", []string{"group", "agent"}, nil)
+	descOnline  = prometheus.NewDesc("switchboard_agents_online", "Agents online.", nil, nil)
+	descLoad    = prometheus.NewDesc("switchboard_agent_load", "Capacity units in use, per agent.", []string{"agent"}, nil)
+	descEvents  = prometheus.NewDesc("switchboard_events_stored", "Events in the store.", nil, nil)
+	descVersion = prometheus.NewDesc("switchboard_rules_info", "The rule set running, by version.", []string{"version"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descQueue, descOldest, descOnline, descLoad, descEvents, descVersion} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	s.mu.Lock()
+	queues := s.eng.Queues()
+	agents := s.eng.Agents()
+	seq := s.seq
+	version := s.rules().Version
+	s.mu.Unlock()
+	for _, q := range queues {
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(len(q.Waiting)), q.Group, q.Agent)
+		oldest := 0.0
+		for _, w := range q.Waiting {
+			oldest = max(oldest, w.WaitSeconds)
+		}
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, oldest, q.Group, q.Agent)
+	}
+	online := 0
+	for _, a := range agents {
+		if a.Status == "online" {
+			online++
+		}
+		ch <- prometheus.MustNewConstMetric(descLoad, prometheus.GaugeValue, a.Load, a.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, float64(online))
+	ch <- prometheus.MustNewConstMetric(descEvents, prometheus.GaugeValue, float64(seq))
+	ch <- prometheus.MustNewConstMetric(descVersion, prometheus.GaugeValue, 1, version)
+}
+
+// count records the actions of committed decisions.
+func (m *metrics) count(actions []engine.Action) {
+	for _, a := range actions {
+		m.decisions.WithLabelValues(a.Rule, a.Type).Inc()
+	}
+}
