@@ -291,3 +291,30 @@ func (a *Agent) refresh() {
 		s.view.update(s.leaf)
 	}
 }
+
+// TakeOver carries the live state of an older pool (the same team, or an
+// edited one) into p: each agent's status, load, open conversations and
+// last activity, matched by id; each group's round-robin turn, matched by
+// the member it last assigned; and the random sequence. Agents that are
+// gone are left out.
+func (p *Pool) TakeOver(old *Pool) {
+	p.rng = old.rng
+	for _, a := range p.Agents {
+		o := old.agents[a.ID]
+		if o == nil {
+			continue
+		}
+		p.SetStatus(a, o.Status)
+		a.Load, a.Open, a.LastActive = o.Load, o.Open, o.LastActive
+		a.refresh()
+	}
+	for _, g := range p.Groups {
+		og := old.groups[g.Name]
+		if og == nil || og.last < 0 || og.last >= len(og.Members) {
+			continue
+		}
+		if a := p.agents[og.Members[og.last].ID]; a != nil {
+			p.Turn(g, a)
+		}
+	}
+}

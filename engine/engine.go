@@ -24,6 +24,7 @@ type Options struct {
 // Engine decides events against one rule set and its live state.
 type Engine struct {
 	rs    *dsl.RuleSet
+	seed  uint64
 	pool  *actions.Pool
 	clock time.Time
 	seq   uint64
@@ -69,6 +70,7 @@ type Engine struct {
 func New(rs *dsl.RuleSet, opts Options) *Engine {
 	e := &Engine{
 		rs:         rs,
+		seed:       opts.Seed,
 		pool:       actions.NewPool(rs.Team, rs.Rules, opts.Seed),
 		contacts:   map[string]*contact{},
 		convs:      map[string]*conversation{},
@@ -566,6 +568,7 @@ func (e *Engine) received(ev *triggers.Event) string {
 		conv.waitingSince = e.clock
 		conv.streak++
 		e.seq++
+		conv.batch = e.seq
 		for _, r := range e.unanswered {
 			tm := e.newTimer()
 			*tm = timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq}

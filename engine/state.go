@@ -49,8 +49,10 @@ type conversation struct {
 	waitingSince time.Time
 	streak       int
 	lastMessage  triggers.EventMessage
-	// timers counts the pending timers that point at the conversation.
+	// timers counts the pending timers that point at the conversation;
+	// batch orders its current streak's timers among others due at once.
 	timers int
+	batch  uint64
 }
 
 func (c *conversation) placed() bool { return c.assignee != nil || c.queue != "" || c.waiting != nil }

@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"container/heap"
+	"slices"
+
+	"github.com/switchboard-dev/switchboard/actions"
+	"github.com/switchboard-dev/switchboard/dsl"
+)
+
+// Reload returns an engine running rs with e's live state: contacts and
+// conversations as they are; agents' status, load and activity matched by
+// id; waiting lines re-filed in the new rule set's groups; unanswered
+// timers rescheduled for its rules. What no longer exists is let go: a
+// conversation whose agent left the team, or that waits for a group that
+// is gone, becomes unassigned. e must not be used afterwards.
+func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
+	n := New(rs, Options{Seed: e.seed})
+	n.pool.TakeOver(e.pool)
+	n.clock, n.seq = e.clock, e.seq
+	n.contacts, n.convs = e.contacts, e.convs
+	n.freeConvs = e.freeConvs
+	for old, st := range e.stats.agents {
+		if a := n.pool.Agent(old.ID); a != nil {
+			*n.stats.agents[a] = *st
+		}
+	}
+	n.stats.waited, n.stats.waitTotal, n.stats.waitMax = e.stats.waited, e.stats.waitTotal, e.stats.waitMax
+
+	// Conversations follow their agents into the new pool; waiting work is
+	// re-filed in order.
+	var waiting []*actions.Waiting
+	for _, c := range e.convs {
+		if c.assignee != nil {
+			if a := n.pool.Agent(c.assignee.ID); a != nil {
+				c.assignee = a
+			} else {
+				c.assignee, c.load = nil, 0
+			}
+		}
+		if c.waiting != nil {
+			waiting = append(waiting, c.waiting)
+			c.waiting = nil
+		}
+		c.timers = 0
+	}
+	sortWaiting(waiting)
+	for _, w := range waiting {
+		c := e.convs[w.Conversation]
+		if w.Agent != nil {
+			if w.Agent = n.pool.Agent(w.Agent.ID); w.Agent == nil {
+				continue
+			}
+		} else {
+			w.Group = n.pool.Group(w.Group.Name)
+			if w.Group == nil {
+				continue
+			}
+			w.View = n.pool.View(w.Group.Name, w.Skills, w.Cost)
+		}
+		if w.Except != nil {
+			w.Except = n.pool.Agent(w.Except.ID)
+		}
+		n.lineFor(w).Add(w)
+		c.waiting = w
+	}
+
+	// Timers: each unanswered conversation gets the new rules' timers that
+	// are still ahead of it.
+	for _, c := range e.convs {
+		if c.status != StatusOpen || c.waitingSince.IsZero() {
+			continue
+		}
+		for _, r := range n.unanswered {
+			due := c.waitingSince.Add(r.Trigger.After)
+			if !due.After(n.clock) {
+				continue // it would have fired already
+			}
+			tm := n.newTimer()
+			*tm = timer{due: due, conv: c, streak: c.streak, rule: r, order: n.ruleOrder[r], batch: c.batch}
+			heap.Push(&n.timers, tm)
+			c.timers++
+		}
+	}
+	return n
+}
+
+// lineFor returns the waiting line w belongs in, creating it.
+func (e *Engine) lineFor(w *actions.Waiting) *actions.Line {
+	if w.Agent != nil {
+		l := e.agentLines[w.Agent]
+		if l == nil {
+			l = &actions.Line{}
+			e.agentLines[w.Agent] = l
+		}
+		return l
+	}
+	l := e.groupLines[w.Group]
+	if l == nil {
+		l = &actions.Line{}
+		e.groupLines[w.Group] = l
+	}
+	return l
+}
+
+// sortWaiting orders waiting work as the lines do, so re-filing keeps it.
+func sortWaiting(ws []*actions.Waiting) {
+	slices.SortFunc(ws, func(a, b *actions.Waiting) int {
+		if a.Before(b) {
+			return -1
+		}
+		return 1
+	})
+}
