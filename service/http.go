@@ -52,8 +52,12 @@ func (s *Service) Handler() http.Handler {
 	v1("PUT /v1/agents/{id}/status", s.putStatus)
 	v1("GET /v1/conversations/{id}", s.getConversation)
 	v1("GET /v1/queues", s.getQueues)
+	v1("POST /v1/rules/reload", s.postReload)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": s.rules().Version})
+		s.mu.Lock()
+		version := s.rules().Version
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": version})
 	})
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -242,36 +246,43 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request) {
 // explains it, as switchboard explain does.
 func (s *Service) explainEvent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	eng := engine.New(s.cfg.Rules, engine.Options{Seed: s.cfg.Seed})
 	var trace *engine.Trace
-	errFound := errors.New("found")
-	err := s.cfg.Store.Replay(r.Context(), func(rec store.Record) error {
-		ev, err := triggers.DecodeEvent(rec.Event, true)
-		if err != nil {
-			return err
-		}
+	_, _, _, err := s.walk(r.Context(), func(eng *engine.Engine, ev *triggers.Event, rec store.Record) (bool, error) {
 		if rec.ID == id {
+			var err error
 			_, trace, err = eng.Explain(ev)
-			if err != nil {
-				return err
-			}
-			return errFound
+			return true, err
 		}
-		_, err = eng.Decide(ev)
-		return err
+		_, err := eng.Decide(ev)
+		return false, err
 	})
 	switch {
-	case errors.Is(err, errFound):
-		if r.URL.Query().Get("format") == "text" {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			trace.WriteText(w)
-			return
-		}
-		writeJSON(w, http.StatusOK, trace)
 	case err != nil:
-		writeErr(w, http.StatusInternalServerError, err)
-	default:
+		writeErr(w, http.StatusServiceUnavailable, err)
+	case trace == nil:
 		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no event %q", id)})
+	case r.URL.Query().Get("format") == "text":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		trace.WriteText(w)
+	default:
+		writeJSON(w, http.StatusOK, trace)
+	}
+}
+
+// postReload compiles the rule directory and swaps it in; with any
+// diagnostic the running rules stay and the answer is 422.
+func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
+	res, err := s.Reload(r.Context())
+	switch {
+	case errors.Is(err, errReloadRefused):
+		writeJSON(w, http.StatusUnprocessableEntity, struct {
+			Error string `json:"error"`
+			ReloadResult
+		}{err.Error(), res})
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, err)
+	default:
+		writeJSON(w, http.StatusOK, res)
 	}
 }
 

@@ -31,6 +31,8 @@ import (
 // Config sets up a service.
 type Config struct {
 	Rules *dsl.RuleSet
+	// Load compiles the rule set again, for reloads; nil disables them.
+	Load  func() (*dsl.RuleSet, dsl.Diagnostics)
 	Store store.Store
 	// Token, when set, must be presented as "Authorization: Bearer TOKEN" on
 	// every /v1 call.
@@ -49,9 +51,10 @@ type Config struct {
 // Service is a running Switchboard.
 type Service struct {
 	cfg    Config
-	mu     sync.Mutex // guards eng, seq: the commit loop and the readers
+	mu     sync.Mutex // guards eng, seq, rs: the commit loop and the readers
 	eng    *engine.Engine
 	seq    int64
+	rs     *dsl.RuleSet               // the rule set running
 	recent *lru.Cache[string, []byte] // event id → decision JSON
 	// evicted is set once recent has dropped an id: until then it holds
 	// every stored id, and a miss means the event is new.
@@ -61,15 +64,17 @@ type Service struct {
 	m       *metrics
 }
 
-// rules is the rule set running.
-func (s *Service) rules() *dsl.RuleSet { return s.cfg.Rules }
+// rules is the rule set running; the caller holds s.mu.
+func (s *Service) rules() *dsl.RuleSet { return s.rs }
 
 // request is events waiting for the commit loop, and where to answer.
 type request struct {
+	reload  *dsl.RuleSet // a reload instead of events
 	events  []*triggers.Event
 	results []result
 	done    chan struct{}
 	start   time.Time
+	err     error // a reload's outcome
 }
 
 // result is what became of one event.
@@ -99,13 +104,73 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, reqs: make(chan *request, 1024), wake: make(chan struct{}, 1)}
 	s.m = newMetrics(s)
 	s.recent, _ = lru.NewWithEvict[string, []byte](cfg.RecentIDs, func(string, []byte) { s.evicted.Store(true) })
+	// The rules started with are kept, so that a replay finds them whatever
+	// the files on disk say later.
 	if err := cfg.Store.SaveRuleSet(ctx, cfg.Rules.Version, ruleSetFiles(cfg.Rules)); err != nil {
 		return nil, err
 	}
 	if err := s.rebuild(ctx); err != nil {
 		return nil, err
 	}
+	// Starting on other rules than the log's last is a reload.
+	if s.rs.Version != cfg.Rules.Version {
+		if err := s.switchRules(ctx, cfg.Rules); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// reloadType marks a reload in the log: the rules change there.
+const reloadType = "rules.reload"
+
+type reloadEvent struct {
+	Version string `json:"version"`
+}
+
+// switchRules records a reload in the log and swaps the engine; the caller
+// holds s.mu (or owns s).
+func (s *Service) switchRules(ctx context.Context, rs *dsl.RuleSet) error {
+	if err := s.cfg.Store.SaveRuleSet(ctx, rs.Version, ruleSetFiles(rs)); err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	body, _ := json.Marshal(reloadEvent{Version: rs.Version})
+	rec := store.Record{Seq: s.seq + 1, ID: fmt.Sprintf("reload-%d-%s", s.seq+1, rs.Version), Type: reloadType, At: now,
+		Event: body, Decision: []byte("{}"), RuleSet: rs.Version, Received: now}
+	if err := s.cfg.Store.Append(ctx, []store.Record{rec}); err != nil {
+		return err
+	}
+	s.seq++
+	s.eng = s.eng.Reload(rs)
+	s.rs = rs
+	return nil
+}
+
+// storedRules compiles a rule set kept in the store.
+func (s *Service) storedRules(ctx context.Context, version string) (*dsl.RuleSet, error) {
+	files, err := s.cfg.Store.RuleSet(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	var src dsl.Sources
+	for _, f := range files {
+		file := dsl.Source{Name: f.Name, Text: []byte(f.Text)}
+		switch f.Name {
+		case dsl.TeamFile:
+			src.Team = &file
+		case dsl.MappingsCSV, dsl.MappingsYAML:
+			src.Mappings = &file
+		default:
+			src.Rules = append(src.Rules, file)
+		}
+	}
+	rs, ds := dsl.Build(src)
+	if rs == nil {
+		return nil, fmt.Errorf("stored rule set %s no longer compiles: %v", version, ds)
+	}
+	rs.Sources = src
+	return rs, nil
 }
 
 func ruleSetFiles(rs *dsl.RuleSet) []store.RuleSetFile {
@@ -116,36 +181,77 @@ func ruleSetFiles(rs *dsl.RuleSet) []store.RuleSetFile {
 	return out
 }
 
-// rebuild replays the store into a fresh engine. Called at start, and when
-// a commit failed, so that memory never runs ahead of the store.
-func (s *Service) rebuild(ctx context.Context) error {
-	start := time.Now()
-	eng := engine.New(s.cfg.Rules, engine.Options{Seed: s.cfg.Seed})
+// walk replays the log into a fresh engine, changing rules where the log
+// reloaded them; each event is handed to on (nil: decide it), which may
+// stop the walk.
+func (s *Service) walk(ctx context.Context, on func(eng *engine.Engine, ev *triggers.Event, r store.Record) (stop bool, err error)) (*engine.Engine, *dsl.RuleSet, int64, error) {
+	rs := s.cfg.Rules
+	eng := engine.New(rs, engine.Options{Seed: s.cfg.Seed})
 	var seq int64
-	var changed int
+	first := true
+	errStop := errors.New("stop")
 	err := s.cfg.Store.Replay(ctx, func(r store.Record) error {
+		// The log starts on the rules of its first record, and changes
+		// rules where reloads were.
+		if r.RuleSet != rs.Version && (first || r.Type == reloadType) {
+			next, err := s.storedRules(ctx, r.RuleSet)
+			if err != nil {
+				return err
+			}
+			if first {
+				eng = engine.New(next, engine.Options{Seed: s.cfg.Seed})
+			} else {
+				eng = eng.Reload(next)
+			}
+			rs = next
+		}
+		first = false
+		seq = r.Seq
+		if r.Type == reloadType {
+			return nil
+		}
 		ev, err := triggers.DecodeEvent(r.Event, true)
 		if err != nil {
 			return fmt.Errorf("stored event %s (seq %d) does not decode: %w", r.ID, r.Seq, err)
 		}
+		stop, err := on(eng, ev, r)
+		if err != nil {
+			return fmt.Errorf("stored event %s (seq %d): %w", r.ID, r.Seq, err)
+		}
+		if stop {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, nil, 0, err
+	}
+	return eng, rs, seq, nil
+}
+
+// rebuild replays the store into a fresh engine. Called at start, and when
+// a commit failed, so that memory never runs ahead of the store.
+func (s *Service) rebuild(ctx context.Context) error {
+	start := time.Now()
+	changed := 0
+	eng, rs, seq, err := s.walk(ctx, func(eng *engine.Engine, ev *triggers.Event, r store.Record) (bool, error) {
 		d, err := eng.Decide(ev)
 		if err != nil {
-			return fmt.Errorf("stored event %s (seq %d) no longer applies: %w", r.ID, r.Seq, err)
+			return false, err
 		}
-		if r.RuleSet != s.cfg.Rules.Version || !bytes.Equal(d.AppendJSON(nil), r.Decision) {
+		if !bytes.Equal(d.AppendJSON(nil), r.Decision) {
 			changed++
 		}
-		seq = r.Seq
 		s.recent.Add(r.ID, r.Decision)
-		return nil
+		return false, nil
 	})
 	if err != nil {
 		return err
 	}
-	s.eng, s.seq = eng, seq
-	s.cfg.Log.Info("state rebuilt from the store", "events", seq, "took", time.Since(start).Round(time.Millisecond))
+	s.eng, s.seq, s.rs = eng, seq, rs
+	s.cfg.Log.Info("state rebuilt from the store", "records", seq, "rules", rs.Version, "took", time.Since(start).Round(time.Millisecond))
 	if changed > 0 {
-		s.cfg.Log.Warn("stored events were decided by other rules; the state follows the current rules", "events", changed)
+		s.cfg.Log.Warn("replaying the log gave other decisions than were stored", "events", changed)
 	}
 	return nil
 }
@@ -234,6 +340,14 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 	inBatch := map[string][]byte{}
 	now := s.cfg.Now()
 	for _, r := range batch {
+		if r.reload != nil {
+			// Events before the reload are committed on the old rules.
+			if !s.flush(ctx, batch, &recs, &acts) {
+				return
+			}
+			r.err = s.switchRules(ctx, r.reload)
+			continue
+		}
 		for i, ev := range r.events {
 			if dec, ok := s.known(ctx, ev.ID, inBatch); ok {
 				r.results[i] = result{decision: dec, dup: true}
@@ -252,19 +366,31 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 			evJSON, _ := json.Marshal(ev)
 			s.seq++
 			recs = append(recs, store.Record{Seq: s.seq, ID: ev.ID, Type: ev.Type, At: ev.At, Event: evJSON,
-				Decision: dec, RuleSet: s.cfg.Rules.Version, Received: now})
+				Decision: dec, RuleSet: s.rs.Version, Received: now})
 			inBatch[ev.ID] = dec
 			r.results[i] = result{decision: dec}
 		}
 	}
-	if len(recs) == 0 {
-		return
+	s.flush(ctx, batch, &recs, &acts)
+}
+
+// flush commits the records decided so far in one transaction. When the
+// store fails, the batch's new events are refused and the state rebuilt
+// from the store; it returns false then.
+func (s *Service) flush(ctx context.Context, batch []*request, recs *[]store.Record, acts *[]engine.Action) bool {
+	if len(*recs) == 0 {
+		return true
 	}
-	if err := s.cfg.Store.Append(ctx, recs); err != nil {
-		s.cfg.Log.Error("commit failed; rebuilding the state from the store", "events", len(recs), "err", err)
+	defer func() { *recs, *acts = (*recs)[:0], (*acts)[:0] }()
+	if err := s.cfg.Store.Append(ctx, *recs); err != nil {
+		s.cfg.Log.Error("commit failed; rebuilding the state from the store", "events", len(*recs), "err", err)
+		failed := map[string]bool{}
+		for _, rec := range *recs {
+			failed[rec.ID] = true
+		}
 		for _, r := range batch {
-			for i := range r.results {
-				if !r.results[i].dup && r.results[i].err == nil {
+			for i, ev := range r.events {
+				if failed[ev.ID] && !r.results[i].dup && r.results[i].err == nil {
 					r.results[i] = result{err: errNotStored}
 				}
 			}
@@ -272,12 +398,60 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 		if err := s.rebuild(context.WithoutCancel(ctx)); err != nil {
 			s.cfg.Log.Error("rebuild failed", "err", err)
 		}
-		return
+		return false
 	}
-	for _, rec := range recs {
+	for _, rec := range *recs {
 		s.recent.Add(rec.ID, rec.Decision)
 	}
-	s.m.count(acts)
+	s.m.count(*acts)
+	return true
+}
+
+// ReloadResult is the answer to a reload.
+type ReloadResult struct {
+	Version     string          `json:"version"`
+	Previous    string          `json:"previous"`
+	Changed     bool            `json:"changed"`
+	Diagnostics dsl.Diagnostics `json:"diagnostics,omitempty"`
+}
+
+// errReloadRefused is returned when the new rules do not compile.
+var errReloadRefused = errors.New("the rules have errors; the running rules are kept")
+
+// Reload compiles the rule directory again and, if it is clean, swaps it
+// in between two events, atomically. With any diagnostic the running
+// rules stay.
+func (s *Service) Reload(ctx context.Context) (ReloadResult, error) {
+	if s.cfg.Load == nil {
+		return ReloadResult{}, errors.New("this service cannot reload its rules")
+	}
+	rs, ds := s.cfg.Load()
+	s.mu.Lock()
+	prev := s.rs.Version
+	s.mu.Unlock()
+	if rs == nil {
+		s.m.reloads.WithLabelValues("refused").Inc()
+		s.cfg.Log.Warn("reload refused: the rules have errors", "diagnostics", len(ds))
+		return ReloadResult{Version: prev, Previous: prev, Diagnostics: ds}, errReloadRefused
+	}
+	if rs.Version == prev {
+		s.m.reloads.WithLabelValues("unchanged").Inc()
+		return ReloadResult{Version: prev, Previous: prev, Diagnostics: ds}, nil
+	}
+	r := &request{reload: rs, done: make(chan struct{}), start: time.Now()}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return ReloadResult{}, ctx.Err()
+	}
+	<-r.done
+	if r.err != nil {
+		s.m.reloads.WithLabelValues("failed").Inc()
+		return ReloadResult{Version: prev, Previous: prev}, r.err
+	}
+	s.m.reloads.WithLabelValues("reloaded").Inc()
+	s.cfg.Log.Info("rules reloaded", "version", rs.Version, "previous", prev)
+	return ReloadResult{Version: rs.Version, Previous: prev, Changed: true, Diagnostics: ds}, nil
 }
 
 // known returns the stored decision of an event id, if any.

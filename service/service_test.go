@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/store"
@@ -190,4 +192,120 @@ func TestConcurrentClients(t *testing.T) {
 	if len(q) != 1 || len(q[0].Waiting) != 200-4 {
 		t.Fatalf("queues: %s", queues[:min(len(queues), 300)])
 	}
+}
+
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	rulesDir := filepath.Join(dir, "rules")
+	os.Mkdir(rulesDir, 0o755)
+	write := func(rules string) {
+		os.WriteFile(filepath.Join(rulesDir, "team.yaml"), []byte(team), 0o644)
+		os.WriteFile(filepath.Join(rulesDir, "r.rules"), []byte(rules), 0o644)
+	}
+	write("on new conversation -> assign group G by least_active")
+	path := filepath.Join(dir, "sb.db")
+	run := func() (string, func()) {
+		rs, ds := dsl.Load(rulesDir)
+		if rs == nil {
+			t.Fatal(ds)
+		}
+		st, err := store.OpenSQLite(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Load: func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(rulesDir) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { svc.Run(ctx); close(done) }()
+		srv := httptest.NewServer(svc.Handler())
+		return srv.URL, func() { srv.Close(); cancel(); <-done; st.Close() }
+	}
+	url, stop := run()
+	do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
+	write("rule \"tagged\" on new conversation -> tag reloaded; assign group G by round_robin")
+	code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", "")
+	if code != 200 || !strings.Contains(body, `"changed":true`) {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	_, body, _ = do(t, "POST", url+"/v1/events", "", msg("e2", "k2"))
+	if !strings.Contains(body, `"tag":"reloaded"`) {
+		t.Fatalf("the new rules do not decide: %s", body)
+	}
+	// Broken rules: 422 with the diagnostics, the running rules stay.
+	write("on incomming message -> stop")
+	code, body, _ = do(t, "POST", url+"/v1/rules/reload", "", "")
+	if code != 422 || !strings.Contains(body, `unknown trigger`) || !strings.Contains(body, `"line":1`) {
+		t.Fatalf("broken reload: %d %s", code, body)
+	}
+	_, body, _ = do(t, "POST", url+"/v1/events", "", msg("e3", "k3"))
+	if !strings.Contains(body, `"tag":"reloaded"`) {
+		t.Fatalf("a refused reload changed the rules: %s", body)
+	}
+	_, before, _ := do(t, "GET", url+"/v1/agents", "", "")
+	stop()
+
+	// Restart on other files again: the log replays across the reload, and
+	// the start is a reload of its own.
+	write("on new conversation -> assign group G by least_active")
+	url, stop = run()
+	defer stop()
+	_, after, _ := do(t, "GET", url+"/v1/agents", "", "")
+	if after != before {
+		t.Fatalf("state after restart:\n%s\nbefore:\n%s", after, before)
+	}
+	_, body, _ = do(t, "POST", url+"/v1/events", "", msg("e4", "k4"))
+	if strings.Contains(body, "reloaded") {
+		t.Fatalf("the restart did not load the files' rules: %s", body)
+	}
+	code, body, _ = do(t, "GET", url+"/v1/events/e2/explain?format=text", "", "")
+	if code != 200 || !strings.Contains(body, `rule "tagged"`) {
+		t.Fatalf("explain does not follow the reload: %d %s", code, body)
+	}
+}
+
+// TestWallClockTimers: unanswered timers fire on the service's clock, as
+// stored tick events.
+func TestWallClockTimers(t *testing.T) {
+	rs, ds := dsl.Build(dsl.Sources{
+		Rules: []dsl.Source{{Name: "r.rules", Text: []byte("on new conversation -> assign group G\non unanswered 1m -> tag late")}},
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+	})
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	svc, err := New(context.Background(), Config{Rules: rs, Store: st, Now: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go svc.Run(ctx)
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`)
+	mu.Lock()
+	now = now.Add(2 * time.Minute) // the timer is due
+	mu.Unlock()
+	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e2","type":"message.received","channel":"sms","to":"+2","contact":{"id":"k2"}}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_, body, _ := do(t, "GET", srv.URL+"/v1/conversations/e1", "", "")
+		if strings.Contains(body, `"tags":["late"]`) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the unanswered timer did not fire")
 }

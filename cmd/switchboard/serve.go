@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/store"
 )
@@ -31,6 +33,7 @@ func runServe(args []string, stderr io.Writer) int {
 	token := fl.String("token", os.Getenv("SWITCHBOARD_TOKEN"), "bearer token every /v1 call must present (default $SWITCHBOARD_TOKEN)")
 	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
 	verbose := fl.Bool("v", false, "log every request")
+	watch := fl.Bool("watch", false, "reload the rules when their files change")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
 		fl.PrintDefaults()
@@ -56,19 +59,32 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
-	svc, err := service.New(ctx, service.Config{Rules: rs, Store: st, Token: *token, Log: log, Seed: *seed})
+	load := func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(*rules) }
+	svc, err := service.New(ctx, service.Config{Rules: rs, Load: load, Store: st, Token: *token, Log: log, Seed: *seed})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	// SIGHUP would end the process by default; until reloading lands, say so.
+	// SIGHUP, and with --watch a change to the files, reload the rules.
+	reload := func(why string) {
+		res, err := svc.Reload(ctx)
+		for _, d := range res.Diagnostics {
+			log.Warn("rules", "diagnostic", d.String())
+		}
+		if err != nil {
+			log.Error("reload", "why", why, "err", err)
+		}
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			log.Warn("SIGHUP: reloading rules is not supported yet; restart the service to load new rules")
+			reload("SIGHUP")
 		}
 	}()
+	if *watch {
+		go watchRules(ctx, *rules, func() { reload("files changed") })
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -102,4 +118,36 @@ func runServe(args []string, stderr io.Writer) int {
 	<-runDone
 	log.Info("stopped")
 	return code
+}
+
+// watchRules calls changed when the rule set's files change, checking every
+// second: names, sizes and modification times.
+func watchRules(ctx context.Context, dir string, changed func()) {
+	last := fingerprint(dir)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if fp := fingerprint(dir); fp != last {
+			last = fp
+			changed()
+		}
+	}
+}
+
+func fingerprint(dir string) string {
+	entries, _ := os.ReadDir(dir)
+	var b strings.Builder
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || e.IsDir() {
+			continue
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String()
 }
