@@ -182,6 +182,8 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			if res.dup {
 				w.Header().Set("Switchboard-Replayed", "true")
+			} else {
+				w.Header().Set("Switchboard-Rules", res.rules)
 			}
 			w.Write(append(res.decision, '\n'))
 		}

@@ -81,7 +81,8 @@ type request struct {
 type result struct {
 	decision []byte // the decision as JSON; nil on error
 	err      error
-	dup      bool // an event with this id was decided before
+	dup      bool   // an event with this id was decided before
+	rules    string // the version of the rule set that decided it (new events)
 }
 
 // errNotStored is answered when the store failed: nothing changed.
@@ -368,7 +369,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 			recs = append(recs, store.Record{Seq: s.seq, ID: ev.ID, Type: ev.Type, At: ev.At, Event: evJSON,
 				Decision: dec, RuleSet: s.rs.Version, Received: now})
 			inBatch[ev.ID] = dec
-			r.results[i] = result{decision: dec}
+			r.results[i] = result{decision: dec, rules: s.rs.Version}
 		}
 	}
 	s.flush(ctx, batch, &recs, &acts)

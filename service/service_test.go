@@ -75,7 +75,10 @@ func msg(id, contact string) string {
 func TestEventsAPI(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sb.db")
 	url, stop := start(t, path, "")
-	code, body, _ := do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
+	code, body, hdr0 := do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
+	if len(hdr0.Get("Switchboard-Rules")) != 16 {
+		t.Fatalf("no rule set version on the answer: %v", hdr0)
+	}
 	want := `{"event":"e1","conversation":"e1","actions":[{"type":"assign","rule":"r.rules:1","conversation":"e1","agent":"a","group":"G","algorithm":"least_active"}]}` + "\n"
 	if code != 200 || body != want {
 		t.Fatalf("post: %d %s", code, body)
