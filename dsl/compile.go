@@ -22,14 +22,11 @@ type compiler struct {
 	ruleNames    map[string]Pos
 }
 
-// Compile checks parsed files against the team (nil when the rule set has
-// no team.yaml) and compiles them into a rule set. Files are taken in the
-// order given. It returns every problem found; the rule set is nil when any
-// of them is an error, so a rule set is never half-loaded.
-func Compile(files []*File, team *Team) (*RuleSet, Diagnostics) {
-	return compile(files, team, Sources{})
-}
-
+// compile checks parsed files against the team (nil when the rule set has
+// no team.yaml), adds the mapping table's rows, and compiles them into a
+// rule set. Files are taken in the order given. It returns every problem
+// found; the rule set is nil when any of them is an error, so a rule set is
+// never half-loaded.
 func compile(files []*File, team *Team, set Sources) (*RuleSet, Diagnostics) {
 	c := &compiler{
 		team:      team,

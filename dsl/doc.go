@@ -8,7 +8,8 @@
 //
 // The stages are separate: [ParseFile] splits a file into items (rules and
 // segments) and parses each with a participle grammar, so that one mistake
-// does not hide the others; [Compile] checks them against the team and
-// compiles every condition once with expr against [triggers.Env]; [Format]
-// prints a parsed file in canonical form, comments kept.
+// does not hide the others; [Build] then checks them against the team,
+// compiles every condition once with expr against [triggers.Env], and adds
+// the rows of a mapping table; [Format] prints a parsed file in canonical
+// form, comments kept.
 package dsl

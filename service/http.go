@@ -300,21 +300,21 @@ func (s *Service) getAgents(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) getAgent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var found bool
-	v := s.read(func(e *engine.Engine) any { a, ok := e.Agent(id); found = ok; return a })
-	if !found {
-		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no agent %q", id), Field: "id"})
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	readOne(s, w, fmt.Sprintf("no agent %q", id), func(e *engine.Engine) (engine.AgentView, bool) { return e.Agent(id) })
 }
 
 func (s *Service) getConversation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var found bool
-	v := s.read(func(e *engine.Engine) any { c, ok := e.Conversation(id); found = ok; return c })
-	if !found {
-		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no open conversation %q", id), Field: "id"})
+	readOne(s, w, fmt.Sprintf("no open conversation %q", id), func(e *engine.Engine) (engine.ConversationView, bool) { return e.Conversation(id) })
+}
+
+// readOne answers with one view of the live state, or 404.
+func readOne[T any](s *Service, w http.ResponseWriter, notFound string, get func(*engine.Engine) (T, bool)) {
+	s.mu.Lock()
+	v, ok := get(s.eng)
+	s.mu.Unlock()
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{Error: notFound, Field: "id"})
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
