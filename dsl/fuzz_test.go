@@ -48,17 +48,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, src string) {
 		rs, ds := dsl.Build(dsl.Sources{Rules: []dsl.Source{{Name: "f.rules", Text: []byte(src)}}, Team: fuzzTeam})
-		if rs == nil && !ds.HasErrors() {
-			t.Fatalf("no rule set and no error")
-		}
-		if rs != nil && ds.HasErrors() {
-			t.Fatalf("a rule set despite errors: %v", ds)
-		}
-		for _, d := range ds {
-			if d.Pos.File == "" || d.Pos.Line < 1 || d.Pos.Col < 1 || d.Message == "" {
-				t.Fatalf("diagnostic without a place or a message: %#v", d)
-			}
-		}
+		checkOutcome(t, rs, ds)
 		file, pds := dsl.ParseFile("f.rules", src)
 		if pds.HasErrors() {
 			return
@@ -106,16 +96,23 @@ func FuzzTable(f *testing.F) {
 			name = dsl.MappingsYAML
 		}
 		rs, ds := dsl.Build(dsl.Sources{Team: fuzzTeam, Mappings: &dsl.Source{Name: name, Text: table}})
-		if rs == nil && !ds.HasErrors() {
-			t.Fatalf("no rule set and no error")
-		}
-		if rs != nil && ds.HasErrors() {
-			t.Fatalf("a rule set despite errors: %v", ds)
-		}
-		for _, d := range ds {
-			if d.Pos.File == "" || d.Pos.Line < 1 || d.Pos.Col < 1 || d.Message == "" {
-				t.Fatalf("diagnostic without a place or a message: %#v", d)
-			}
-		}
+		checkOutcome(t, rs, ds)
 	})
+}
+
+// checkOutcome holds for every build: a rule set or an error, never both
+// or neither, and every diagnostic placed and worded.
+func checkOutcome(t *testing.T, rs *dsl.RuleSet, ds dsl.Diagnostics) {
+	t.Helper()
+	if rs == nil && !ds.HasErrors() {
+		t.Fatalf("no rule set and no error")
+	}
+	if rs != nil && ds.HasErrors() {
+		t.Fatalf("a rule set despite errors: %v", ds)
+	}
+	for _, d := range ds {
+		if d.Pos.File == "" || d.Pos.Line < 1 || d.Pos.Col < 1 || d.Message == "" {
+			t.Fatalf("diagnostic without a place or a message: %#v", d)
+		}
+	}
 }
