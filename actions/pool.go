@@ -114,6 +114,7 @@ type Pool struct {
 	groups map[string]*Group
 	views  map[viewKey]*View
 	rng    *rand.Rand
+	src    *rand.PCG // rng's source: its state is part of a snapshot
 	online int // agents online
 }
 
@@ -130,8 +131,9 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 		agents: map[string]*Agent{},
 		groups: map[string]*Group{},
 		views:  map[viewKey]*View{},
-		rng:    rand.New(rand.NewPCG(seed, 0x5157)),
 	}
+	p.src = rand.NewPCG(seed, 0x5157)
+	p.rng = rand.New(p.src)
 	if team != nil {
 		for i, ta := range team.Agents {
 			a := &Agent{ID: ta.ID, Name: ta.Name, Email: ta.Email, Capacity: int64(ta.Capacity) * Unit,
@@ -298,7 +300,7 @@ func (a *Agent) refresh() {
 // the member it last assigned; and the random sequence. Agents that are
 // gone are left out.
 func (p *Pool) TakeOver(old *Pool) {
-	p.rng = old.rng
+	p.rng, p.src = old.rng, old.src
 	for _, a := range p.Agents {
 		o := old.agents[a.ID]
 		if o == nil {

@@ -27,7 +27,10 @@ type Engine struct {
 	seed  uint64
 	pool  *actions.Pool
 	clock time.Time
-	seq   uint64
+	// reported is the current event's own time (message.at): the clock,
+	// unless the engine runs on a caller's clock (DecideAt).
+	reported time.Time
+	seq      uint64
 
 	contacts   map[string]*contact
 	convs      map[string]*conversation
@@ -307,7 +310,7 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 	}
 	if ctx.hasMsg {
 		m := &ctx.msg
-		env.Message = triggers.Message{ID: m.ID, Text: m.Text, Lang: m.Lang, Channel: ctx.channel, To: ctx.to, At: e.clock}
+		env.Message = triggers.Message{ID: m.ID, Text: m.Text, Lang: m.Lang, Channel: ctx.channel, To: ctx.to, At: e.reported}
 		var contactAddr string
 		if ctx.contact != nil {
 			contactAddr = ctx.contact.phone
@@ -421,17 +424,33 @@ func (e *Engine) runRule(r *dsl.Rule, ctx *evalCtx) {
 // not fit the state (an unknown agent, say) is an error and changes
 // nothing.
 func (e *Engine) Decide(ev *triggers.Event) (Decision, error) {
+	return e.decide(ev, ev.At, false)
+}
+
+// DecideAt is Decide on a clock of the caller's: the event happens at now
+// (or at the engine's clock, if now is before it), whatever its At says.
+// The event's At is only its reported time, which conditions read as
+// message.at. A service runs the engine on its own clock so that no client
+// can move it.
+func (e *Engine) DecideAt(ev *triggers.Event, now time.Time) (Decision, error) {
+	return e.decide(ev, now, true)
+}
+
+func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decision, error) {
 	if err := e.check(ev); err != nil {
 		return Decision{}, err
 	}
 	e.out = e.out[:0]
 	e.dirty = e.dirty[:0]
-	t := ev.At
 	if t.Before(e.clock) || t.IsZero() {
 		t = e.clock // the clock never goes back
 	}
 	e.fireTimers(t)
 	e.clock = t
+	e.reported = t
+	if reported && !ev.At.IsZero() {
+		e.reported = ev.At
+	}
 	convID := e.apply(ev)
 	e.drain()
 	return Decision{Event: ev.ID, Conversation: convID, Actions: e.out}, nil
@@ -729,7 +748,7 @@ func (e *Engine) fireTimers(t time.Time) {
 			e.freeTimers = append(e.freeTimers, group...)
 			continue
 		}
-		e.clock = first.due
+		e.clock, e.reported = first.due, first.due
 		if e.trace != nil {
 			e.beginStep(fmt.Sprintf("conversation.unanswered: %s has waited since %s", conv.id, conv.waitingSince.Format(time.RFC3339)))
 		}

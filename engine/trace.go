@@ -293,9 +293,18 @@ func writeAction(w io.Writer, a *ActionTrace, indent string) {
 
 // Explain decides the event like Decide and also returns the trace of why.
 func (e *Engine) Explain(ev *triggers.Event) (Decision, *Trace, error) {
+	return e.explain(ev, ev.At, false)
+}
+
+// ExplainAt is Explain on the caller's clock, as DecideAt.
+func (e *Engine) ExplainAt(ev *triggers.Event, now time.Time) (Decision, *Trace, error) {
+	return e.explain(ev, now, true)
+}
+
+func (e *Engine) explain(ev *triggers.Event, now time.Time, reported bool) (Decision, *Trace, error) {
 	e.trace = &Trace{Event: ev.ID, Type: ev.Type}
 	defer func() { e.trace, e.step = nil, nil }()
-	d, err := e.Decide(ev)
+	d, err := e.decide(ev, now, reported)
 	if err != nil {
 		return d, nil, err
 	}

@@ -111,14 +111,18 @@ func (e *Engine) Conversation(id string) (ConversationView, bool) {
 }
 
 // Queues returns every non-empty waiting line: groups in team.yaml order,
-// then agents.
-func (e *Engine) Queues() []QueueView {
+// then agents. Waits are measured up to now (the engine's clock if now is
+// before it): a service passes the wall clock, so waits grow between events.
+func (e *Engine) Queues(now time.Time) []QueueView {
+	if now.Before(e.clock) {
+		now = e.clock
+	}
 	var out []QueueView
 	view := func(l *actions.Line) []WaitingView {
 		var ws []WaitingView
 		for _, w := range l.Entries() {
 			ws = append(ws, WaitingView{Conversation: w.Conversation, Priority: w.Priority, Rule: w.Rule,
-				Since: w.Since.UTC().Format(time.RFC3339), WaitSeconds: e.clock.Sub(w.Since).Seconds()})
+				Since: w.Since.UTC().Format(time.RFC3339), WaitSeconds: now.Sub(w.Since).Seconds()})
 		}
 		return ws
 	}

@@ -322,7 +322,7 @@ func readOne[T any](s *Service, w http.ResponseWriter, notFound string, get func
 
 func (s *Service) getQueues(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.read(func(e *engine.Engine) any {
-		q := e.Queues()
+		q := e.Queues(s.cfg.Now())
 		if q == nil {
 			q = []engine.QueueView{}
 		}

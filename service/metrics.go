@@ -68,7 +68,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	s.mu.Lock()
-	queues := s.eng.Queues()
+	queues := s.eng.Queues(s.cfg.Now())
 	agents := s.eng.Agents()
 	seq := s.seq
 	version := s.rules().Version

@@ -247,7 +247,7 @@ rule "web" on new conversation -> assign group Support by round_robin
 	if !bytes.Equal(simAgents, svcAgents) {
 		t.Errorf("agents differ from the simulation:\nservice: %s\nsimulate: %s", svcAgents, simAgents)
 	}
-	simQueues, _ := json.Marshal(sim.Queues())
+	simQueues, _ := json.Marshal(sim.Queues(sim.Clock()))
 	svcQueues, _ := json.Marshal(queues)
 	if !bytes.Equal(simQueues, svcQueues) && !(len(queues) == 0 && string(simQueues) == "null") {
 		t.Errorf("queues differ from the simulation:\nservice: %s\nsimulate: %s", svcQueues, simQueues)
