@@ -115,7 +115,7 @@ type Pool struct {
 	views  map[viewKey]*View
 	rng    *rand.Rand
 	src    *rand.PCG // rng's source: its state is part of a snapshot
-	online int // agents online
+	online int       // agents online
 }
 
 type viewKey struct {
