@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/switchboard-dev/switchboard/actions"
@@ -203,11 +204,11 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		id := a.Name
 		switch a.Target {
 		case dsl.TargetOwner:
-			if id = conv.contact.owner; id == "" {
+			if id = conv.contact.owner.String(); id == "" {
 				return impossible, reason{name: "the contact has no owner"}
 			}
 		case dsl.TargetLastSender:
-			if id = conv.contact.lastSender; id == "" {
+			if id = conv.contact.lastSender.String(); id == "" {
 				return impossible, reason{name: "no agent has written to the contact yet"}
 			}
 		}
@@ -283,8 +284,8 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 	}
 	// The first agent a contact is assigned to becomes its owner, unless
 	// the CRM gave one.
-	if conv.contact.owner == "" {
-		conv.contact.owner = agent.ID
+	if conv.contact.owner == (sym{}) {
+		conv.contact.owner = intern(agent.ID)
 	}
 	e.out = append(e.out, act)
 }
@@ -309,9 +310,9 @@ func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		id := a.Name
 		switch a.Target {
 		case dsl.TargetOwner:
-			id = conv.contact.owner
+			id = conv.contact.owner.String()
 		case dsl.TargetLastSender:
-			id = conv.contact.lastSender
+			id = conv.contact.lastSender.String()
 		}
 		w.Agent = e.pool.Agent(id)
 		line = e.agentLines[w.Agent]
@@ -437,11 +438,11 @@ func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 			return
 		}
 	case dsl.NotifyOwner:
-		if ctx.contact == nil || ctx.contact.owner == "" {
+		if ctx.contact == nil || ctx.contact.owner == (sym{}) {
 			at.set("nobody notified: the contact has no owner")
 			return
 		}
-		send(ctx.contact.owner)
+		send(ctx.contact.owner.String())
 	case dsl.NotifyUser:
 		send(n.Name)
 	case dsl.NotifyGroup:
@@ -478,7 +479,7 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		if c.attrs == nil {
 			c.attrs = map[string]any{}
 		}
-		c.attrs[strings.TrimPrefix(s.Path, "contact.attrs.")] = v
+		c.attrs[strings.TrimPrefix(s.Path, "contact.attrs.")] = clone(v)
 	case s.Path == "conversation.priority":
 		if conv == nil {
 			at.set("not set: the event has no conversation")
@@ -505,11 +506,11 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		case "contact.phone":
 			c.phone = str
 		case "contact.lang":
-			c.lang = str
+			c.lang = intern(str)
 		case "contact.country":
-			c.country = str
+			c.country = intern(str)
 		case "contact.owner":
-			c.owner = str
+			c.owner = intern(str)
 		}
 	}
 	act := Action{Type: ActSet, Rule: r.Name, Path: s.Path, Value: v}
@@ -521,6 +522,35 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		at.set(fmt.Sprintf("%s is now %v", s.Path, v))
 	}
 	e.setEnv(ctx) // later conditions see the new value
+}
+
+// clone copies the lists and maps in an attribute's new value, which may
+// be the engine's own (conversation.tags, contact.attrs): an attribute
+// keeps the value it was set to.
+func clone(v any) any {
+	switch x := v.(type) {
+	case []string:
+		return slices.Clone(x)
+	case []any:
+		if x == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = clone(e)
+		}
+		return out
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = clone(e)
+		}
+		return out
+	}
+	return v
 }
 
 // render fills a template's placeholders.

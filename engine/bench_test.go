@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +65,7 @@ func benchRules(n, groups int) string {
 	return b.String()
 }
 
-func benchEngine(b *testing.B, rules, agents, groups int) *engine.Engine {
+func benchEngine(b testing.TB, rules, agents, groups int) *engine.Engine {
 	rs, ds := dsl.Build(dsl.Sources{
 		Rules: []dsl.Source{{Name: "bench.rules", Text: []byte(benchRules(rules, groups))}},
 		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(benchTeam(agents, groups))},
@@ -213,4 +215,105 @@ func BenchmarkSimulate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(lines)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// contactEvents calls each with the events of n contacts, each with an
+// id, name, phone, language and country and one conversation, opened by a
+// message and closed; the last open conversations are left open, some
+// answered. With plans, every tenth contact has a custom attribute.
+func contactEvents(n, open int, plans bool, each func(ev *triggers.Event)) {
+	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	countries := []string{"FR", "ES", "MX", "DE", "IT", "PT", "NL", "PL", "SE", "DK", "US", "GB"}
+	for i := range n {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		id := "e" + strconv.Itoa(i)
+		ev := &triggers.Event{ID: id, Type: triggers.TypeMessageReceived, At: at,
+			Channel: channels[i%len(channels)], To: "+1555" + strconv.Itoa(1000+i%100),
+			Contact: &triggers.EventContact{ID: "k" + strconv.Itoa(100000+i), Name: "Contact " + strconv.Itoa(i),
+				Phone: "+3361" + strconv.Itoa(1000000+i), Lang: strings.Clone(langs[i%len(langs)]), Country: strings.Clone(countries[i%len(countries)])},
+			Message: &triggers.EventMessage{ID: "m" + strconv.Itoa(i), Text: "hello"}}
+		if plans && i%10 == 0 {
+			ev.Contact.Attrs = map[string]any{"plan": "pro"}
+		}
+		each(ev)
+		switch {
+		case i < n-open:
+			each(&triggers.Event{ID: id + "c", Type: triggers.TypeConversationClosed, At: at, Conversation: id})
+		case i%2 == 0:
+			each(&triggers.Event{ID: id + "s", Type: triggers.TypeMessageSent, At: at, Agent: "a" + strconv.Itoa(i%50), Conversation: id})
+		}
+	}
+}
+
+// contactEngine is an engine that knows n contacts (see contactEvents).
+func contactEngine(b testing.TB, n, open int) *engine.Engine {
+	eng := benchEngine(b, 100, 50, 10)
+	contactEvents(n, open, true, func(ev *triggers.Event) {
+		if _, err := eng.Decide(ev); err != nil {
+			b.Fatal(err)
+		}
+	})
+	return eng
+}
+
+// BenchmarkContactMemory measures the heap a known contact takes: a
+// million contacts, each with an id, name, phone, language and country and
+// one conversation, opened by a message and closed.
+func BenchmarkContactMemory(b *testing.B) {
+	const n = 1_000_000
+	rs := benchEngine(b, 100, 50, 10).RuleSet()
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		eng := engine.New(rs, engine.Options{Seed: 1})
+		contactEvents(n, 0, false, func(ev *triggers.Event) {
+			if _, err := eng.Decide(ev); err != nil {
+				b.Fatal(err)
+			}
+		})
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/contact")
+		runtime.KeepAlive(eng)
+	}
+}
+
+// BenchmarkSnapshot snapshots an engine that knows 100,000 contacts, 1,000
+// of them in an open conversation.
+func BenchmarkSnapshot(b *testing.B) {
+	eng := contactEngine(b, 100_000, 1000)
+	var data []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if data, err = eng.Snapshot(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(data)), "bytes")
+	if _, err := engine.Restore(eng.RuleSet(), data); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRestore restores the snapshot of BenchmarkSnapshot.
+func BenchmarkRestore(b *testing.B) {
+	eng := contactEngine(b, 100_000, 1000)
+	data, err := eng.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	var back *engine.Engine
+	for b.Loop() {
+		if back, err = engine.Restore(eng.RuleSet(), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(data)), "bytes")
+	if again, _ := back.Snapshot(); !bytes.Equal(again, data) {
+		b.Fatal("the restored engine snapshots to other bytes")
+	}
 }

@@ -10,4 +10,9 @@
 // Conditions run on a typed environment ([triggers.Env]) boxed once per
 // engine and refilled in place for each event, with one reused expr VM, so
 // that a decision allocates nothing in steady state.
+//
+// [Engine.Snapshot] encodes the whole live state and [Restore] builds an
+// engine in that state, so that a service restarts from a snapshot and the
+// events after it rather than from every event. [Engine.EraseContact]
+// erases a contact's personal data.
 package engine

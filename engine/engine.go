@@ -32,7 +32,7 @@ type Engine struct {
 	reported time.Time
 	seq      uint64
 
-	contacts   map[string]*contact
+	contacts   contactSet
 	convs      map[string]*conversation
 	groupLines map[*actions.Group]*actions.Line
 	agentLines map[*actions.Agent]*actions.Line
@@ -60,6 +60,8 @@ type Engine struct {
 	freeConvs  []*conversation
 	freeTimers []*timer
 	timerGroup []*timer
+	// lastSnapshot is the size of the latest snapshot, to size the next.
+	lastSnapshot int
 
 	// Per decision.
 	out   []Action
@@ -75,7 +77,7 @@ func New(rs *dsl.RuleSet, opts Options) *Engine {
 		rs:         rs,
 		seed:       opts.Seed,
 		pool:       actions.NewPool(rs.Team, rs.Rules, opts.Seed),
-		contacts:   map[string]*contact{},
+		contacts:   contactSet{byID: map[string]*contact{}},
 		convs:      map[string]*conversation{},
 		groupLines: map[*actions.Group]*actions.Line{},
 		agentLines: map[*actions.Agent]*actions.Line{},
@@ -294,16 +296,19 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 	*env = e.base
 	env.Now = e.clock
 	if c := ctx.contact; c != nil {
-		env.Contact = triggers.Contact{ID: c.id, Name: c.name, Email: c.email, Phone: c.phone, Lang: c.lang,
-			Country: c.country, Owner: c.owner, IsNew: c.conversations == 0, Tags: c.tags, Attrs: c.attrs}
+		env.Contact = triggers.Contact{ID: c.id, Name: c.name, Email: c.email, Phone: c.phone, Lang: c.lang.String(),
+			Country: c.country.String(), Owner: c.owner.String(), IsNew: c.conversations == 0, Tags: c.tags, Attrs: c.attrs}
 		if ctx.conv != nil {
 			env.Contact.IsNew = ctx.conv.contactNew
 		}
-		env.Country = c.country
+		env.Country = env.Contact.Country
 	}
 	if v := ctx.conv; v != nil {
 		env.Conversation = triggers.Conversation{ID: v.id, Status: v.status, Channel: v.channel, To: v.to,
-			Priority: v.priority, Tags: v.tags, IsNew: ctx.opened, CreatedAt: v.createdAt}
+			Priority: v.priority, IsNew: ctx.opened, CreatedAt: v.createdAt}
+		if len(v.tags) > 0 { // no tags are nil, whether or not the conversation was recycled
+			env.Conversation.Tags = v.tags
+		}
 		if v.assignee != nil {
 			env.Conversation.Assignee = v.assignee.ID // on close: who had it
 		}
@@ -433,7 +438,7 @@ func (e *Engine) Decide(ev *triggers.Event) (Decision, error) {
 // message.at. A service runs the engine on its own clock so that no client
 // can move it.
 func (e *Engine) DecideAt(ev *triggers.Event, now time.Time) (Decision, error) {
-	return e.decide(ev, now, true)
+	return e.decide(ev, now.Round(0), true) // wall time only, as a stored clock reads back
 }
 
 func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decision, error) {
@@ -476,7 +481,7 @@ func (e *Engine) check(ev *triggers.Event) error {
 			if c := e.convs[ev.Conversation]; c != nil && c.contact.id != ev.Contact.ID {
 				return bad("conversation", "conversation %q belongs to contact %q, not %q", ev.Conversation, c.contact.id, ev.Contact.ID)
 			}
-		} else if c := e.contacts[ev.Contact.ID]; c == nil || c.open[convKey{ev.Channel, ev.To}] == nil {
+		} else if c := e.contacts.get(ev.Contact.ID); c == nil || c.openFor(ev.Channel, ev.To) == nil {
 			if e.convs[ev.ID] != nil {
 				return bad("id", "event id %q would open a conversation, but a conversation with that id is open; give the event a unique id", ev.ID)
 			}
@@ -527,22 +532,26 @@ func (e *Engine) apply(ev *triggers.Event) string {
 }
 
 func (e *Engine) upsertContact(ec *triggers.EventContact) *contact {
-	c := e.contacts[ec.ID]
+	c := e.contacts.get(ec.ID)
 	if c == nil {
-		c = &contact{id: ec.ID, open: map[convKey]*conversation{}}
-		e.contacts[ec.ID] = c
+		c = e.contacts.add(ec.ID)
 	}
 	set := func(dst *string, v string) {
 		if v != "" {
 			*dst = v
 		}
 	}
+	setSym := func(dst *sym, v string) {
+		if v != "" && v != dst.String() {
+			*dst = intern(v)
+		}
+	}
 	set(&c.name, ec.Name)
 	set(&c.email, ec.Email)
 	set(&c.phone, ec.Phone)
-	set(&c.lang, ec.Lang)
-	set(&c.country, ec.Country)
-	set(&c.owner, ec.Owner) // the CRM record owner always wins
+	setSym(&c.lang, ec.Lang)
+	setSym(&c.country, ec.Country)
+	setSym(&c.owner, ec.Owner) // the CRM record owner always wins
 	if ec.Tags != nil {
 		c.tags = ec.Tags
 	}
@@ -563,7 +572,7 @@ func (e *Engine) received(ev *triggers.Event) string {
 	if ev.Conversation != "" {
 		conv = e.convs[ev.Conversation]
 	} else {
-		conv = c.open[convKey{ev.Channel, ev.To}]
+		conv = c.openFor(ev.Channel, ev.To)
 	}
 	opened := conv == nil
 	if opened {
@@ -576,7 +585,7 @@ func (e *Engine) received(ev *triggers.Event) string {
 			createdAt: e.clock, priority: dsl.DefaultPriority, contactNew: c.conversations == 0, tags: conv.tags[:0]}
 		c.conversations++
 		e.convs[id] = conv
-		c.open[convKey{ev.Channel, ev.To}] = conv
+		c.setOpen(conv)
 	}
 	ctx := &evalCtx{conv: nil, contact: c, hasMsg: true, channel: ev.Channel, to: ev.To, opened: opened}
 	if ev.Message != nil {
@@ -620,20 +629,20 @@ func (e *Engine) sent(ev *triggers.Event) string {
 	} else {
 		c = e.upsertContact(&triggers.EventContact{ID: ev.Contact.ID})
 	}
-	c.lastSender = a.ID
+	if c.lastSender.String() != a.ID {
+		c.lastSender = intern(a.ID)
+	}
 	e.pool.Touch(a, e.clock)
 	// The agent answered: the conversation's unanswered clock stops. Without
 	// a conversation id, every open conversation with the contact counts.
 	if conv != nil {
 		conv.waitingSince = time.Time{}
 	} else {
-		for _, open := range c.open {
+		for open := c.open; open != nil; open = open.nextOpen {
 			open.waitingSince = time.Time{}
 		}
-		if len(c.open) == 1 {
-			for _, open := range c.open {
-				conv = open
-			}
+		if c.open != nil && c.open.nextOpen == nil {
+			conv = c.open
 		}
 	}
 	ctx := &evalCtx{conv: conv, contact: c, hasMsg: true, channel: ev.Channel, to: ev.To, agent: a}
@@ -664,9 +673,8 @@ func (e *Engine) closed(ev *triggers.Event) string {
 	conv.queue = ""
 	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
 	e.run(triggers.ConversationClosed, ctx)
-	if key := (convKey{conv.channel, conv.to}); conv.contact.open[key] == conv {
-		delete(conv.contact.open, key)
-	}
+	conv.lastMessage = triggers.EventMessage{} // a closed conversation keeps no message
+	conv.contact.dropOpen(conv)
 	delete(e.convs, conv.id)
 	id := conv.id
 	if conv.timers == 0 {
@@ -691,6 +699,17 @@ func (e *Engine) newTimer() *timer {
 		return t
 	}
 	return new(timer)
+}
+
+// dropTimer lets go of a timer that will not fire. A closed conversation is
+// recycled once no timer points at it any more.
+func (e *Engine) dropTimer(t *timer) {
+	c := t.conv
+	c.timers--
+	if c.status == StatusClosed && c.timers == 0 {
+		e.freeConvs = append(e.freeConvs, c)
+	}
+	e.freeTimers = append(e.freeTimers, t)
 }
 
 // timer is an unanswered rule due for a conversation.
@@ -738,8 +757,7 @@ func (e *Engine) fireTimers(t time.Time) {
 		e.timerGroup = group
 		conv := first.conv
 		conv.timers -= len(group)
-		live := conv.status == StatusOpen && conv.streak == first.streak && !conv.waitingSince.IsZero()
-		if !live {
+		if !first.live() {
 			// Answered, closed or superseded since. A closed conversation is
 			// recycled once no timer points at it any more.
 			if conv.status == StatusClosed && conv.timers == 0 {

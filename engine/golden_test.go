@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +22,7 @@ const scenarios = "../testdata/engine"
 // optionally seed and explain (event ids whose traces are pinned too).
 type scenario struct {
 	rs      *dsl.RuleSet
+	src     dsl.Sources
 	events  []byte
 	seed    uint64
 	explain []string
@@ -53,7 +56,8 @@ func loadScenario(t testing.TB, path string) scenario {
 			sc.explain = strings.Fields(string(f.Data))
 		}
 	}
-	rs, ds := dsl.Build(dsl.Sources{Rules: rules, Team: team, Mappings: mappings})
+	sc.src = dsl.Sources{Rules: rules, Team: team, Mappings: mappings}
+	rs, ds := dsl.Build(sc.src)
 	if rs == nil {
 		t.Fatalf("rules do not compile:\n%v", ds)
 	}
@@ -108,4 +112,205 @@ func TestScenarios(t *testing.T) {
 			g.Assert(t, name, first)
 		})
 	}
+}
+
+// step decides a stream's events one line at a time, as Replay does (bad
+// lines and repeated ids are reported and skipped), and renders every
+// decision and error. After each line next returns the engine to go on
+// with.
+func step(events []byte, eng *engine.Engine, next func(line int, eng *engine.Engine) *engine.Engine) []byte {
+	var out bytes.Buffer
+	seen := map[string]bool{}
+	for i, line := range bytes.Split(events, []byte("\n")) {
+		if line = bytes.TrimSpace(line); len(line) == 0 {
+			continue
+		}
+		ev, err := triggers.DecodeEvent(line, true)
+		switch {
+		case err != nil:
+		case seen[ev.ID]:
+			err = fmt.Errorf("duplicate event id %q", ev.ID)
+		default:
+			var d engine.Decision
+			if d, err = eng.Decide(ev); err == nil {
+				seen[ev.ID] = true
+				out.Write(d.AppendJSON(nil))
+				out.WriteByte('\n')
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(&out, "error: line %d: %v\n", i+1, err)
+		}
+		eng = next(i+1, eng)
+	}
+	return out.Bytes()
+}
+
+func same(_ int, eng *engine.Engine) *engine.Engine { return eng }
+
+// roundTrip snapshots eng, restores the snapshot, checks that the restored
+// engine shows the same state and snapshots to the same bytes, and returns
+// it.
+func roundTrip(t *testing.T, rs *dsl.RuleSet, eng *engine.Engine) *engine.Engine {
+	t.Helper()
+	data, err := eng.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := eng.Snapshot(); !bytes.Equal(data, again) {
+		t.Fatal("two snapshots of the same state differ")
+	}
+	back, err := engine.Restore(rs, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := back.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, again) {
+		t.Fatalf("the restored engine's snapshot differs: %d bytes, was %d", len(again), len(data))
+	}
+	if want, got := views(eng), views(back); want != got {
+		t.Fatalf("the restored engine shows another state:\nwant %s\ngot  %s", want, got)
+	}
+	return back
+}
+
+// views renders what an engine shows of its state.
+func views(eng *engine.Engine) string {
+	due, ok := eng.NextDue()
+	v, err := json.Marshal(map[string]any{"agents": eng.Agents(), "queues": eng.Queues(eng.Clock()), "stats": eng.Stats(),
+		"clock": eng.Clock(), "due": due, "pending": ok})
+	if err != nil {
+		panic(err)
+	}
+	return string(v)
+}
+
+// TestSnapshotEveryEvent: in every scenario, snapshotting the engine after
+// every event and going on with an engine restored from the snapshot gives
+// the decisions of the plain run, byte for byte.
+func TestSnapshotEveryEvent(t *testing.T) {
+	paths, _ := filepath.Glob(filepath.Join(scenarios, "*.txtar"))
+	for _, path := range paths {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar"), func(t *testing.T) {
+			sc := loadScenario(t, path)
+			want := step(sc.events, engine.New(sc.rs, engine.Options{Seed: sc.seed}), same)
+			if got, plain := decisionLines(want), decisionLines(sc.run()); got != plain {
+				t.Fatalf("stepping differs from Replay:\n%s\nReplay:\n%s", got, plain)
+			}
+			got := step(sc.events, engine.New(sc.rs, engine.Options{Seed: sc.seed}), func(_ int, eng *engine.Engine) *engine.Engine {
+				return roundTrip(t, sc.rs, eng)
+			})
+			if !bytes.Equal(want, got) {
+				t.Errorf("decisions differ with a snapshot after every event:\nwant:\n%s\ngot:\n%s", want, got)
+			}
+		})
+	}
+}
+
+func decisionLines(out []byte) string {
+	var b strings.Builder
+	for line := range strings.Lines(string(out)) {
+		if strings.HasPrefix(line, "{") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// TestSnapshotExplain: an event is explained the same from a snapshot
+// taken just before it as from a replay of every event before it.
+func TestSnapshotExplain(t *testing.T) {
+	paths, _ := filepath.Glob(filepath.Join(scenarios, "*.txtar"))
+	for _, path := range paths {
+		sc := loadScenario(t, path)
+		for _, id := range sc.explain {
+			t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar")+"/"+id, func(t *testing.T) {
+				explain := func(fromSnapshot bool) string {
+					eng := engine.New(sc.rs, engine.Options{Seed: sc.seed})
+					var out bytes.Buffer
+					eng.ReplayUntil(bytes.NewReader(sc.events), "events.jsonl", id, func(ev *triggers.Event) {
+						if fromSnapshot {
+							eng = roundTrip(t, sc.rs, eng)
+						}
+						_, trace, err := eng.Explain(ev)
+						if err != nil {
+							t.Fatal(err)
+						}
+						trace.WriteText(&out)
+					})
+					return out.String()
+				}
+				if want, got := explain(false), explain(true); want != got {
+					t.Errorf("explained from a snapshot:\n%s\nwant:\n%s", got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestSnapshotAcrossReload: a run reloaded to an edited rule set after any
+// event, then snapshotted and restored after every event, decides as the
+// run reloaded at the same point. Work waiting when the rules change keeps
+// the greeting of the rules that queued it.
+func TestSnapshotAcrossReload(t *testing.T) {
+	paths, _ := filepath.Glob(filepath.Join(scenarios, "*.txtar"))
+	for _, path := range paths {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar"), func(t *testing.T) {
+			sc := loadScenario(t, path)
+			edited := editRules(t, sc.src)
+			lines := bytes.Count(sc.events, []byte("\n")) + 1
+			for at := 1; at < lines; at++ {
+				reload := func(snapshot bool) func(int, *engine.Engine) *engine.Engine {
+					rs := sc.rs
+					return func(line int, eng *engine.Engine) *engine.Engine {
+						if line >= at && rs != edited {
+							rs = edited
+							return eng.Reload(rs)
+						}
+						if snapshot {
+							eng = roundTrip(t, rs, eng)
+						}
+						return eng
+					}
+				}
+				want := step(sc.events, engine.New(sc.rs, engine.Options{Seed: sc.seed}), reload(false))
+				got := step(sc.events, engine.New(sc.rs, engine.Options{Seed: sc.seed}), reload(true))
+				if !bytes.Equal(want, got) {
+					t.Fatalf("reloaded after line %d: decisions differ with snapshots:\nwant:\n%s\ngot:\n%s", at, want, got)
+				}
+			}
+		})
+	}
+}
+
+// editRules returns the rule set with a rule more (first, so that every
+// other rule moves), its unanswered rules a minute later, and its greetings
+// and replies reworded.
+func editRules(t *testing.T, src dsl.Sources) *dsl.RuleSet {
+	t.Helper()
+	edit := func(s dsl.Source) dsl.Source {
+		text := string(s.Text)
+		text = strings.ReplaceAll(text, "Hola", "Buenas")
+		text = strings.ReplaceAll(text, "Welcome", "Hello")
+		text = strings.ReplaceAll(text, "unanswered 5m", "unanswered 6m")
+		return dsl.Source{Name: s.Name, Text: []byte(text)}
+	}
+	var out dsl.Sources
+	out.Rules = append(out.Rules, dsl.Source{Name: "000_edit.rules", Text: []byte("rule \"edit\" on incoming message where text == 'no such text' -> tag edited\n")})
+	for _, r := range src.Rules {
+		out.Rules = append(out.Rules, edit(r))
+	}
+	out.Team = src.Team
+	if src.Mappings != nil {
+		m := edit(*src.Mappings)
+		out.Mappings = &m
+	}
+	rs, ds := dsl.Build(out)
+	if rs == nil {
+		t.Fatalf("edited rules do not compile:\n%v", ds)
+	}
+	return rs
 }

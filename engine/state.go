@@ -2,6 +2,7 @@ package engine
 
 import (
 	"time"
+	"unique"
 
 	"github.com/switchboard-dev/switchboard/actions"
 	"github.com/switchboard-dev/switchboard/triggers"
@@ -13,18 +14,123 @@ const (
 	StatusClosed = "closed"
 )
 
+// contact is what the engine knows of a customer. Every contact ever seen
+// stays in memory, so it is kept small: the values many contacts share
+// (language, country, owner, last sender) are interned, and its open
+// conversations are a chain through the conversations, not a map.
 type contact struct {
-	id                                string
-	name, email, phone, lang, country string
-	owner                             string
-	lastSender                        string
-	tags                              []string
-	attrs                             map[string]any
-	conversations                     int // opened so far
-	open                              map[convKey]*conversation
+	id                 string
+	name, email, phone string
+	lang, country      sym
+	owner              sym
+	lastSender         sym
+	tags               []string
+	attrs              map[string]any
+	// open is the contact's open conversation for each (channel, to), the
+	// one a message without a conversation id joins, chained through
+	// conversation.nextOpen; usually none or one. An open conversation is
+	// not in the chain once another one was opened by id on its channel
+	// and number.
+	open          *conversation
+	conversations int // opened so far
 }
 
-type convKey struct{ channel, to string }
+// contactSet holds every contact the engine has seen, by id and in the
+// order they came. They are allocated in chunks, so that a million contacts
+// are a thousand allocations rather than a million, and so that a snapshot
+// reads them in the order they lie in memory.
+type contactSet struct {
+	byID   map[string]*contact
+	chunks [][]contact
+}
+
+// maxChunk is the most contacts allocated at once.
+const maxChunk = 1024
+
+func (s *contactSet) get(id string) *contact { return s.byID[id] }
+
+func (s *contactSet) len() int { return len(s.byID) }
+
+// add adds a contact with that id, which is not in the set.
+func (s *contactSet) add(id string) *contact {
+	n := len(s.chunks)
+	if n == 0 || len(s.chunks[n-1]) == cap(s.chunks[n-1]) {
+		size := 16
+		if n > 0 {
+			size = min(max(2*cap(s.chunks[n-1]), size), maxChunk)
+		}
+		s.chunks = append(s.chunks, make([]contact, 0, size))
+		n++
+	}
+	chunk := &s.chunks[n-1]
+	*chunk = append(*chunk, contact{id: id})
+	c := &(*chunk)[len(*chunk)-1]
+	s.byID[id] = c
+	return c
+}
+
+// openFor returns the contact's open conversation on channel and to, or nil.
+func (c *contact) openFor(channel, to string) *conversation {
+	for v := c.open; v != nil; v = v.nextOpen {
+		if v.channel == channel && v.to == to {
+			return v
+		}
+	}
+	return nil
+}
+
+// setOpen makes v the contact's open conversation on its channel and to,
+// in place of the one there was.
+func (c *contact) setOpen(v *conversation) {
+	p := &c.open
+	for ; *p != nil; p = &(*p).nextOpen {
+		if o := *p; o.channel == v.channel && o.to == v.to {
+			v.nextOpen, o.nextOpen = o.nextOpen, nil
+			*p = v
+			return
+		}
+	}
+	v.nextOpen = nil
+	*p = v
+}
+
+// dropOpen takes v out of the contact's open conversations, if it is one.
+func (c *contact) dropOpen(v *conversation) {
+	for p := &c.open; *p != nil; p = &(*p).nextOpen {
+		if *p == v {
+			*p, v.nextOpen = v.nextOpen, nil
+			return
+		}
+	}
+}
+
+// isOpen reports whether v is the contact's open conversation on its
+// channel and to.
+func (c *contact) isOpen(v *conversation) bool {
+	for o := c.open; o != nil; o = o.nextOpen {
+		if o == v {
+			return true
+		}
+	}
+	return false
+}
+
+// sym is an interned string: one word, the text shared by every holder.
+type sym struct{ h unique.Handle[string] }
+
+func intern(s string) sym {
+	if s == "" {
+		return sym{}
+	}
+	return sym{unique.Make(s)}
+}
+
+func (s sym) String() string {
+	if s.h == (unique.Handle[string]{}) {
+		return ""
+	}
+	return s.h.Value()
+}
 
 type conversation struct {
 	id        string
@@ -53,6 +159,9 @@ type conversation struct {
 	// batch orders its current streak's timers among others due at once.
 	timers int
 	batch  uint64
+
+	// nextOpen chains the contact's open conversations (contact.open).
+	nextOpen *conversation
 }
 
 func (c *conversation) placed() bool { return c.assignee != nil || c.queue != "" || c.waiting != nil }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"container/heap"
 	"slices"
 	"strings"
 	"time"
@@ -140,8 +141,13 @@ func (e *Engine) Queues(now time.Time) []QueueView {
 }
 
 // NextDue is when the next unanswered timer is due; ok is false when none
-// is pending. A service ticks the engine then.
+// is pending. A service ticks the engine then. Timers that can no longer
+// fire (their conversation was answered or closed since) do not count:
+// NextDue lets them go.
 func (e *Engine) NextDue() (t time.Time, ok bool) {
+	for len(e.timers) > 0 && !e.timers[0].live() {
+		e.dropTimer(heap.Pop(&e.timers).(*timer))
+	}
 	if len(e.timers) == 0 {
 		return time.Time{}, false
 	}

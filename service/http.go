@@ -1,8 +1,8 @@
 package service
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
@@ -32,12 +33,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, status int, err error) {
-	e := apiError{Error: err.Error()}
+	writeJSON(w, status, toAPIError(err))
+}
+
+func toAPIError(err error) apiError {
 	var fe *triggers.FieldError
 	if errors.As(err, &fe) {
-		e.Error, e.Field = fe.Message, fe.Field
+		return apiError{Error: fe.Message, Field: fe.Field}
 	}
-	writeJSON(w, status, e)
+	return apiError{Error: err.Error()}
 }
 
 // Handler is the HTTP API.
@@ -51,13 +55,21 @@ func (s *Service) Handler() http.Handler {
 	v1("GET /v1/agents/{id}", s.getAgent)
 	v1("PUT /v1/agents/{id}/status", s.putStatus)
 	v1("GET /v1/conversations/{id}", s.getConversation)
+	v1("DELETE /v1/contacts/{id}", s.deleteContact)
 	v1("GET /v1/queues", s.getQueues)
 	v1("POST /v1/rules/reload", s.postReload)
+	// Liveness: never waits for the commit loop or the store.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		version := s.rules().Version
-		s.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": version})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": *s.version.Load()})
+	})
+	// Readiness: whether events are accepted now.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := s.Ready()
+		if !ok {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": why})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "rules": *s.version.Load()})
 	})
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -90,10 +102,14 @@ func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter
 
 func (s *Service) logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.log.Enabled(r.Context(), -4) {
+			h.ServeHTTP(w, r)
+			return
+		}
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		s.cfg.Log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "took", time.Since(start))
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "took_ms", float64(time.Since(start).Microseconds())/1000)
 	})
 }
 
@@ -112,11 +128,41 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	return body, true
 }
 
+// maxIDLen is the longest event id accepted.
+const maxIDLen = 256
+
+// accept decodes an event as a client sent it, with what only the service
+// asks of it: the service makes ticks, and internal ids are its own.
+func accept(line []byte) (*incoming, error) {
+	ev, err := triggers.DecodeEvent(line, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkClientEvent(ev); err != nil {
+		return nil, err
+	}
+	return &incoming{ev: ev, raw: line, hash: hashEvent(ev)}, nil
+}
+
+func checkClientEvent(ev *triggers.Event) error {
+	switch {
+	case ev.Type == triggers.TypeTick:
+		return &triggers.FieldError{Field: "type", Message: "the service makes its own ticks on its clock; clients cannot post them"}
+	case strings.HasPrefix(ev.ID, store.IDPrefix):
+		return &triggers.FieldError{Field: "id", Message: fmt.Sprintf("ids starting with %q are reserved for records the service makes; choose another id", store.IDPrefix)}
+	case len(ev.ID) > maxIDLen:
+		return &triggers.FieldError{Field: "id", Message: fmt.Sprintf("longer than %d bytes", maxIDLen)}
+	}
+	return nil
+}
+
 // lineResult is one line's answer in a batch.
 type lineResult struct {
 	Line     int             `json:"line"`
 	Decision json.RawMessage `json:"decision,omitempty"`
-	apiError
+	Replayed bool            `json:"replayed,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Field    string          `json:"field,omitempty"`
 }
 
 // postEvents takes one event (a JSON object) or a batch (JSON lines) and
@@ -129,11 +175,16 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	var lines [][]byte
 	var lineNos []int
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 64*1024), int(s.cfg.MaxBody)+1)
-	for n := 1; sc.Scan(); n++ {
-		if l := bytes.TrimSpace(sc.Bytes()); len(l) > 0 {
-			lines = append(lines, append([]byte(nil), l...))
+	rest := body
+	for n := 1; len(rest) > 0; n++ {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if l := bytes.TrimSpace(line); len(l) > 0 {
+			lines = append(lines, l)
 			lineNos = append(lineNos, n)
 		}
 	}
@@ -142,65 +193,49 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A pretty-printed single event spans lines: it is one event.
-	if len(lines) > 1 && json.Valid(bytes.TrimSpace(body)) {
+	if len(lines) > 1 && lines[0][len(lines[0])-1] != '}' && json.Valid(body) {
 		lines, lineNos = [][]byte{bytes.TrimSpace(body)}, []int{1}
 	}
-	single := len(lines) == 1
-	var events []*triggers.Event
+	if len(lines) == 1 {
+		s.postOne(w, r, lines[0])
+		return
+	}
+	var events []*incoming
 	var evLine []int
 	answers := make([]lineResult, len(lines))
 	for i, l := range lines {
 		answers[i].Line = lineNos[i]
-		ev, err := triggers.DecodeEvent(l, false)
+		in, err := accept(l)
 		if err != nil {
-			if single {
-				writeErr(w, http.StatusBadRequest, err)
-				return
-			}
-			answers[i].apiError = toAPIError(err)
+			e := toAPIError(err)
+			answers[i].Error, answers[i].Field = e.Error, e.Field
 			continue
 		}
-		events = append(events, ev)
+		events = append(events, in)
 		evLine = append(evLine, i)
 	}
-	var results []result
+	status := http.StatusOK
 	if len(events) > 0 {
-		var err error
-		if results, err = s.Submit(r.Context(), events); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the service is stopping; send the event again"})
+		results, err := s.Submit(r.Context(), events)
+		if err != nil {
+			writeErr(w, http.StatusServiceUnavailable, errStopping)
 			return
 		}
-	}
-	if single {
-		res := results[0]
-		switch {
-		case errors.Is(res.err, errNotStored):
-			writeErr(w, http.StatusServiceUnavailable, res.err)
-		case res.err != nil:
-			writeErr(w, http.StatusUnprocessableEntity, res.err)
-		default:
-			w.Header().Set("Content-Type", "application/json")
-			if res.dup {
-				w.Header().Set("Switchboard-Replayed", "true")
-			} else {
-				w.Header().Set("Switchboard-Rules", res.rules)
+		for j, res := range results {
+			a := &answers[evLine[j]]
+			dec, st, err := s.outcome(r.Context(), events[j], res)
+			if err != nil {
+				e := toAPIError(err)
+				a.Error, a.Field = e.Error, e.Field
+				if st == http.StatusServiceUnavailable {
+					status = st
+				}
+				continue
 			}
-			w.Write(append(res.decision, '\n'))
+			a.Decision, a.Replayed = dec, res.dup
 		}
-		return
 	}
-	status, failed := http.StatusOK, 0
-	for j, res := range results {
-		a := &answers[evLine[j]]
-		if res.err != nil {
-			a.apiError = toAPIError(res.err)
-			if errors.Is(res.err, errNotStored) {
-				status = http.StatusServiceUnavailable
-			}
-			continue
-		}
-		a.Decision = res.decision
-	}
+	failed := 0
 	for _, a := range answers {
 		if a.Error != "" {
 			failed++
@@ -217,52 +252,116 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func toAPIError(err error) apiError {
-	var fe *triggers.FieldError
-	if errors.As(err, &fe) {
-		return apiError{Error: fe.Message, Field: fe.Field}
+// postOne takes a single event.
+func (s *Service) postOne(w http.ResponseWriter, r *http.Request, line []byte) {
+	in, err := accept(line)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
 	}
-	return apiError{Error: err.Error()}
+	s.submitOne(w, r, in, http.StatusUnprocessableEntity)
+}
+
+// submitOne commits one event and answers with its decision.
+func (s *Service) submitOne(w http.ResponseWriter, r *http.Request, in *incoming, unfit int) {
+	results, err := s.Submit(r.Context(), []*incoming{in})
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, errStopping)
+		return
+	}
+	res := results[0]
+	dec, status, err := s.outcome(r.Context(), in, res)
+	if err != nil {
+		if status == http.StatusUnprocessableEntity {
+			status = unfit
+		}
+		writeErr(w, status, err)
+		return
+	}
+	if res.dup {
+		w.Header().Set("Switchboard-Replayed", "true")
+	}
+	s.writeDecision(w, dec, res.rules)
+}
+
+func (s *Service) writeDecision(w http.ResponseWriter, dec []byte, rules string) {
+	w.Header().Set("Content-Type", "application/json")
+	if rules != "" {
+		w.Header().Set("Switchboard-Rules", rules)
+	}
+	w.Write(append(dec, '\n'))
+}
+
+// outcome turns a result into a decision to answer, or an error and its
+// status.
+func (s *Service) outcome(ctx context.Context, in *incoming, res result) ([]byte, int, error) {
+	switch {
+	case errors.Is(res.err, errNotStored), errors.Is(res.err, errStopping), isRefusal(res.err):
+		return nil, http.StatusServiceUnavailable, res.err
+	case errors.Is(res.err, errConflict):
+		return nil, http.StatusConflict, &triggers.FieldError{Field: "id", Message: fmt.Sprintf(
+			"event id %q was already used for a different event (record %d); give each event its own id, or send the very same event to get its decision", in.ev.ID, res.seq)}
+	case res.err != nil:
+		return nil, http.StatusUnprocessableEntity, res.err
+	case res.dup:
+		rec, ok, err := s.cfg.Store.Get(ctx, in.ev.ID)
+		if err != nil || !ok {
+			return nil, http.StatusServiceUnavailable, errors.New("the stored decision could not be read; send the event again")
+		}
+		return rec.Decision, http.StatusOK, nil
+	}
+	return res.decision, http.StatusOK, nil
 }
 
 func (s *Service) getEvent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if dec, ok := s.recent.Get(id); ok {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(append(dec, '\n'))
-		return
-	}
 	rec, ok, err := s.cfg.Store.Get(r.Context(), id)
 	switch {
 	case err != nil:
 		writeErr(w, http.StatusServiceUnavailable, err)
 	case !ok:
-		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no event %q", id)})
+		s.noEvent(w, r.Context(), id)
 	default:
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(append(rec.Decision, '\n'))
+		s.writeDecision(w, rec.Decision, rec.RuleSet)
 	}
 }
 
-// explainEvent replays the store up to the event on a fresh engine and
-// explains it, as switchboard explain does.
+// noEvent answers 404 for an unknown event id, saying when retention
+// may have removed it.
+func (s *Service) noEvent(w http.ResponseWriter, ctx context.Context, id string) {
+	msg := fmt.Sprintf("no event %q", id)
+	if p, err := s.cfg.Store.Pruned(ctx); err == nil && p.Through > 0 {
+		msg += fmt.Sprintf("; events decided before %s were pruned by retention, so it may have been one of them", p.Before.Format(time.RFC3339))
+	}
+	writeJSON(w, http.StatusNotFound, apiError{Error: msg, Field: "id"})
+}
+
+// explainEvent rebuilds the state just before the event, from the nearest
+// snapshot, and explains it as switchboard explain does.
 func (s *Service) explainEvent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var trace *engine.Trace
-	_, _, _, err := s.walk(r.Context(), func(eng *engine.Engine, ev *triggers.Event, rec store.Record) (bool, error) {
-		if rec.ID == id {
-			var err error
-			_, trace, err = eng.Explain(ev)
-			return true, err
-		}
-		_, err := eng.Decide(ev)
-		return false, err
-	})
+	ctx := r.Context()
+	select {
+	case s.explains <- struct{}{}:
+		defer func() { <-s.explains }()
+	case <-ctx.Done():
+		return
+	}
+	rec, ok, err := s.cfg.Store.Get(ctx, id)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if !ok {
+		s.noEvent(w, ctx, id)
+		return
+	}
+	trace, err := s.j.Explain(ctx, rec)
 	switch {
+	case errors.Is(err, journal.ErrNotEvent):
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: fmt.Sprintf("%s is a %s record the service made, not an event: there is nothing to explain", id, rec.Type)})
 	case err != nil:
 		writeErr(w, http.StatusServiceUnavailable, err)
-	case trace == nil:
-		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no event %q", id)})
 	case r.URL.Query().Get("format") == "text":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		trace.WriteText(w)
@@ -288,46 +387,73 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Service) read(fn func(*engine.Engine) any) any {
+// readState runs fn on the live state, which is never ahead of the store;
+// false when there is none to read (the store failed).
+func (s *Service) readState(w http.ResponseWriter, fn func(*engine.Engine)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return fn(s.eng)
+	if s.eng == nil || s.fault.Load() != nil {
+		reason := "the state is being rebuilt"
+		if f := s.fault.Load(); f != nil {
+			reason = *f
+		}
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the live state cannot be shown: " + reason})
+		return
+	}
+	fn(s.eng)
 }
 
 func (s *Service) getAgents(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.read(func(e *engine.Engine) any { return e.Agents() }))
+	s.readState(w, func(e *engine.Engine) { writeJSON(w, http.StatusOK, e.Agents()) })
 }
 
 func (s *Service) getAgent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	readOne(s, w, fmt.Sprintf("no agent %q", id), func(e *engine.Engine) (engine.AgentView, bool) { return e.Agent(id) })
+	s.readState(w, func(e *engine.Engine) {
+		writeFound[engine.AgentView](w, fmt.Sprintf("no agent %q", id))(e.Agent(id))
+	})
 }
 
 func (s *Service) getConversation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	readOne(s, w, fmt.Sprintf("no open conversation %q", id), func(e *engine.Engine) (engine.ConversationView, bool) { return e.Conversation(id) })
+	s.readState(w, func(e *engine.Engine) {
+		writeFound[engine.ConversationView](w, fmt.Sprintf("no open conversation %q", id))(e.Conversation(id))
+	})
 }
 
-// readOne answers with one view of the live state, or 404.
-func readOne[T any](s *Service, w http.ResponseWriter, notFound string, get func(*engine.Engine) (T, bool)) {
-	s.mu.Lock()
-	v, ok := get(s.eng)
-	s.mu.Unlock()
-	if !ok {
-		writeJSON(w, http.StatusNotFound, apiError{Error: notFound, Field: "id"})
-		return
+// writeFound answers with a view, or 404.
+func writeFound[T any](w http.ResponseWriter, notFound string) func(v T, ok bool) {
+	return func(v T, ok bool) {
+		if !ok {
+			writeJSON(w, http.StatusNotFound, apiError{Error: notFound, Field: "id"})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
 	}
-	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Service) getQueues(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.read(func(e *engine.Engine) any {
+	s.readState(w, func(e *engine.Engine) {
 		q := e.Queues(s.cfg.Now())
 		if q == nil {
 			q = []engine.QueueView{}
 		}
-		return q
-	}))
+		writeJSON(w, http.StatusOK, q)
+	})
+}
+
+// deleteContact erases a contact's personal data.
+func (s *Service) deleteContact(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	res, err := s.EraseContact(r.Context(), id)
+	switch {
+	case errors.Is(err, errNoContact):
+		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no contact %q", id), Field: "id"})
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, err)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
 }
 
 // putStatus sets an agent's presence: an agent.status event like any
@@ -340,7 +466,7 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		Status string `json:"status"`
-		ID     string `json:"id"`
+		ID     string `json:"id,omitempty"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -349,31 +475,18 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ID == "" {
-		req.ID = fmt.Sprintf("status-%s-%d", r.PathValue("id"), s.cfg.Now().UnixNano())
+		req.ID = fmt.Sprintf("status-%s-%d", r.PathValue("id"), time.Now().UnixNano())
 	}
 	ev := &triggers.Event{ID: req.ID, Type: triggers.TypeAgentStatus, Agent: r.PathValue("id"), Status: req.Status}
 	if err := ev.Validate(false); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	results, err := s.Submit(r.Context(), []*triggers.Event{ev})
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the service is stopping; send it again"})
+	if err := checkClientEvent(ev); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	res := results[0]
-	switch {
-	case errors.Is(res.err, errNotStored):
-		writeErr(w, http.StatusServiceUnavailable, res.err)
-	case res.err != nil:
-		status := http.StatusUnprocessableEntity
-		var fe *triggers.FieldError
-		if errors.As(res.err, &fe) && fe.Field == "agent" {
-			status = http.StatusNotFound
-		}
-		writeErr(w, status, res.err)
-	default:
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(append(res.decision, '\n'))
-	}
+	raw, _ := json.Marshal(map[string]string{"id": ev.ID, "type": ev.Type, "agent": ev.Agent, "status": ev.Status})
+	in := &incoming{ev: ev, raw: raw, hash: hashEvent(ev)}
+	s.submitOne(w, r, in, http.StatusNotFound)
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	latency   prometheus.Histogram
 	refused   *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
+	snapshots *prometheus.CounterVec
 }
 
 func newMetrics(s *Service) *metrics {
@@ -37,8 +38,12 @@ func newMetrics(s *Service) *metrics {
 			Name: "switchboard_reloads_total",
 			Help: "Rule reloads, by outcome.",
 		}, []string{"outcome"}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_snapshots_total",
+			Help: "Snapshots of the state, by outcome.",
+		}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, &stateCollector{s: s},
+	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, readyGauge(s), &stateCollector{s: s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -68,10 +73,14 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	s.mu.Lock()
+	if s.eng == nil {
+		s.mu.Unlock()
+		return
+	}
 	queues := s.eng.Queues(s.cfg.Now())
 	agents := s.eng.Agents()
 	seq := s.seq
-	version := s.rules().Version
+	version := s.rs.Version
 	s.mu.Unlock()
 	for _, q := range queues {
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(len(q.Waiting)), q.Group, q.Agent)
@@ -91,6 +100,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, float64(online))
 	ch <- prometheus.MustNewConstMetric(descEvents, prometheus.GaugeValue, float64(seq))
 	ch <- prometheus.MustNewConstMetric(descVersion, prometheus.GaugeValue, 1, version)
+}
+
+// readyGauge is 1 while the service accepts events.
+func readyGauge(s *Service) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_ready",
+		Help: "1 while the service accepts events; 0 while it refuses them (store failed, database file gone, stopping).",
+	}, func() float64 {
+		if ok, _ := s.Ready(); ok {
+			return 1
+		}
+		return 0
+	})
 }
 
 // count records the actions of committed decisions.

@@ -3,27 +3,30 @@
 // durable, and keeps the live state of agents, conversations and queues.
 //
 // Every accepted event goes through one commit loop: events are decided in
-// order on one engine, and the decisions of all the requests waiting at
-// that moment are committed to the store in one transaction (group commit)
-// before any of them is answered. On restart the engine is rebuilt by
-// replaying the store, so an answered event is never lost and never
-// decided twice.
+// order on one engine, on the service's own clock, and the decisions of all
+// the requests waiting at that moment are committed to the store in one
+// transaction (group commit) before any of them is answered. A commit that
+// fails changes nothing: every event in it is refused and the state is
+// rebuilt from the store; if it cannot be, the service refuses writes until
+// it can. The state is checkpointed in the background (snapshots), so a
+// restart is the newest snapshot plus the log after it.
 package service
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
@@ -39,54 +42,112 @@ type Config struct {
 	Token string
 	Log   *slog.Logger
 	Seed  uint64
-	// Now is the wall clock; events without "at" happen now.
+	// Now is the wall clock. The engine runs on it (never backwards).
 	Now func() time.Time
 	// MaxBody is the largest request body accepted, in bytes.
 	MaxBody int64
 	// RecentIDs is how many recent event ids are kept in memory in front of
 	// the store, to answer retries without a lookup.
 	RecentIDs int
+	// SnapshotEvery is how many records may follow the newest snapshot
+	// before another is taken (default 10,000); SnapshotInterval how long
+	// (default 1 minute) when any came at all.
+	SnapshotEvery    int64
+	SnapshotInterval time.Duration
+	// Retain, when set, prunes the events older than that once a snapshot
+	// covers them.
+	Retain time.Duration
+	// CheckInterval is how often the store's file is checked (default
+	// 250 ms).
+	CheckInterval time.Duration
+	// Explains is how many explanations may be computed at once (default 2).
+	Explains int
 }
 
 // Service is a running Switchboard.
 type Service struct {
-	cfg    Config
-	mu     sync.Mutex // guards eng, seq, rs: the commit loop and the readers
-	eng    *engine.Engine
-	seq    int64
-	rs     *dsl.RuleSet               // the rule set running
-	recent *lru.Cache[string, []byte] // event id → decision JSON
-	// evicted is set once recent has dropped an id: until then it holds
-	// every stored id, and a miss means the event is new.
-	evicted atomic.Bool
+	cfg Config
+	log *slog.Logger
+
+	mu  sync.Mutex // guards eng, seq, rs: the commit loop and the readers
+	eng *engine.Engine
+	seq int64        // the last record committed
+	rs  *dsl.RuleSet // the rule set running
+
+	recent *lru.Cache[string, known] // event id → what the store holds
+	// complete is true while recent holds every stored id, so that a miss
+	// means the event is new without asking the store.
+	complete atomic.Bool
+
 	reqs    chan *request
-	wake    chan struct{} // the next timer may have changed
-	m       *metrics
+	stopped chan struct{} // closed once the commit loop has ended
+
+	// fault is why the service refuses writes: the store failed and the
+	// state could not be rebuilt, or the database file is gone. Nil when
+	// healthy.
+	fault    atomic.Pointer[string]
+	version  atomic.Pointer[string] // the rules running, for /healthz
+	stopping atomic.Bool
+
+	j        *journal.Journal // the log, read back into engines
+	explains chan struct{}    // explanation slots
+	snap     *snapshotter
+	m        *metrics
 }
 
-// rules is the rule set running; the caller holds s.mu.
-func (s *Service) rules() *dsl.RuleSet { return s.rs }
+// known is what the service knows of a stored event id.
+type known struct {
+	hash  [hashSize]byte
+	seq   int64
+	rules string
+}
 
-// request is events waiting for the commit loop, and where to answer.
+const hashSize = 16
+
+// request is work for the commit loop, and where to answer.
 type request struct {
+	events  []*incoming
 	reload  *dsl.RuleSet // a reload instead of events
-	events  []*triggers.Event
+	erase   string       // a contact to erase instead of events
+	prune   *store.Pruned
 	results []result
 	done    chan struct{}
 	start   time.Time
-	err     error // a reload's outcome
+	err     error // a reload's, erasure's or prune's outcome
+	seq     int64 // the seq of the record it made
+}
+
+// incoming is an event as a client sent it.
+type incoming struct {
+	ev   *triggers.Event
+	raw  []byte
+	hash [hashSize]byte
 }
 
 // result is what became of one event.
 type result struct {
-	decision []byte // the decision as JSON; nil on error
+	decision []byte // the decision as JSON; nil for a replay or an error
 	err      error
 	dup      bool   // an event with this id was decided before
-	rules    string // the version of the rule set that decided it (new events)
+	seq      int64  // its place in the log
+	rules    string // the version of the rule set that decided it
 }
 
-// errNotStored is answered when the store failed: nothing changed.
-var errNotStored = errors.New("the event could not be stored; nothing changed, send it again")
+var (
+	// errNotStored is answered when the store failed: nothing changed.
+	errNotStored = errors.New("the event could not be stored; nothing changed, send it again")
+	// errStopping is answered once the service is shutting down.
+	errStopping = errors.New("the service is stopping; nothing changed, send it again")
+	// errConflict: an id used before for another event.
+	errConflict = errors.New("id used before for a different event")
+)
+
+// refusal is the answer while the service refuses writes.
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string {
+	return "the service is not accepting events: " + r.reason + "; nothing changed, send it again later"
+}
 
 // New opens a service on a store, rebuilding the live state from it.
 func New(ctx context.Context, cfg Config) (*Service, error) {
@@ -102,76 +163,67 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.RecentIDs == 0 {
 		cfg.RecentIDs = 100_000
 	}
-	s := &Service{cfg: cfg, reqs: make(chan *request, 1024), wake: make(chan struct{}, 1)}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = 10_000
+	}
+	if cfg.SnapshotInterval == 0 {
+		cfg.SnapshotInterval = time.Minute
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = 250 * time.Millisecond
+	}
+	if cfg.Explains == 0 {
+		cfg.Explains = 2
+	}
+	s := &Service{cfg: cfg, log: cfg.Log, reqs: make(chan *request, 1024), stopped: make(chan struct{}),
+		explains: make(chan struct{}, cfg.Explains)}
 	s.m = newMetrics(s)
-	s.recent, _ = lru.NewWithEvict[string, []byte](cfg.RecentIDs, func(string, []byte) { s.evicted.Store(true) })
+	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
+	s.j = journal.New(cfg.Store, cfg.Rules, cfg.Seed)
 	// The rules started with are kept, so that a replay finds them whatever
 	// the files on disk say later.
 	if err := cfg.Store.SaveRuleSet(ctx, cfg.Rules.Version, ruleSetFiles(cfg.Rules)); err != nil {
 		return nil, err
 	}
-	if err := s.rebuild(ctx); err != nil {
+	st, err := s.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.install(st)
+	s.complete.Store(st.FromSnapshot == 0 && st.Pruned == 0)
+	last := st.FromSnapshot
+	if snaps, err := cfg.Store.Snapshots(ctx); err == nil && len(snaps) > 0 {
+		last = snaps[0].Seq
+	}
+	s.snap = newSnapshotter(s, last)
+	if err := s.finishErasures(ctx); err != nil {
 		return nil, err
 	}
 	// Starting on other rules than the log's last is a reload.
 	if s.rs.Version != cfg.Rules.Version {
-		if err := s.switchRules(ctx, cfg.Rules); err != nil {
+		if err := s.startReload(ctx, cfg.Rules); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
-// reloadType marks a reload in the log: the rules change there.
-const reloadType = "rules.reload"
-
-type reloadEvent struct {
-	Version string `json:"version"`
+// install makes a rebuilt state the live one; the caller holds s.mu (or
+// owns s).
+func (s *Service) install(st *state) {
+	s.eng, s.seq, s.rs = st.Engine, st.Seq, st.Rules
+	v := st.Rules.Version
+	s.version.Store(&v)
+	for _, k := range st.ids {
+		s.recent.Add(k.id, k.known)
+	}
 }
 
-// switchRules records a reload in the log and swaps the engine; the caller
-// holds s.mu (or owns s).
-func (s *Service) switchRules(ctx context.Context, rs *dsl.RuleSet) error {
-	if err := s.cfg.Store.SaveRuleSet(ctx, rs.Version, ruleSetFiles(rs)); err != nil {
-		return err
-	}
-	now := s.cfg.Now()
-	body, _ := json.Marshal(reloadEvent{Version: rs.Version})
-	rec := store.Record{Seq: s.seq + 1, ID: fmt.Sprintf("reload-%d-%s", s.seq+1, rs.Version), Type: reloadType, At: now,
-		Event: body, Decision: []byte("{}"), RuleSet: rs.Version, Received: now}
-	if err := s.cfg.Store.Append(ctx, []store.Record{rec}); err != nil {
-		return err
-	}
-	s.seq++
-	s.eng = s.eng.Reload(rs)
-	s.rs = rs
-	return nil
-}
-
-// storedRules compiles a rule set kept in the store.
-func (s *Service) storedRules(ctx context.Context, version string) (*dsl.RuleSet, error) {
-	files, err := s.cfg.Store.RuleSet(ctx, version)
-	if err != nil {
-		return nil, err
-	}
-	var src dsl.Sources
-	for _, f := range files {
-		file := dsl.Source{Name: f.Name, Text: []byte(f.Text)}
-		switch f.Name {
-		case dsl.TeamFile:
-			src.Team = &file
-		case dsl.MappingsCSV, dsl.MappingsYAML:
-			src.Mappings = &file
-		default:
-			src.Rules = append(src.Rules, file)
-		}
-	}
-	rs, ds := dsl.Build(src)
-	if rs == nil {
-		return nil, fmt.Errorf("stored rule set %s no longer compiles: %v", version, ds)
-	}
-	rs.Sources = src
-	return rs, nil
+// startReload records a reload before the loop runs.
+func (s *Service) startReload(ctx context.Context, rs *dsl.RuleSet) error {
+	r := &request{reload: rs, done: make(chan struct{})}
+	s.commit(ctx, []*request{r})
+	return r.err
 }
 
 func ruleSetFiles(rs *dsl.RuleSet) []store.RuleSetFile {
@@ -182,130 +234,141 @@ func ruleSetFiles(rs *dsl.RuleSet) []store.RuleSetFile {
 	return out
 }
 
-// walk replays the log into a fresh engine, changing rules where the log
-// reloaded them; each event is handed to on (nil: decide it), which may
-// stop the walk.
-func (s *Service) walk(ctx context.Context, on func(eng *engine.Engine, ev *triggers.Event, r store.Record) (stop bool, err error)) (*engine.Engine, *dsl.RuleSet, int64, error) {
-	rs := s.cfg.Rules
-	eng := engine.New(rs, engine.Options{Seed: s.cfg.Seed})
-	var seq int64
-	first := true
-	errStop := errors.New("stop")
-	err := s.cfg.Store.Replay(ctx, func(r store.Record) error {
-		// The log starts on the rules of its first record, and changes
-		// rules where reloads were.
-		if r.RuleSet != rs.Version && (first || r.Type == reloadType) {
-			next, err := s.storedRules(ctx, r.RuleSet)
-			if err != nil {
-				return err
-			}
-			if first {
-				eng = engine.New(next, engine.Options{Seed: s.cfg.Seed})
-			} else {
-				eng = eng.Reload(next)
-			}
-			rs = next
-		}
-		first = false
-		seq = r.Seq
-		if r.Type == reloadType {
-			return nil
-		}
-		ev, err := triggers.DecodeEvent(r.Event, true)
-		if err != nil {
-			return fmt.Errorf("stored event %s (seq %d) does not decode: %w", r.ID, r.Seq, err)
-		}
-		stop, err := on(eng, ev, r)
-		if err != nil {
-			return fmt.Errorf("stored event %s (seq %d): %w", r.ID, r.Seq, err)
-		}
-		if stop {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return nil, nil, 0, err
+// Ready reports whether the service accepts events, and if not, why.
+func (s *Service) Ready() (bool, string) {
+	if s.stopping.Load() {
+		return false, "stopping"
 	}
-	return eng, rs, seq, nil
+	if f := s.fault.Load(); f != nil {
+		return false, *f
+	}
+	return true, ""
 }
 
-// rebuild replays the store into a fresh engine. Called at start, and when
-// a commit failed, so that memory never runs ahead of the store.
-func (s *Service) rebuild(ctx context.Context) error {
-	start := time.Now()
-	changed := 0
-	eng, rs, seq, err := s.walk(ctx, func(eng *engine.Engine, ev *triggers.Event, r store.Record) (bool, error) {
-		d, err := eng.Decide(ev)
-		if err != nil {
-			return false, err
+// Stopping marks the service as shutting down: /readyz says so, so that a
+// load balancer sends no more.
+func (s *Service) Stopping() { s.stopping.Store(true) }
+
+// setFault makes the service refuse writes for reason ("" clears it).
+func (s *Service) setFault(reason string) {
+	if reason == "" {
+		if s.fault.Swap(nil) != nil {
+			s.log.Info("accepting events again")
 		}
-		if !bytes.Equal(d.AppendJSON(nil), r.Decision) {
-			changed++
-		}
-		s.recent.Add(r.ID, r.Decision)
-		return false, nil
-	})
-	if err != nil {
-		return err
+		return
 	}
-	s.eng, s.seq, s.rs = eng, seq, rs
-	s.cfg.Log.Info("state rebuilt from the store", "records", seq, "rules", rs.Version, "took", time.Since(start).Round(time.Millisecond))
-	if changed > 0 {
-		s.cfg.Log.Warn("replaying the log gave other decisions than were stored", "events", changed)
+	if old := s.fault.Swap(&reason); old == nil || *old != reason {
+		s.log.Error("refusing events until this is fixed", "reason", reason)
 	}
-	return nil
 }
 
 // Submit decides events and makes them durable, in order. It returns when
-// every one has been committed (or refused).
-func (s *Service) Submit(ctx context.Context, events []*triggers.Event) ([]result, error) {
+// every one has been committed or refused.
+func (s *Service) Submit(ctx context.Context, events []*incoming) ([]result, error) {
 	r := &request{events: events, results: make([]result, len(events)), done: make(chan struct{}), start: time.Now()}
-	select {
-	case s.reqs <- r:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := s.enqueue(ctx, r); err != nil {
+		return nil, err
 	}
-	<-r.done // once queued, the request is committed or refused: wait for it
 	return r.results, nil
 }
 
-// Run is the commit loop and the wall clock for unanswered timers. It
-// returns when ctx is done, after answering every request it took.
+// enqueue hands r to the commit loop and waits for its answer.
+func (s *Service) enqueue(ctx context.Context, r *request) error {
+	select {
+	case s.reqs <- r:
+	case <-s.stopped:
+		return errStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-r.done: // once taken, a request is committed or refused
+		return nil
+	case <-s.stopped:
+		select {
+		case <-r.done:
+			return nil
+		default:
+			return errStopping // queued after the loop's last look
+		}
+	}
+}
+
+// Run is the commit loop, the wall clock for timers, the watch on the
+// store's file and the snapshots. It returns when ctx is done, after
+// answering every request it took.
 func (s *Service) Run(ctx context.Context) {
+	defer close(s.stopped)
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.clock(ctx) }()
+	wg.Add(2)
+	go func() { defer wg.Done(); s.watch(bg) }()
+	go func() { defer wg.Done(); s.snap.run(bg) }()
+	defer func() { stopBg(); wg.Wait() }()
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	retry := time.Second // between attempts to rebuild a broken state
 	for {
+		wait := s.untilDue()
+		if s.fault.Load() != nil {
+			wait = min(wait, retry)
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-			wg.Wait()
+			s.stopping.Store(true)
 			s.drainRefuse()
 			return
 		case r := <-s.reqs:
 			batch := []*request{r}
+			n := len(r.events)
 		more:
-			for len(batch) < 256 {
+			for len(batch) < 1024 && n < 10_000 {
 				select {
 				case r := <-s.reqs:
 					batch = append(batch, r)
+					n += len(r.events)
 				default:
 					break more
 				}
 			}
 			s.commit(ctx, batch)
+		case <-timer.C:
+			if s.fault.Load() != nil {
+				s.repair(ctx)
+				continue
+			}
+			s.tick(ctx)
 		}
 	}
 }
 
-// drainRefuse answers requests that arrive after the loop stopped.
+// untilDue is how long until the next timer is due, looking again at
+// least twice a second in case the wall clock jumped.
+func (s *Service) untilDue() time.Duration {
+	const poll = 500 * time.Millisecond
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.eng == nil {
+		return poll
+	}
+	due, ok := s.eng.NextDue()
+	if !ok {
+		return poll
+	}
+	return min(max(due.Sub(s.cfg.Now()), 0), poll)
+}
+
+// drainRefuse answers requests still queued when the loop stops.
 func (s *Service) drainRefuse() {
 	for {
 		select {
 		case r := <-s.reqs:
 			for i := range r.results {
-				r.results[i] = result{err: errNotStored}
+				r.results[i] = result{err: errStopping}
 			}
+			r.err = errStopping
 			close(r.done)
 		default:
 			return
@@ -313,196 +376,288 @@ func (s *Service) drainRefuse() {
 	}
 }
 
+// now is the engine's time for the next decision: the wall clock, never
+// before the last decision's; the caller holds s.mu.
+func (s *Service) now() time.Time {
+	t := s.cfg.Now().UTC()
+	if c := s.eng.Clock(); t.Before(c) {
+		return c
+	}
+	return t
+}
+
+// watch checks the store's file, so that a deleted or replaced database
+// stops acknowledgements within a second even when nothing is posted.
+func (s *Service) watch(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.cfg.Store.Check(); err != nil {
+			s.setFault("the database file is gone: " + err.Error() + "; restart switchboard once it is restored")
+		}
+	}
+}
+
+// hashEvent is the idempotency hash of an event: its canonical JSON, so
+// that a retry with other spacing or key order is the same event. The
+// event's at counts only when the client gave one.
+func hashEvent(ev *triggers.Event) [hashSize]byte {
+	b, err := gojson.Marshal(ev)
+	if err != nil {
+		b = []byte(ev.ID)
+	}
+	sum := sha256.Sum256(b)
+	var h [hashSize]byte
+	copy(h[:], sum[:])
+	return h
+}
+
 // commit decides a group of requests and stores them in one transaction.
+// If the store fails, every request of the group is refused and the state
+// rebuilt; nothing of the group is kept.
 func (s *Service) commit(ctx context.Context, batch []*request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer func() {
-		for _, r := range batch {
-			for _, res := range r.results {
-				switch {
-				case errors.Is(res.err, errNotStored):
-					s.m.refused.WithLabelValues("store").Inc()
-				case res.err != nil:
-					s.m.refused.WithLabelValues("does not fit the state").Inc()
-				default:
-					s.m.latency.Observe(time.Since(r.start).Seconds())
-				}
-			}
-			close(r.done)
-		}
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}()
+	defer s.answer(batch)
+	if f := s.fault.Load(); f != nil {
+		s.refuseAll(batch, &refusal{reason: *f})
+		return
+	}
+	stored, err := s.lookup(ctx, batch)
+	if err != nil {
+		s.log.Error("cannot look up event ids", "err", err)
+		s.refuseAll(batch, errNotStored)
+		return
+	}
 	var recs []store.Record
 	var acts []engine.Action
-	inBatch := map[string][]byte{}
-	now := s.cfg.Now()
+	seq := s.seq
+	eng, rs := s.eng, s.rs
+	now := s.now()
+	inBatch := map[string]int64{}
 	for _, r := range batch {
-		if r.reload != nil {
-			// Events before the reload are committed on the old rules.
-			if !s.flush(ctx, batch, &recs, &acts) {
-				return
-			}
-			r.err = s.switchRules(ctx, r.reload)
+		switch {
+		case r.reload != nil:
+			seq++
+			body, _ := gojson.Marshal(map[string]string{"version": r.reload.Version, "previous": rs.Version})
+			recs = append(recs, internalRecord(seq, store.TypeReload, body, now, r.reload.Version))
+			eng = eng.Reload(r.reload)
+			rs = r.reload
+			r.seq = seq
 			continue
-		}
-		for i, ev := range r.events {
-			if dec, ok := s.known(ctx, ev.ID, inBatch); ok {
-				r.results[i] = result{decision: dec, dup: true}
+		case r.erase != "":
+			if !eng.EraseContact(r.erase) {
+				r.err = errNoContact
 				continue
 			}
-			if ev.At.IsZero() {
-				ev.At = now
+			seq++
+			body, _ := gojson.Marshal(map[string]string{"contact": r.erase})
+			rec := internalRecord(seq, store.TypeErase, body, now, rs.Version)
+			rec.Contacts = []string{r.erase}
+			recs = append(recs, rec)
+			r.seq = seq
+			continue
+		case r.prune != nil:
+			seq++
+			body, _ := gojson.Marshal(map[string]any{"through": r.prune.Through, "before": r.prune.Before})
+			recs = append(recs, internalRecord(seq, store.TypePrune, body, now, rs.Version))
+			r.seq = seq
+			continue
+		}
+		for i, in := range r.events {
+			id := in.ev.ID
+			if k, ok := stored[id]; ok {
+				if k.hash != in.hash && k.seq > 0 {
+					r.results[i] = result{err: errConflict, seq: k.seq}
+				} else {
+					r.results[i] = result{dup: true, seq: k.seq, rules: k.rules}
+				}
+				continue
 			}
-			d, err := s.eng.Decide(ev)
+			if at, ok := inBatch[id]; ok {
+				r.results[i] = result{dup: true, seq: at, rules: rs.Version}
+				for _, rec := range recs {
+					if rec.Seq == at && string(rec.Hash) != string(in.hash[:]) {
+						r.results[i] = result{err: errConflict, seq: at}
+					}
+				}
+				continue
+			}
+			var own string
+			if in.ev.Conversation != "" {
+				own = eng.ConversationContact(in.ev.Conversation)
+			}
+			d, err := eng.DecideAt(in.ev, now)
 			if err != nil {
 				r.results[i] = result{err: err}
 				continue
 			}
+			seq++
 			acts = append(acts, d.Actions...)
 			dec := d.AppendJSON(nil)
-			evJSON, _ := json.Marshal(ev)
-			s.seq++
-			recs = append(recs, store.Record{Seq: s.seq, ID: ev.ID, Type: ev.Type, At: ev.At, Event: evJSON,
-				Decision: dec, RuleSet: s.rs.Version, Received: now})
-			inBatch[ev.ID] = dec
-			r.results[i] = result{decision: dec, rules: s.rs.Version}
+			recs = append(recs, store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
+				Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, &d)})
+			inBatch[id] = seq
+			r.results[i] = result{decision: dec, seq: seq, rules: rs.Version}
 		}
 	}
-	s.flush(ctx, batch, &recs, &acts)
+	if len(recs) == 0 {
+		return
+	}
+	if err := s.cfg.Store.Append(ctx, recs); err != nil {
+		s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(recs), "err", err)
+		s.refuseAll(batch, errNotStored)
+		s.rebuild(ctx)
+		return
+	}
+	s.eng, s.rs, s.seq = eng, rs, seq
+	for _, rec := range recs {
+		var k known
+		if rec.Hash == nil {
+			continue // not an event
+		}
+		copy(k.hash[:], rec.Hash)
+		k.seq, k.rules = rec.Seq, rec.RuleSet
+		s.recent.Add(rec.ID, k)
+	}
+	v := rs.Version
+	s.version.Store(&v)
+	s.m.count(acts)
+	s.snap.committedTo(seq)
 }
 
-// flush commits the records decided so far in one transaction. When the
-// store fails, the batch's new events are refused and the state rebuilt
-// from the store; it returns false then.
-func (s *Service) flush(ctx context.Context, batch []*request, recs *[]store.Record, acts *[]engine.Action) bool {
-	if len(*recs) == 0 {
-		return true
-	}
-	defer func() { *recs, *acts = (*recs)[:0], (*acts)[:0] }()
-	if err := s.cfg.Store.Append(ctx, *recs); err != nil {
-		s.cfg.Log.Error("commit failed; rebuilding the state from the store", "events", len(*recs), "err", err)
-		failed := map[string]bool{}
-		for _, rec := range *recs {
-			failed[rec.ID] = true
-		}
-		for _, r := range batch {
-			for i, ev := range r.events {
-				if failed[ev.ID] && !r.results[i].dup && r.results[i].err == nil {
-					r.results[i] = result{err: errNotStored}
-				}
+// internalRecord is a record the service makes itself.
+func internalRecord(seq int64, typ string, body []byte, now time.Time, rules string) store.Record {
+	return store.Record{Seq: seq, ID: store.IDPrefix + typ + ":" + strconv.FormatInt(seq, 10), Type: typ, Clock: now,
+		Event: body, Decision: []byte("{}"), RuleSet: rules}
+}
+
+// lookup finds which of the batch's event ids are stored: in the recent
+// cache, else (unless it holds every id) in the store, in one query.
+func (s *Service) lookup(ctx context.Context, batch []*request) (map[string]known, error) {
+	out := map[string]known{}
+	var ask []string
+	for _, r := range batch {
+		for _, in := range r.events {
+			if k, ok := s.recent.Get(in.ev.ID); ok {
+				out[in.ev.ID] = k
+			} else if !s.complete.Load() {
+				ask = append(ask, in.ev.ID)
 			}
 		}
-		if err := s.rebuild(context.WithoutCancel(ctx)); err != nil {
-			s.cfg.Log.Error("rebuild failed", "err", err)
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	found, err := s.cfg.Store.Lookup(ctx, ask)
+	if err != nil {
+		return nil, err
+	}
+	for id, f := range found {
+		k := known{seq: f.Seq, rules: f.RuleSet}
+		if len(f.Hash) == hashSize {
+			copy(k.hash[:], f.Hash)
+		} else {
+			k.seq = 0 // stored before hashes: any body is the same event
 		}
-		return false
+		out[id] = k
 	}
-	for _, rec := range *recs {
-		s.recent.Add(rec.ID, rec.Decision)
-	}
-	s.m.count(*acts)
-	return true
+	return out, nil
 }
 
-// ReloadResult is the answer to a reload.
-type ReloadResult struct {
-	Version     string          `json:"version"`
-	Previous    string          `json:"previous"`
-	Changed     bool            `json:"changed"`
-	Diagnostics dsl.Diagnostics `json:"diagnostics,omitempty"`
+// refuseAll answers every request of a group with err.
+func (s *Service) refuseAll(batch []*request, err error) {
+	for _, r := range batch {
+		for i := range r.results {
+			r.results[i] = result{err: err}
+		}
+		r.err = err
+		r.seq = 0
+	}
 }
 
-// errReloadRefused is returned when the new rules do not compile.
-var errReloadRefused = errors.New("the rules have errors; the running rules are kept")
-
-// Reload compiles the rule directory again and, if it is clean, swaps it
-// in between two events, atomically. With any diagnostic the running
-// rules stay.
-func (s *Service) Reload(ctx context.Context) (ReloadResult, error) {
-	if s.cfg.Load == nil {
-		return ReloadResult{}, errors.New("this service cannot reload its rules")
+// answer wakes the requests of a group and counts the outcomes.
+func (s *Service) answer(batch []*request) {
+	for _, r := range batch {
+		for _, res := range r.results {
+			switch {
+			case errors.Is(res.err, errNotStored), isRefusal(res.err):
+				s.m.refused.WithLabelValues("store").Inc()
+			case res.err != nil:
+				s.m.refused.WithLabelValues("does not fit the state").Inc()
+			default:
+				s.m.latency.Observe(time.Since(r.start).Seconds())
+			}
+		}
+		close(r.done)
 	}
-	rs, ds := s.cfg.Load()
+}
+
+func isRefusal(err error) bool {
+	var r *refusal
+	return errors.As(err, &r)
+}
+
+// rebuild makes the live state the store's again after a failed commit;
+// when it cannot, the service refuses writes (and reads) until repair
+// succeeds. The caller holds s.mu.
+func (s *Service) rebuild(ctx context.Context) {
+	st, err := s.load(context.WithoutCancel(ctx))
+	if err != nil {
+		s.eng = nil
+		s.setFault("the state could not be rebuilt from the store: " + err.Error())
+		return
+	}
+	s.install(st)
+	s.complete.Store(false)
+}
+
+// repair tries again to rebuild a state that could not be.
+func (s *Service) repair(ctx context.Context) {
+	if err := s.cfg.Store.Check(); err != nil {
+		return // the file is gone: only a restart helps
+	}
 	s.mu.Lock()
-	prev := s.rs.Version
-	s.mu.Unlock()
-	if rs == nil {
-		s.m.reloads.WithLabelValues("refused").Inc()
-		s.cfg.Log.Warn("reload refused: the rules have errors", "diagnostics", len(ds))
-		return ReloadResult{Version: prev, Previous: prev, Diagnostics: ds}, errReloadRefused
+	defer s.mu.Unlock()
+	if s.fault.Load() == nil {
+		return
 	}
-	if rs.Version == prev {
-		s.m.reloads.WithLabelValues("unchanged").Inc()
-		return ReloadResult{Version: prev, Previous: prev, Diagnostics: ds}, nil
+	st, err := s.load(context.WithoutCancel(ctx))
+	if err != nil {
+		s.setFault("the state could not be rebuilt from the store: " + err.Error())
+		return
 	}
-	r := &request{reload: rs, done: make(chan struct{}), start: time.Now()}
-	select {
-	case s.reqs <- r:
-	case <-ctx.Done():
-		return ReloadResult{}, ctx.Err()
-	}
-	<-r.done
-	if r.err != nil {
-		s.m.reloads.WithLabelValues("failed").Inc()
-		return ReloadResult{Version: prev, Previous: prev}, r.err
-	}
-	s.m.reloads.WithLabelValues("reloaded").Inc()
-	s.cfg.Log.Info("rules reloaded", "version", rs.Version, "previous", prev)
-	return ReloadResult{Version: rs.Version, Previous: prev, Changed: true, Diagnostics: ds}, nil
+	s.install(st)
+	s.complete.Store(false)
+	s.setFault("")
 }
 
-// known returns the stored decision of an event id, if any.
-func (s *Service) known(ctx context.Context, id string, inBatch map[string][]byte) ([]byte, bool) {
-	if dec, ok := inBatch[id]; ok {
-		return dec, true
-	}
-	if dec, ok := s.recent.Get(id); ok {
-		return dec, true
-	}
-	if !s.evicted.Load() {
-		return nil, false
-	}
-	rec, ok, err := s.cfg.Store.Get(ctx, id)
-	if err != nil || !ok {
-		return nil, false
-	}
-	s.recent.Add(id, rec.Decision)
-	return rec.Decision, true
-}
-
-// clock ticks the engine when its next unanswered timer is due, on the
-// wall clock. Ticks are events like any other: stored, and replayed.
-func (s *Service) clock(ctx context.Context) {
-	for {
-		s.mu.Lock()
-		due, ok := s.eng.NextDue()
-		seq := s.seq
+// tick fires the timers that are due, as an event the service makes.
+func (s *Service) tick(ctx context.Context) {
+	s.mu.Lock()
+	if s.eng == nil {
 		s.mu.Unlock()
-		wait := time.Hour
-		if ok {
-			wait = max(due.Sub(s.cfg.Now()), 0)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-s.wake:
-			t.Stop()
-			continue
-		case <-t.C:
-		}
-		if !ok {
-			continue
-		}
-		at := s.cfg.Now()
-		tick := &triggers.Event{ID: fmt.Sprintf("tick-%d-%s", seq, due.UTC().Format(time.RFC3339Nano)), Type: triggers.TypeTick, At: at}
-		if _, err := s.Submit(ctx, []*triggers.Event{tick}); err != nil {
-			return
-		}
+		return
+	}
+	due, ok := s.eng.NextDue()
+	now := s.now()
+	s.mu.Unlock()
+	if !ok || due.After(now) {
+		return
+	}
+	id := store.IDPrefix + "tick:" + strconv.FormatInt(due.UnixNano(), 10)
+	ev := &triggers.Event{ID: id, Type: triggers.TypeTick}
+	raw, _ := gojson.Marshal(map[string]string{"id": id, "type": triggers.TypeTick})
+	in := &incoming{ev: ev, raw: raw}
+	in.hash = hashEvent(ev)
+	r := &request{events: []*incoming{in}, results: make([]result, 1), done: make(chan struct{}), start: time.Now()}
+	s.commit(ctx, []*request{r})
+	if err := r.results[0].err; err != nil {
+		s.log.Error("a due timer could not be fired", "tick", id, "err", err)
 	}
 }

@@ -1,12 +1,20 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver: pure Go, no cgo
@@ -32,47 +40,246 @@ var migrations = []string{
 		loaded_at TEXT NOT NULL,
 		files     TEXT NOT NULL           -- JSON: [{"name": ..., "text": ...}]
 	);`,
+	// 2: the service owns the clock; idempotency by content; snapshots;
+	// retention and erasure.
+	`ALTER TABLE events ADD COLUMN clock INTEGER; -- the service's clock when it decided, Unix ns; NULL: decided at "at" (before v2)
+	ALTER TABLE events ADD COLUMN hash BLOB;      -- of the event as the client sent it; NULL: unknown (before v2)
+	ALTER TABLE events ADD COLUMN contact TEXT;   -- the contact the event concerns, for erasure
+	DROP INDEX events_type;
+	CREATE INDEX events_contact ON events(contact) WHERE contact IS NOT NULL;
+	-- other contacts a decision touched (a tick, an agent coming online)
+	CREATE TABLE event_contacts (
+		seq     INTEGER NOT NULL,
+		contact TEXT NOT NULL,
+		PRIMARY KEY (seq, contact)
+	) WITHOUT ROWID;
+	CREATE INDEX event_contacts_contact ON event_contacts(contact);
+	-- snapshots of the engine's state after record seq, in chunks so that
+	-- writing one never holds the log up for long; a snapshot exists once
+	-- its row in snapshots does.
+	CREATE TABLE snapshots (
+		seq      INTEGER PRIMARY KEY,
+		ruleset  TEXT NOT NULL,
+		format   INTEGER NOT NULL,
+		size     INTEGER NOT NULL,
+		taken_at TEXT NOT NULL
+	);
+	CREATE TABLE snapshot_chunks (
+		seq  INTEGER NOT NULL,
+		n    INTEGER NOT NULL,
+		data BLOB NOT NULL,
+		PRIMARY KEY (seq, n)
+	);
+	-- pruned_through, pruned_before: what retention removed.
+	CREATE TABLE meta (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
 }
 
-// SQLite is the built-in store: one database file in WAL mode.
+// SQLite is the built-in store: one database file in WAL mode, owned by
+// one process.
 type SQLite struct {
-	db *sql.DB
+	path    string
+	db      *sql.DB // readers
+	own     *owned
+	created bool
+
+	wmu sync.Mutex // one writer: appends, snapshots, prunes, erasures
+	w   *sql.Conn
+	ins *sql.Stmt // insert an event
+	xc  *sql.Stmt // insert an extra contact of an event
+	get *sql.Stmt
 }
 
-// OpenSQLite opens (creating it if needed) the database at path and brings
-// its schema up to date.
+// sqliteMagic starts every SQLite database file.
+const sqliteMagic = "SQLite format 3\x00"
+
+// OpenSQLite opens the Switchboard database at path, creating it when the
+// file does not exist, and brings its schema up to date. It refuses a file
+// another process holds, an empty file, and a file that is not a
+// Switchboard database, rather than starting on nothing.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
-	// WAL lets readers run beside the writer; synchronous=FULL makes every
-	// commit durable before it returns; busy_timeout waits out a lock.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(ON)"
-	db, err := sql.Open("sqlite", dsn)
+	created := false
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := createSQLite(ctx, path); err != nil {
+			return nil, fmt.Errorf("%s: cannot create the database: %w", path, err)
+		}
+		created = true
+	} else if err != nil {
+		return nil, err
+	}
+	o, err := own(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &SQLite{db: db}
-	if err := s.migrate(ctx); err != nil {
+	s, err := openOwned(ctx, path, o)
+	if err != nil {
+		o.close()
+		return nil, err
+	}
+	s.created = created
+	return s, nil
+}
+
+// Created reports whether OpenSQLite created the database.
+func (s *SQLite) Created() bool { return s.created }
+
+// Path is the database file.
+func (s *SQLite) Path() string { return s.path }
+
+func dsn(path string) string {
+	// WAL lets readers run beside the writer; synchronous=FULL makes every
+	// commit durable before it returns; busy_timeout waits out a lock;
+	// secure_delete overwrites what is deleted, so that erased data is gone
+	// from the file.
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=secure_delete(ON)"
+}
+
+// createSQLite makes a new database at path atomically: it is built beside
+// it and linked into place complete, so that a crash never leaves a half
+// made file that a later start would refuse.
+func createSQLite(ctx context.Context, path string) error {
+	for _, side := range []string{"-wal", "-journal"} {
+		if _, err := os.Stat(path + side); err == nil {
+			return fmt.Errorf("%s exists without %s: it may hold committed data. Restore %s, or remove %s to start a new, empty database", path+side, filepath.Base(path), filepath.Base(path), path+side)
+		}
+	}
+	var nonce [6]byte
+	rand.Read(nonce[:])
+	tmp := fmt.Sprintf("%s.new-%s", path, hex.EncodeToString(nonce[:]))
+	defer func() {
+		for _, side := range []string{"", "-wal", "-shm"} {
+			os.Remove(tmp + side)
+		}
+	}()
+	db, err := sql.Open("sqlite", dsn(tmp))
+	if err != nil {
+		return err
+	}
+	if err := migrate(ctx, db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
+	size, err := o.size()
+	if err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		return nil, fmt.Errorf("%s is empty (0 bytes), not a Switchboard database. Switchboard creates its database when the file does not exist: remove the empty file, or give another --data file", path)
+	}
+	head := make([]byte, len(sqliteMagic))
+	if n, _ := o.f.ReadAt(head, 0); n < len(head) || string(head) != sqliteMagic {
+		return nil, fmt.Errorf("%s is not a SQLite database, so not a Switchboard one; give the right --data file", path)
+	}
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*SQLite, error) {
+		db.Close()
+		return nil, err
+	}
+	tables, err := tableNames(ctx, db)
+	if err != nil {
+		return fail(fmt.Errorf("%s: cannot read the database: %w", path, err))
+	}
+	if !contains(tables, "schema_migrations") || !contains(tables, "events") {
+		what := "has no tables"
+		if len(tables) > 0 {
+			what = "has the tables " + strings.Join(tables, ", ")
+		}
+		return fail(fmt.Errorf("%s is a SQLite database but not a Switchboard one (it %s); give the right --data file", path, what))
+	}
+	if err := migrate(ctx, db); err != nil {
+		return fail(fmt.Errorf("%s: %w", path, err))
+	}
+	s := &SQLite{path: path, db: db, own: o}
+	if s.w, err = db.Conn(ctx); err != nil {
+		return fail(err)
+	}
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = s.w.PrepareContext(ctx, q)
+		return st
+	}
+	s.ins = prep(`INSERT INTO events (seq, id, type, at, event, decision, ruleset, received_at, clock, hash, contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	s.xc = prep(`INSERT OR IGNORE INTO event_contacts (seq, contact) VALUES (?, ?)`)
+	if err != nil {
+		s.w.Close()
+		return fail(err)
+	}
+	if s.get, err = db.PrepareContext(ctx, `SELECT `+recordColumns+` FROM events WHERE id = ?`); err != nil {
+		s.w.Close()
+		return fail(err)
+	}
+	// Chunks of a snapshot whose writing was cut off.
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq NOT IN (SELECT seq FROM snapshots)`); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }
 
-func (s *SQLite) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func tableNames(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	return names, rows.Err()
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		applied_at TEXT NOT NULL
 	)`); err != nil {
 		return err
 	}
 	var have int
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return err
 	}
 	if have > len(migrations) {
-		return fmt.Errorf("the database's schema (version %d) is newer than this switchboard (version %d)", have, len(migrations))
+		return fmt.Errorf("the database's schema (version %d) is newer than this switchboard (version %d); run a newer switchboard", have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
-		tx, err := s.db.BeginTx(ctx, nil)
+		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
@@ -93,43 +300,107 @@ func (s *SQLite) migrate(ctx context.Context) error {
 
 func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// Check reports whether the database file is still the one opened.
+func (s *SQLite) Check() error { return s.own.check() }
+
 // Append stores records in one transaction: one fsync for the lot.
 func (s *SQLite) Append(ctx context.Context, recs []Record) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	// Never acknowledge into a file nobody will read again.
+	if err := s.own.check(); err != nil {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO events (seq, id, type, at, event, decision, ruleset, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	for _, r := range recs {
-		_, err := stmt.ExecContext(ctx, r.Seq, r.ID, r.Type, r.At.UTC().Format(time.RFC3339Nano), string(r.Event), string(r.Decision), r.RuleSet, r.Received.UTC().Format(time.RFC3339Nano))
+	ins, xc := tx.StmtContext(ctx, s.ins), tx.StmtContext(ctx, s.xc)
+	for i := range recs {
+		r := &recs[i]
+		var clock, contact any
+		if !r.Clock.IsZero() {
+			clock = r.Clock.UnixNano()
+		}
+		if len(r.Contacts) > 0 {
+			contact = r.Contacts[0]
+		}
+		received := formatTime(r.Clock)
+		_, err := ins.ExecContext(ctx, r.Seq, r.ID, r.Type, formatTime(r.At), string(r.Event), string(r.Decision), r.RuleSet, received, clock, r.Hash, contact)
 		if err != nil {
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: events.id") {
 				return fmt.Errorf("%w: %s", ErrDuplicate, r.ID)
 			}
 			return err
 		}
+		for _, c := range r.Contacts[min(1, len(r.Contacts)):] {
+			if _, err := xc.ExecContext(ctx, r.Seq, c); err != nil {
+				return err
+			}
+		}
 	}
 	return tx.Commit()
 }
 
+const recordColumns = `seq, id, type, at, clock, event, hash, decision, ruleset, contact`
+
 // Get returns the record of an event id.
 func (s *SQLite) Get(ctx context.Context, id string) (Record, bool, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT seq, id, type, at, event, decision, ruleset, received_at FROM events WHERE id = ?`, id)
-	r, err := scanRecord(row.Scan)
+	r, err := scanRecord(s.get.QueryRowContext(ctx, id).Scan)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, false, nil
 	}
 	return r, err == nil, err
 }
 
-// Replay calls fn with every record in acceptance order.
-func (s *SQLite) Replay(ctx context.Context, fn func(Record) error) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, id, type, at, event, decision, ruleset, received_at FROM events ORDER BY seq`)
+// Lookup returns what is stored for those of ids that are stored.
+func (s *SQLite) Lookup(ctx context.Context, ids []string) (map[string]Known, error) {
+	out := map[string]Known{}
+	const chunk = 500
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		part := ids[:n]
+		ids = ids[n:]
+		q := `SELECT id, seq, hash, ruleset FROM events WHERE id IN (?` + strings.Repeat(",?", n-1) + `)`
+		args := make([]any, n)
+		for i, id := range part {
+			args[i] = id
+		}
+		rows, err := s.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var k Known
+			if err := rows.Scan(&id, &k.Seq, &k.Hash, &k.RuleSet); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = k
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Replay calls fn with the records after seq after, up to upto (0: all).
+func (s *SQLite) Replay(ctx context.Context, after, upto int64, fn func(Record) error) error {
+	if upto <= 0 {
+		upto = 1<<63 - 1
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq > ? AND seq <= ? ORDER BY seq`, after, upto)
 	if err != nil {
 		return err
 	}
@@ -146,19 +417,40 @@ func (s *SQLite) Replay(ctx context.Context, fn func(Record) error) error {
 	return rows.Err()
 }
 
+// LastSeq is the seq of the last record.
+func (s *SQLite) LastSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&seq)
+	if err == nil && seq == 0 {
+		// An empty log after a prune still continues its numbering.
+		var p Pruned
+		if p, err = s.Pruned(ctx); err == nil {
+			seq = p.Through
+		}
+	}
+	return seq, err
+}
+
 func scanRecord(scan func(...any) error) (Record, error) {
 	var r Record
-	var at, received, event, decision string
-	if err := scan(&r.Seq, &r.ID, &r.Type, &at, &event, &decision, &r.RuleSet, &received); err != nil {
+	var at string
+	var clock sql.NullInt64
+	var contact sql.NullString
+	if err := scan(&r.Seq, &r.ID, &r.Type, &at, &clock, &r.Event, &r.Hash, &r.Decision, &r.RuleSet, &contact); err != nil {
 		return r, err
 	}
-	r.Event, r.Decision = []byte(event), []byte(decision)
-	var err error
-	if r.At, err = time.Parse(time.RFC3339Nano, at); err != nil {
-		return r, fmt.Errorf("event %s: bad time %q", r.ID, at)
+	if at != "" {
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return r, fmt.Errorf("stored event %s (seq %d): bad time %q", r.ID, r.Seq, at)
+		}
+		r.At = t
 	}
-	if r.Received, err = time.Parse(time.RFC3339Nano, received); err != nil {
-		return r, fmt.Errorf("event %s: bad time %q", r.ID, received)
+	if clock.Valid {
+		r.Clock = time.Unix(0, clock.Int64).UTC()
+	}
+	if contact.Valid {
+		r.Contacts = []string{contact.String}
 	}
 	return r, nil
 }
@@ -169,7 +461,12 @@ func (s *SQLite) SaveRuleSet(ctx context.Context, version string, files []RuleSe
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO rulesets (version, loaded_at, files) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`, version, now(), string(data))
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.own.check(); err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO rulesets (version, loaded_at, files) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`, version, now(), string(data))
 	return err
 }
 
@@ -187,5 +484,385 @@ func (s *SQLite) RuleSet(ctx context.Context, version string) ([]RuleSetFile, er
 	return files, err
 }
 
-// Close closes the database.
-func (s *SQLite) Close() error { return s.db.Close() }
+// snapshotChunk is how much of a snapshot one transaction writes.
+const snapshotChunk = 1 << 20
+
+// SaveSnapshot stores a snapshot, a chunk per transaction, and makes it
+// visible last.
+func (s *SQLite) SaveSnapshot(ctx context.Context, info SnapshotInfo, state []byte) error {
+	write := func(fn func() error) error {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		if err := s.own.check(); err != nil {
+			return err
+		}
+		return fn()
+	}
+	if err := write(func() error {
+		_, err := s.w.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq = ?`, info.Seq)
+		return err
+	}); err != nil {
+		return err
+	}
+	for n := 0; n*snapshotChunk < len(state) || n == 0; n++ {
+		part := state[n*snapshotChunk : min(len(state), (n+1)*snapshotChunk)]
+		if err := write(func() error {
+			_, err := s.w.ExecContext(ctx, `INSERT INTO snapshot_chunks (seq, n, data) VALUES (?, ?, ?)`, info.Seq, n, part)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return write(func() error {
+		_, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO snapshots (seq, ruleset, format, size, taken_at) VALUES (?, ?, ?, ?, ?)`,
+			info.Seq, info.RuleSet, info.Format, len(state), formatTime(info.Taken))
+		return err
+	})
+}
+
+// Snapshots lists the stored snapshots, newest first.
+func (s *SQLite) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, ruleset, format, size, taken_at FROM snapshots ORDER BY seq DESC`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []SnapshotInfo
+	for rows.Next() {
+		var in SnapshotInfo
+		var taken string
+		if err := rows.Scan(&in.Seq, &in.RuleSet, &in.Format, &in.Size, &taken); err != nil {
+			return nil, err
+		}
+		in.Taken, _ = time.Parse(time.RFC3339Nano, taken)
+		out = append(out, in)
+	}
+	return out, rows.Err()
+}
+
+// LoadSnapshot returns a snapshot's state.
+func (s *SQLite) LoadSnapshot(ctx context.Context, seq int64) ([]byte, error) {
+	var size int64
+	if err := s.db.QueryRowContext(ctx, `SELECT size FROM snapshots WHERE seq = ?`, seq).Scan(&size); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("no snapshot at seq %d", seq)
+		}
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM snapshot_chunks WHERE seq = ? ORDER BY n`, seq)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	for rows.Next() {
+		var part []byte
+		if err := rows.Scan(&part); err != nil {
+			return nil, err
+		}
+		buf.Write(part)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) != size {
+		return nil, fmt.Errorf("snapshot at seq %d: %d bytes stored of %d", seq, buf.Len(), size)
+	}
+	return buf.Bytes(), nil
+}
+
+// DeleteSnapshot removes a snapshot.
+func (s *SQLite) DeleteSnapshot(ctx context.Context, seq int64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM snapshots WHERE seq = ?`, seq); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq = ?`, seq); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// pruneChunk is how many records one pruning transaction removes.
+const pruneChunk = 5000
+
+// Prune removes the records up to through, a chunk per transaction.
+func (s *SQLite) Prune(ctx context.Context, through int64) error {
+	p, err := s.Pruned(ctx)
+	if err != nil {
+		return err
+	}
+	var first int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(seq), 0) FROM events`).Scan(&first); err != nil {
+		return err
+	}
+	from := max(p.Through, first-1)
+	for from < through {
+		upto := min(through, from+pruneChunk)
+		err := func() error {
+			s.wmu.Lock()
+			defer s.wmu.Unlock()
+			if err := s.own.check(); err != nil {
+				return err
+			}
+			tx, err := s.w.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			var clock sql.NullInt64
+			var at string
+			err = tx.QueryRowContext(ctx, `SELECT clock, at FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1`, upto).Scan(&clock, &at)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			before := at
+			if clock.Valid {
+				before = formatTime(time.Unix(0, clock.Int64))
+			}
+			for _, q := range []string{`DELETE FROM events WHERE seq <= ?`, `DELETE FROM event_contacts WHERE seq <= ?`} {
+				if _, err := tx.ExecContext(ctx, q, upto); err != nil {
+					return err
+				}
+			}
+			for k, v := range map[string]string{"pruned_through": strconv.FormatInt(upto, 10), "pruned_before": before} {
+				if v == "" {
+					continue
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
+					return err
+				}
+			}
+			return tx.Commit()
+		}()
+		if err != nil {
+			return err
+		}
+		from = upto
+	}
+	return nil
+}
+
+// Pruned says what Prune removed so far.
+func (s *SQLite) Pruned(ctx context.Context) (Pruned, error) {
+	var p Pruned
+	rows, err := s.db.QueryContext(ctx, `SELECT key, value FROM meta WHERE key IN ('pruned_through', 'pruned_before')`)
+	if err != nil {
+		return p, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return p, err
+		}
+		switch k {
+		case "pruned_through":
+			p.Through, _ = strconv.ParseInt(v, 10, 64)
+		case "pruned_before":
+			p.Before, _ = time.Parse(time.RFC3339Nano, v)
+		}
+	}
+	return p, rows.Err()
+}
+
+// eraseChunk is how many records one erasing transaction rewrites.
+const eraseChunk = 500
+
+// Erase rewrites the records concerning contact and every snapshot, then
+// checkpoints and truncates the write-ahead log so that the old bytes are
+// gone from every file (secure_delete zeroes what SQLite frees).
+func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) (event, decision []byte, err error), rewrite func(SnapshotInfo, []byte) ([]byte, error)) error {
+	var seqs []int64
+	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM events WHERE contact = ? UNION SELECT seq FROM event_contacts WHERE contact = ? ORDER BY 1`, contact, contact)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return err
+		}
+		seqs = append(seqs, seq)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for len(seqs) > 0 {
+		part := seqs[:min(eraseChunk, len(seqs))]
+		seqs = seqs[len(part):]
+		err := func() error {
+			s.wmu.Lock()
+			defer s.wmu.Unlock()
+			if err := s.own.check(); err != nil {
+				return err
+			}
+			tx, err := s.w.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			for _, seq := range part {
+				r, err := scanRecord(tx.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq = ?`, seq).Scan)
+				if errors.Is(err, sql.ErrNoRows) {
+					continue // pruned meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				ev, dec, err := redact(r)
+				if err != nil {
+					return fmt.Errorf("stored event %s (seq %d): %w", r.ID, r.Seq, err)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE events SET event = ?, decision = ? WHERE seq = ?`, string(ev), string(dec), seq); err != nil {
+					return err
+				}
+			}
+			return tx.Commit()
+		}()
+		if err != nil {
+			return err
+		}
+	}
+	snaps, err := s.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	for _, in := range snaps {
+		state, err := s.LoadSnapshot(ctx, in.Seq)
+		if err != nil {
+			// An unreadable snapshot cannot be rewritten: it goes.
+			if err := s.DeleteSnapshot(ctx, in.Seq); err != nil {
+				return err
+			}
+			continue
+		}
+		next, err := rewrite(in, state)
+		if err != nil {
+			if err := s.DeleteSnapshot(ctx, in.Seq); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := s.SaveSnapshot(ctx, in, next); err != nil {
+			return err
+		}
+	}
+	return s.truncateWAL(ctx)
+}
+
+// truncateWAL copies the write-ahead log into the database and empties it,
+// so that no old page image survives there.
+func (s *SQLite) truncateWAL(ctx context.Context) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var busy, logged, done int
+	for try := 0; try < 50; try++ {
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logged, &done); err != nil {
+			return err
+		}
+		if busy == 0 {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // a reader holds an old page; wait it out
+	}
+	return errors.New("the write-ahead log could not be truncated: readers kept it busy")
+}
+
+// SetMeta records a value under key; an empty value removes it.
+func (s *SQLite) SetMeta(ctx context.Context, key, value string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.own.check(); err != nil {
+		return err
+	}
+	var err error
+	if value == "" {
+		_, err = s.w.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, key)
+	} else {
+		_, err = s.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	}
+	return err
+}
+
+// Meta returns every value whose key starts with prefix.
+func (s *SQLite) Meta(ctx context.Context, prefix string) (map[string]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key, value FROM meta WHERE substr(key, 1, length(?)) = ?`, prefix, prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
+
+// SeqBefore is the seq of the last record decided before t. The log is in
+// clock order, so it is a binary search on seq.
+func (s *SQLite) SeqBefore(ctx context.Context, t time.Time) (int64, error) {
+	var lo, hi int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events`).Scan(&lo, &hi); err != nil {
+		return 0, err
+	}
+	if hi == 0 {
+		return 0, nil
+	}
+	// when returns the decision time of the first record at or after seq.
+	when := func(seq int64) (int64, time.Time, error) {
+		var at string
+		var clock sql.NullInt64
+		err := s.db.QueryRowContext(ctx, `SELECT seq, clock, at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1`, seq).Scan(&seq, &clock, &at)
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		if clock.Valid {
+			return seq, time.Unix(0, clock.Int64), nil
+		}
+		tt, _ := time.Parse(time.RFC3339Nano, at)
+		return seq, tt, nil
+	}
+	best := int64(0)
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		seq, tt, err := when(mid)
+		if err != nil {
+			return 0, err
+		}
+		if seq > hi || !tt.Before(t) {
+			hi = mid - 1
+			continue
+		}
+		best = seq
+		lo = seq + 1
+	}
+	return best, nil
+}
+
+// Close closes the database, then lets go of the file.
+func (s *SQLite) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for _, st := range []*sql.Stmt{s.ins, s.xc, s.get} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	s.w.Close()
+	err := s.db.Close()
+	s.own.close()
+	return err
+}

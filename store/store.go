@@ -1,7 +1,9 @@
 // Package store keeps Switchboard's durable state: every accepted event
-// with its decision, in acceptance order, and the rule sets that decided
-// them. The engine's live state is rebuilt by replaying the log, so the
-// log is the single source of truth.
+// with its decision, in acceptance order, the rule sets that decided them,
+// and snapshots of the engine's state taken along the log. The live state
+// is the newest snapshot plus the records after it, so the log is the
+// single source of truth and a restart costs the same however long the
+// history.
 //
 // Store is a narrow interface so that another database can stand behind
 // it with the same schema; SQLite (pure Go, WAL mode) is the one built in.
@@ -13,16 +15,45 @@ import (
 	"time"
 )
 
-// Record is one accepted event and its decision.
+// Record is one entry of the log: an accepted event and its decision, or a
+// record the service makes itself (a reload, a retention prune, an
+// erasure), whose Type is one of the Internal types.
 type Record struct {
-	Seq      int64  // acceptance order, from 1
-	ID       string // the event's id: the idempotency key
-	Type     string
-	At       time.Time // the event's time
-	Event    []byte    // the event, as JSON
-	Decision []byte    // the decision, as JSON
-	RuleSet  string    // version of the rule set that decided it
-	Received time.Time // when the service accepted it
+	Seq  int64  // acceptance order, from 1
+	ID   string // the event's id: the idempotency key
+	Type string
+	// At is the time the client reported for the event; zero when it gave
+	// none.
+	At time.Time
+	// Clock is the service's clock when it decided the event: the time the
+	// engine ran at. Zero for records written before the service owned its
+	// clock; those were decided at At.
+	Clock    time.Time
+	Event    []byte // the event as the client sent it (JSON)
+	Hash     []byte // of the event as the client sent it, for idempotency; nil if unknown
+	Decision []byte // the decision, as JSON
+	RuleSet  string // version of the rule set that decided it
+	// Contacts are the contacts the record concerns: the event's own, and
+	// any whose conversation the decision touched. An erasure finds a
+	// contact's records by them.
+	Contacts []string
+}
+
+// Internal record types: records the service writes, not events.
+const (
+	TypeReload = "rules.reload"    // the rules change here; Event is {"version": ...}
+	TypePrune  = "retention.prune" // events up to a seq were pruned
+	TypeErase  = "contact.erase"   // a contact's personal data was erased
+	// IDPrefix starts the ids of the records the service makes (ticks
+	// included); clients' ids may not start with it.
+	IDPrefix = "sb:"
+)
+
+// Known is what the store holds about an event id, for idempotency.
+type Known struct {
+	Seq     int64
+	Hash    []byte
+	RuleSet string
 }
 
 // RuleSetFile is one file of a stored rule set.
@@ -31,20 +62,75 @@ type RuleSetFile struct {
 	Text string `json:"text"`
 }
 
+// SnapshotInfo describes a stored snapshot of the engine's state.
+type SnapshotInfo struct {
+	Seq     int64  // the state after the record with this seq
+	RuleSet string // the rule set the state was taken on
+	Format  int    // the engine's snapshot format version
+	Size    int64  // bytes
+	Taken   time.Time
+}
+
+// Pruned says what retention removed from the log so far.
+type Pruned struct {
+	Through int64     // every record with seq <= Through is gone; 0 if none
+	Before  time.Time // the clock of the newest pruned record
+}
+
 // ErrDuplicate is returned by Append when an event id is already stored.
 var ErrDuplicate = errors.New("event id already stored")
 
-// Store is where the service's state lives.
+// Store is where the service's state lives. Every method is safe for
+// concurrent use; Append, SaveSnapshot, Prune and Erase may run beside
+// reads without blocking them.
 type Store interface {
-	// Append stores records, in order, atomically: all or none.
+	// Append stores records, in order, atomically: all or none. Their Seq
+	// must follow the log's last.
 	Append(ctx context.Context, recs []Record) error
 	// Get returns the record of an event id; ok is false when there is none.
 	Get(ctx context.Context, id string) (rec Record, ok bool, err error)
-	// Replay calls fn with every record in acceptance order.
-	Replay(ctx context.Context, fn func(Record) error) error
+	// Lookup returns what is stored for those of ids that are stored.
+	Lookup(ctx context.Context, ids []string) (map[string]Known, error)
+	// Replay calls fn with every record after seq after, up to and
+	// including seq upto (0: to the end), in order.
+	Replay(ctx context.Context, after, upto int64, fn func(Record) error) error
+	// LastSeq is the seq of the log's last record; 0 when it is empty.
+	LastSeq(ctx context.Context) (int64, error)
+
 	// SaveRuleSet stores a rule set's files under its version, once.
 	SaveRuleSet(ctx context.Context, version string, files []RuleSetFile) error
 	// RuleSet returns a stored rule set's files.
 	RuleSet(ctx context.Context, version string) ([]RuleSetFile, error)
+
+	// SaveSnapshot stores a snapshot of the state after record info.Seq.
+	// A snapshot becomes visible only once complete.
+	SaveSnapshot(ctx context.Context, info SnapshotInfo, state []byte) error
+	// Snapshots lists the stored snapshots, newest first.
+	Snapshots(ctx context.Context) ([]SnapshotInfo, error)
+	// LoadSnapshot returns a snapshot's state.
+	LoadSnapshot(ctx context.Context, seq int64) ([]byte, error)
+	// DeleteSnapshot removes a snapshot.
+	DeleteSnapshot(ctx context.Context, seq int64) error
+
+	// Prune removes every record with seq <= through, a few thousand per
+	// transaction so that commits are not held up.
+	Prune(ctx context.Context, through int64) error
+	// Pruned says what Prune removed so far.
+	Pruned(ctx context.Context) (Pruned, error)
+	// Erase rewrites every record concerning contact with redact's
+	// answer, and every snapshot with rewrite's, then makes sure the old
+	// bytes are gone from the database's files.
+	Erase(ctx context.Context, contact string, redact func(Record) (event, decision []byte, err error), rewrite func(SnapshotInfo, []byte) ([]byte, error)) error
+
+	// SetMeta records a value under key; an empty value removes it.
+	SetMeta(ctx context.Context, key, value string) error
+	// Meta returns every value whose key starts with prefix.
+	Meta(ctx context.Context, prefix string) (map[string]string, error)
+	// SeqBefore is the seq of the last record decided before t; 0 if none.
+	SeqBefore(ctx context.Context, t time.Time) (int64, error)
+
+	// Check reports whether the store is still the one opened: its file
+	// not deleted or replaced. The service stops acknowledging when not.
+	Check() error
 	Close() error
 }

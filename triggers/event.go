@@ -23,6 +23,13 @@ const (
 	TypeTick               = "tick"
 )
 
+// The years an event's time may fall in, in UTC: every time in them can be
+// written as RFC 3339 and read back.
+const (
+	MinYear = 1970
+	MaxYear = 9999
+)
+
 // EventTypes lists the valid event types.
 var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeAgentStatus, TypeTick}
 
@@ -122,6 +129,11 @@ func (ev *Event) Validate(requireAt bool) error {
 	}
 	if requireAt && ev.At.IsZero() {
 		return fieldErr("at", "missing; write the time as RFC 3339, e.g. 2026-01-05T09:00:00Z")
+	}
+	if !ev.At.IsZero() {
+		if y := ev.At.UTC().Year(); y < MinYear || y > MaxYear {
+			return fieldErr("at", "%s is out of range: in UTC it falls in the year %d; write a time between %d and %d", ev.At.Format(time.RFC3339), y, MinYear, MaxYear)
+		}
 	}
 	switch ev.Type {
 	case TypeMessageReceived:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
@@ -92,10 +93,13 @@ rule "web" on new conversation -> assign group Support by round_robin
 	}
 
 	addr := freeAddr(t)
+	snapshotting := make(chan struct{}, 1)
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "serve", "--rules", rules, "--data", db, "--addr", addr)
-		var logs bytes.Buffer
-		cmd.Stderr = &logs
+		// Snapshots every 100 records, so that the kill can fall while
+		// one is being written.
+		cmd := exec.Command(bin, "serve", "--rules", rules, "--data", db, "--addr", addr, "--snapshot-every", "100")
+		logs := &watchWriter{marker: []byte(`"msg":"taking a snapshot"`), seen: snapshotting}
+		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -158,6 +162,15 @@ rule "web" on new conversation -> assign group Support by round_robin
 		}()
 	}
 	<-killed
+	// Kill it as the next snapshot is being taken.
+	for len(snapshotting) > 0 {
+		<-snapshotting
+	}
+	select {
+	case <-snapshotting:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no snapshot was taken")
+	}
 	cmd.Process.Kill() // SIGKILL: no goodbye
 	cmd.Wait()
 	ackedBefore := len(acked)
@@ -193,12 +206,9 @@ rule "web" on new conversation -> assign group Support by round_robin
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var log bytes.Buffer
 	seen := map[string]int{}
-	st.Replay(context.Background(), func(r store.Record) error {
+	st.Replay(context.Background(), 0, 0, func(r store.Record) error {
 		seen[r.ID]++
-		log.Write(r.Event)
-		log.WriteByte('\n')
 		return nil
 	})
 	for id := range acked {
@@ -232,27 +242,69 @@ rule "web" on new conversation -> assign group Support by round_robin
 		}
 	}
 
-	// The simulator, on the events in the order the service acknowledged
-	// them, ends in the same state.
+	// A full replay of the log, with no snapshot, ends in the same state.
 	rs, ds := dsl.Load(rules)
 	if rs == nil {
 		t.Fatal(ds)
 	}
-	sim := engine.New(rs, engine.Options{})
-	if errs := sim.Replay(&log, "store", func(int, *triggers.Event, *engine.Decision) bool { return true }); len(errs) > 0 {
-		t.Fatalf("the stored log does not replay: %v", errs[0])
+	full, err := journal.New(st, rs, 0).Load(context.Background(), journal.Options{FromStart: true})
+	if err != nil {
+		t.Fatalf("the stored log does not replay: %v", err)
 	}
-	simAgents, _ := json.Marshal(sim.Agents())
+	if full.Changed > 0 {
+		t.Errorf("a full replay gives %d other decisions than were stored", full.Changed)
+	}
+	simAgents, _ := json.Marshal(full.Engine.Agents())
 	svcAgents, _ := json.Marshal(agents)
 	if !bytes.Equal(simAgents, svcAgents) {
-		t.Errorf("agents differ from the simulation:\nservice: %s\nsimulate: %s", svcAgents, simAgents)
+		t.Errorf("agents differ from a full replay:\nservice: %s\nreplay: %s", svcAgents, simAgents)
 	}
-	simQueues, _ := json.Marshal(sim.Queues(sim.Clock()))
-	svcQueues, _ := json.Marshal(queues)
-	if !bytes.Equal(simQueues, svcQueues) && !(len(queues) == 0 && string(simQueues) == "null") {
-		t.Errorf("queues differ from the simulation:\nservice: %s\nsimulate: %s", svcQueues, simQueues)
+	simQueues, _ := json.Marshal(noWaits(full.Engine.Queues(full.Engine.Clock())))
+	svcQueues, _ := json.Marshal(noWaits(queues))
+	if !bytes.Equal(simQueues, svcQueues) {
+		t.Errorf("queues differ from a full replay:\nservice: %s\nreplay: %s", svcQueues, simQueues)
 	}
 	t.Logf("%d events, %d acknowledged before the SIGKILL, %d in all, %d stored", total, ackedBefore, len(acked), len(seen))
+}
+
+// noWaits blanks the wait times, which depend on when they are asked.
+func noWaits(qs []engine.QueueView) []engine.QueueView {
+	for i := range qs {
+		for j := range qs[i].Waiting {
+			qs[i].Waiting[j].WaitSeconds = 0
+		}
+	}
+	if qs == nil {
+		qs = []engine.QueueView{}
+	}
+	return qs
+}
+
+// watchWriter keeps a process's log and signals each time a line holds
+// marker.
+type watchWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	marker []byte
+	seen   chan struct{}
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if bytes.Contains(p, w.marker) {
+		select {
+		case w.seen <- struct{}{}:
+		default:
+		}
+	}
+	return w.buf.Write(p)
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 func cmpStrings(a, b string) int {

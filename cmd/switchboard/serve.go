@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,8 +34,13 @@ func runServe(args []string, stderr io.Writer) int {
 	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
 	verbose := fl.Bool("v", false, "log every request")
 	watch := fl.Bool("watch", false, "reload the rules when their files change")
+	retain := fl.String("retain", "", "prune events older than this `duration` (e.g. 90d, 12h) once a snapshot covers them; default: keep all")
+	snapEvery := fl.Int64("snapshot-every", 10_000, "take a snapshot of the state after this many `records`")
+	snapInterval := fl.Duration("snapshot-interval", time.Minute, "take a snapshot at least this often while events come")
+	readTimeout := fl.Duration("read-timeout", time.Minute, "longest time to read a request, body included")
+	grace := fl.Duration("shutdown-grace", 5*time.Second, "on SIGTERM, how long requests in flight may take before their connections are closed (at most 9s)")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
+		fmt.Fprintln(stderr, "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
@@ -46,11 +51,27 @@ func runServe(args []string, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var retention time.Duration
+	if *retain != "" {
+		var err error
+		if retention, err = parseDays(*retain); err != nil || retention <= 0 {
+			fmt.Fprintf(stderr, "switchboard serve: --retain %q: write a positive duration such as 90d, 36h or 30m\n", *retain)
+			return 2
+		}
+	}
 
 	rs := loadRules(*rules, stderr)
 	if rs == nil {
 		return 1
 	}
+	// The port first: a busy port fails before anything is created or
+	// replayed.
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Error("cannot listen", "addr", *addr, "err", err)
+		return 1
+	}
+	defer ln.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := store.OpenSQLite(ctx, *data)
@@ -59,8 +80,12 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
+	if st.Created() {
+		log.Info("created a new, empty database", "data", *data)
+	}
 	load := func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(*rules) }
-	svc, err := service.New(ctx, service.Config{Rules: rs, Load: load, Store: st, Token: *token, Log: log, Seed: *seed})
+	svc, err := service.New(ctx, service.Config{Rules: rs, Load: load, Store: st, Token: *token, Log: log, Seed: *seed,
+		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -77,6 +102,7 @@ func runServe(args []string, stderr io.Writer) int {
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
 		for range hup {
 			reload("SIGHUP")
@@ -86,12 +112,10 @@ func runServe(args []string, stderr io.Writer) int {
 		go watchRules(ctx, *rules, func() { reload("files changed") })
 	}
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Error("cannot listen", "addr", *addr, "err", err)
-		return 1
-	}
-	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Timeouts: a slow or idle client cannot hold a connection for ever;
+	// the read timeout leaves a 4 MiB batch time on a slow link.
+	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: *readTimeout,
+		WriteTimeout: *readTimeout + 30*time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
 	go func() { svc.Run(runCtx); close(runDone) }()
@@ -102,22 +126,37 @@ func runServe(args []string, stderr io.Writer) int {
 	code := 0
 	select {
 	case <-ctx.Done():
-		log.Info("stopping: finishing requests in flight")
+		log.Info("stopping: answering the requests in flight")
 	case err := <-serveErr:
 		log.Error("server failed", "err", err)
 		code = 1
 	}
 	// Answer what is in flight (the commit loop still runs), then stop it.
-	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A client still sending its body after the grace period is cut off:
+	// it was never acknowledged, so nothing is lost.
+	svc.Stopping()
+	shutdown, cancel := context.WithTimeout(context.Background(), min(*grace, 9*time.Second))
 	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("shutdown", "err", err)
-		code = 1
+	if err := srv.Shutdown(shutdown); err != nil {
+		log.Warn("closing the connections still open after the grace period", "grace_ms", grace.Milliseconds())
+		srv.Close()
 	}
 	stopRun()
 	<-runDone
 	log.Info("stopped")
 	return code
+}
+
+// parseDays is time.ParseDuration with days ("90d").
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // watchRules calls changed when the rule set's files change, checking every

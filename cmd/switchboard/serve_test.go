@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// buildBinary builds switchboard once per test binary run.
+var buildBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "switchboard-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "switchboard")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func binary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// serveRules writes a small rule set with an unanswered timer.
+func serveRules(t *testing.T, dir string) string {
+	rules := filepath.Join(dir, "rules")
+	os.Mkdir(rules, 0o755)
+	os.WriteFile(filepath.Join(rules, "team.yaml"), []byte("agents:\n  - {id: a1, capacity: 2, status: online}\n  - {id: a2, capacity: 2, status: online}\ngroups:\n  G: [a1, a2]\n"), 0o644)
+	os.WriteFile(filepath.Join(rules, "r.rules"), []byte("on new conversation -> assign group G by least_active\non unanswered 1s -> tag late; notify agent email\n"), 0o644)
+	return rules
+}
+
+// server is a running switchboard serve.
+type server struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *watchWriter
+	done chan error
+}
+
+func startServe(t *testing.T, bin string, marker string, args ...string) *server {
+	t.Helper()
+	s := &server{addr: freeAddr(t), done: make(chan error, 1)}
+	s.cmd = exec.Command(bin, append([]string{"serve", "--addr", s.addr}, args...)...)
+	s.logs = &watchWriter{marker: []byte(marker), seen: make(chan struct{}, 1)}
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("service log:\n%s", s.logs.String())
+		}
+	})
+	waitHealthy(t, s.addr)
+	return s
+}
+
+func (s *server) post(body string) (int, string) {
+	resp, err := http.Post("http://"+s.addr+"/v1/events", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// stop sends sig and returns the exit code and how long it took.
+func (s *server) stop(t *testing.T, sig os.Signal, limit time.Duration) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.done:
+		return s.cmd.ProcessState.ExitCode(), time.Since(start)
+	case <-time.After(limit):
+		s.cmd.Process.Kill()
+		<-s.done
+		return -1, time.Since(start)
+	}
+}
+
+// TestServeSIGTERMUnderDueTimers: SIGTERM while a burst of timers is due
+// and a client is still sending a body exits 0 within 10 s, every time.
+func TestServeSIGTERMUnderDueTimers(t *testing.T) {
+	bin := binary(t)
+	rules := serveRules(t, t.TempDir())
+	const runs = 50
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for run := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			args := []string{"--rules", rules, "--data", filepath.Join(t.TempDir(), "sb.db")}
+			if run%10 != 0 { // the default grace in one run of ten; shorter in the rest
+				args = append(args, "--shutdown-grace", "1s")
+			}
+			s := startServe(t, bin, "tick", args...)
+			var batch strings.Builder
+			for i := range 300 {
+				fmt.Fprintf(&batch, `{"id":"e%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d"}}`+"\n", i, i)
+			}
+			if code, body := s.post(batch.String()); code != 200 {
+				t.Errorf("run %d: post: %d %.200s", run, code, body)
+				return
+			}
+			if run%2 == 0 {
+				// A client that never finishes its body.
+				conn, err := net.Dial("tcp", s.addr)
+				if err == nil {
+					defer conn.Close()
+					fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"id\":")
+				}
+			}
+			time.Sleep(time.Second + time.Duration(run%5)*20*time.Millisecond) // the timers fall due
+			code, took := s.stop(t, syscall.SIGTERM, 12*time.Second)
+			if code != 0 || took > 10*time.Second {
+				t.Errorf("run %d: exit %d after %v", run, code, took.Round(time.Millisecond))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestServeTimeouts: slow-body connections are closed after the read
+// timeout instead of staying open.
+func TestServeTimeouts(t *testing.T) {
+	bin := binary(t)
+	rules := serveRules(t, t.TempDir())
+	s := startServe(t, bin, "-", "--rules", rules, "--data", filepath.Join(t.TempDir(), "sb.db"), "--read-timeout", "1s")
+	var conns []net.Conn
+	for range 50 {
+		conn, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+		conns = append(conns, conn)
+	}
+	for i, conn := range conns {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.ReadAll(conn)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection %d still open after 5 s", i)
+		}
+	}
+	if code, _ := s.post(`{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`); code != 200 {
+		t.Fatalf("the service after the slow clients: %d", code)
+	}
+}
+
+// TestServeOwnsItsData: one process per data file; never a silent start
+// on a file that is not a Switchboard database.
+func TestServeOwnsItsData(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	rules := serveRules(t, dir)
+	db := filepath.Join(dir, "sb.db")
+	first := startServe(t, bin, "-", "--rules", rules, "--data", db)
+	if !strings.Contains(first.logs.String(), "created a new, empty database") {
+		t.Errorf("a new database is not logged:\n%s", first.logs.String())
+	}
+	run := func(data string) (int, string) {
+		cmd := exec.Command(bin, "serve", "--rules", rules, "--data", data, "--addr", freeAddr(t))
+		var out bytes.Buffer
+		cmd.Stderr = &out
+		done := make(chan error, 1)
+		cmd.Start()
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			return -1, "still running: " + out.String()
+		}
+		return cmd.ProcessState.ExitCode(), out.String()
+	}
+	if code, out := run(db); code != 1 || !strings.Contains(out, "another switchboard is using this database") {
+		t.Errorf("a second process: exit %d\n%s", code, out)
+	}
+	empty := filepath.Join(dir, "empty.db")
+	os.WriteFile(empty, nil, 0o644)
+	if code, out := run(empty); code != 1 || !strings.Contains(out, "is empty (0 bytes)") {
+		t.Errorf("an empty file: exit %d\n%s", code, out)
+	}
+	other := filepath.Join(dir, "other.db")
+	sdb, _ := sql.Open("sqlite", other)
+	sdb.Exec(`CREATE TABLE customers (id)`)
+	sdb.Close()
+	if code, out := run(other); code != 1 || !strings.Contains(out, "not a Switchboard one") {
+		t.Errorf("another application's database: exit %d\n%s", code, out)
+	}
+	// Deleted under it: refused within a second, and no empty restart.
+	first.post(`{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`)
+	os.Remove(db)
+	time.Sleep(time.Second)
+	if code, body := first.post(`{"id":"e2","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k2"}}`); code != 503 {
+		t.Errorf("after the database was deleted: %d %s", code, body)
+	}
+	first.stop(t, syscall.SIGKILL, 5*time.Second)
+	if code, out := run(db); code != 1 || !strings.Contains(out, "exists without") {
+		t.Errorf("a start beside a deleted database's log: exit %d\n%s", code, out)
+	}
+}
+
+// TestServeCrashDuringPrune: killed while retention prunes, the service
+// comes back with its state, and the log and snapshots are consistent.
+func TestServeCrashDuringPrune(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	rules := serveRules(t, dir)
+	os.WriteFile(filepath.Join(rules, "r.rules"), []byte("on new conversation -> assign group G by least_active\non incoming message -> tag seen\n"), 0o644)
+	db := filepath.Join(dir, "sb.db")
+	args := []string{"--rules", rules, "--data", db, "--snapshot-every", "500", "--snapshot-interval", "200ms", "--retain", "4s"}
+	s := startServe(t, bin, `"msg":"pruning the log for retention"`, args...)
+	// Enough old events that pruning them takes several transactions.
+	for b := range 10 {
+		var batch strings.Builder
+		for i := range 5000 {
+			fmt.Fprintf(&batch, `{"id":"old%d-%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d"}}`+"\n", b, i, i%50)
+		}
+		if code, _ := s.post(batch.String()); code != 200 {
+			t.Fatal(code)
+		}
+	}
+	if strings.Contains(s.logs.String(), "pruning") {
+		t.Fatal("posting the old events took longer than the retention period")
+	}
+	time.Sleep(4100 * time.Millisecond) // old enough to prune
+	// One more event: the next snapshot covers the old ones, and the prune
+	// starts; the kill falls as it does.
+	if code, _ := s.post(`{"id":"new","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`); code != 200 {
+		t.Fatal(code)
+	}
+	var agents []json.RawMessage
+	getJSON(t, s.addr, "/v1/agents", &agents)
+	select {
+	case <-s.logs.seen:
+		s.stop(t, syscall.SIGKILL, 5*time.Second)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no prune")
+	}
+	firstLogs := s.logs.String()
+	s = startServe(t, bin, `"msg":"pruned the log for retention"`, args...)
+	var after []json.RawMessage
+	getJSON(t, s.addr, "/v1/agents", &after)
+	a, _ := json.Marshal(agents)
+	b, _ := json.Marshal(after)
+	if !bytes.Equal(a, b) {
+		t.Errorf("state after the crash:\n%s\nbefore:\n%s", b, a)
+	}
+	if code, _ := s.post(`{"id":"last","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`); code != 200 {
+		t.Fatal(code)
+	}
+	if strings.Contains(firstLogs, "pruned the log for retention") {
+		t.Log("the kill fell after the prune had finished", grepLog(firstLogs, "prun"))
+	} else {
+		t.Log("the kill fell during the prune")
+		select {
+		case <-s.logs.seen: // the cut-off prune is done again
+		case <-time.After(20 * time.Second):
+			t.Fatal("the prune was not finished after the restart")
+		}
+	}
+	s.stop(t, syscall.SIGTERM, 10*time.Second)
+
+	// The newest snapshot and the log after it give the same state as the
+	// service had.
+	st, err := store.OpenSQLite(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rs, _ := dsl.Load(rules)
+	state, err := journal.New(st, rs, 0).Load(context.Background(), journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state.Changed > 0 {
+		t.Errorf("%d replayed decisions differ from the stored ones", state.Changed)
+	}
+	p, _ := st.Pruned(context.Background())
+	if p.Through == 0 {
+		t.Errorf("nothing was pruned")
+	}
+}
+
+func grepLog(logs, sub string) string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

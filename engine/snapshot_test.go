@@ -1,0 +1,192 @@
+package engine_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// snapshotOf runs a scenario's events and snapshots the engine.
+func snapshotOf(t testing.TB, name string) (scenario, []byte) {
+	t.Helper()
+	sc := loadScenario(t, filepath.Join(scenarios, name+".txtar"))
+	eng := engine.New(sc.rs, engine.Options{Seed: sc.seed})
+	eng.Replay(bytes.NewReader(sc.events), "events.jsonl", func(int, *triggers.Event, *engine.Decision) bool { return true })
+	data, err := eng.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc, data
+}
+
+// The snapshot header: magic, format version, checksum of the body.
+const header = 16
+
+// reseal puts the checksum of data's body in its header.
+func reseal(data []byte) {
+	if len(data) >= header {
+		binary.LittleEndian.PutUint32(data[header-4:], crc32.Checksum(data[header:], crc32.MakeTable(crc32.Castagnoli)))
+	}
+}
+
+func TestSnapshotCorrupt(t *testing.T) {
+	sc, data := snapshotOf(t, "table")
+	if _, err := engine.Restore(sc.rs, data); err != nil {
+		t.Fatal(err)
+	}
+	for i := header - 4; i < len(data); i++ {
+		bad := bytes.Clone(data)
+		bad[i] ^= 0x20
+		_, err := engine.Restore(sc.rs, bad)
+		if !errors.Is(err, engine.ErrSnapshotCorrupt) || !strings.Contains(err.Error(), "checksum mismatch") {
+			t.Fatalf("byte %d flipped: %v; want a checksum mismatch", i, err)
+		}
+	}
+}
+
+func TestSnapshotTruncated(t *testing.T) {
+	sc, data := snapshotOf(t, "capacity_queue")
+	for n := range len(data) {
+		_, err := engine.Restore(sc.rs, data[:n])
+		want := engine.ErrSnapshotCorrupt
+		if n < 8 {
+			want = engine.ErrSnapshotFormat // not even the magic
+		}
+		if !errors.Is(err, want) {
+			t.Fatalf("%d of %d bytes: %v; want %v", n, len(data), err, want)
+		}
+		// Truncated, then sealed again: the body itself is cut short.
+		cut := bytes.Clone(data[:n])
+		reseal(cut)
+		if _, err := engine.Restore(sc.rs, cut); !errors.Is(err, want) {
+			t.Fatalf("%d of %d bytes, sealed: %v; want %v", n, len(data), err, want)
+		}
+	}
+	if _, err := engine.Restore(sc.rs, append(bytes.Clone(data), 0)); !errors.Is(err, engine.ErrSnapshotCorrupt) {
+		t.Fatalf("a byte more: %v", err)
+	}
+}
+
+func TestSnapshotFormat(t *testing.T) {
+	sc, data := snapshotOf(t, "lifecycle")
+	for _, tc := range []struct {
+		name string
+		edit func([]byte)
+		want string
+	}{
+		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, "format version 0; this build reads version 1"},
+		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, "format version 2"},
+		{"not a snapshot", func(b []byte) { copy(b, "SQLite f") }, "no snapshot header"},
+	} {
+		bad := bytes.Clone(data)
+		tc.edit(bad)
+		_, err := engine.Restore(sc.rs, bad)
+		if !errors.Is(err, engine.ErrSnapshotFormat) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want ErrSnapshotFormat, %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestSnapshotWrongRules(t *testing.T) {
+	sc, data := snapshotOf(t, "lifecycle")
+	other := loadScenario(t, filepath.Join(scenarios, "table.txtar"))
+	_, err := engine.Restore(other.rs, data)
+	if err == nil || errors.Is(err, engine.ErrSnapshotFormat) || errors.Is(err, engine.ErrSnapshotCorrupt) {
+		t.Fatalf("restored on other rules: %v", err)
+	}
+	want := `the snapshot was taken on rule set version "` + sc.rs.Version + `", not "` + other.rs.Version + `"`
+	if err.Error() != want {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+}
+
+// TestSnapshotUnsupportedAttr: an attribute of a type no snapshot holds is
+// an error naming the contact and the attribute, and the engine goes on.
+func TestSnapshotUnsupportedAttr(t *testing.T) {
+	rs, ds := dsl.Build(dsl.Sources{
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte("agents:\n  - {id: a, status: online}\n")},
+		Rules: []dsl.Source{{Name: "routing.rules", Text: []byte("on incoming message where text == 'range' -> set contact.attrs.r = 1..3\n")}},
+	})
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	eng := engine.New(rs, engine.Options{})
+	decide := func(id, contact, text string) {
+		t.Helper()
+		ev, err := triggers.DecodeEvent([]byte(`{"id":"`+id+`","type":"message.received","at":"2026-01-05T09:00:00Z","channel":"sms","to":"x","contact":{"id":"`+contact+`","attrs":{"plan":"pro"}},"message":{"text":"`+text+`"}}`), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eng.Decide(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	decide("e1", "k1", "hello")
+	decide("e2", "k2", "range")
+	_, err := eng.Snapshot()
+	want := "contact k2: attribute r: a value of type []int, which a snapshot cannot hold"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	decide("e3", "k3", "hello")
+	if _, err := eng.Snapshot(); err == nil {
+		t.Fatal("the attribute is still there; want the error again")
+	}
+}
+
+// FuzzRestore: no input makes Restore panic; an engine it restores can be
+// snapshotted and decide events. Inputs are sealed with their checksum
+// when reseal is set, so that the decoder itself is fuzzed.
+func FuzzRestore(f *testing.F) {
+	paths, _ := filepath.Glob(filepath.Join(scenarios, "*.txtar"))
+	var all []scenario
+	for _, p := range paths {
+		sc := loadScenario(f, p)
+		all = append(all, sc)
+		which := uint8(len(all) - 1)
+		step(sc.events, engine.New(sc.rs, engine.Options{Seed: sc.seed}), func(line int, eng *engine.Engine) *engine.Engine {
+			if data, err := eng.Snapshot(); err == nil && line%2 == 0 {
+				f.Add(which, data, true)
+			}
+			return eng
+		})
+	}
+	f.Add(uint8(0), []byte("SWBSNAP\x00\x01\x00\x00\x00"), false)
+	f.Fuzz(func(t *testing.T, which uint8, data []byte, sealed bool) {
+		sc := all[int(which)%len(all)]
+		if sealed {
+			data = bytes.Clone(data)
+			reseal(data)
+		}
+		eng, err := engine.Restore(sc.rs, data)
+		if err != nil {
+			return
+		}
+		if _, err := eng.Snapshot(); err != nil {
+			t.Fatalf("a restored engine does not snapshot: %v", err)
+		}
+		eng.Agents()
+		eng.Queues(eng.Clock())
+		eng.Stats()
+		eng.NextDue()
+		eng.Replay(bytes.NewReader(sc.events), "events", func(int, *triggers.Event, *engine.Decision) bool { return true })
+	})
+}
+
+// TestSnapshotManyContacts: an engine that knows many contacts, some of
+// them in open conversations, comes back as it was.
+func TestSnapshotManyContacts(t *testing.T) {
+	eng := contactEngine(t, 20_000, 300)
+	back := roundTrip(t, eng.RuleSet(), eng)
+	if a, b := views(eng), views(back); a != b {
+		t.Fatalf("views differ")
+	}
+}

@@ -1,0 +1,264 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/store"
+	"github.com/switchboard-dev/switchboard/triggers"
+)
+
+// Journal reads a store's log into engines.
+type Journal struct {
+	store store.Store
+	seed  uint64
+	first *dsl.RuleSet // the rules of an empty log
+	rules *lru.Cache[string, *dsl.RuleSet]
+}
+
+// New returns a journal over st. first is the rule set an empty log
+// starts on; seed drives the random algorithm, as the service's.
+func New(st store.Store, first *dsl.RuleSet, seed uint64) *Journal {
+	j := &Journal{store: st, seed: seed, first: first}
+	j.rules, _ = lru.New[string, *dsl.RuleSet](16)
+	if first != nil {
+		j.rules.Add(first.Version, first)
+	}
+	return j
+}
+
+// Remember makes a compiled rule set known, so it is not compiled again.
+func (j *Journal) Remember(rs *dsl.RuleSet) { j.rules.Add(rs.Version, rs) }
+
+// State is an engine brought to a point of the log.
+type State struct {
+	Engine *engine.Engine
+	Rules  *dsl.RuleSet
+	Seq    int64 // the last record applied
+	// FromSnapshot is the snapshot it started from; 0 for the log's start.
+	FromSnapshot int64
+	// Pruned: records up to this seq are gone from the log.
+	Pruned   int64
+	Replayed int // records replayed after the snapshot
+	// Changed counts replayed decisions that differ from the stored ones.
+	Changed int
+}
+
+// Options say how far to load and what to do on the way.
+type Options struct {
+	// Upto is the last record to apply; 0: the log's end.
+	Upto int64
+	// FromStart ignores snapshots: a full replay.
+	FromStart bool
+	// Each, when set, sees every replayed record with the decision the
+	// replay gave (nil for records that are not events).
+	Each func(r store.Record, decision []byte) error
+	// Skipped, when set, hears of each unreadable snapshot passed over.
+	Skipped func(info store.SnapshotInfo, err error)
+}
+
+// Load rebuilds the state at record o.Upto: the newest readable snapshot
+// at or before it, then the log after it.
+func (j *Journal) Load(ctx context.Context, o Options) (*State, error) {
+	st := &State{}
+	pruned, err := j.store.Pruned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.Pruned = pruned.Through
+	if err := j.restore(ctx, st, o); err != nil {
+		return nil, err
+	}
+	err = j.store.Replay(ctx, st.Seq, o.Upto, func(r store.Record) error {
+		d, err := j.Apply(ctx, st, r)
+		if err != nil {
+			return err
+		}
+		if d != nil && !bytes.Equal(d, r.Decision) {
+			st.Changed++
+		}
+		if o.Each != nil {
+			return o.Each(r, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// restore starts st from the newest readable snapshot at or before
+// o.Upto, or from the log's start.
+func (j *Journal) restore(ctx context.Context, st *State, o Options) error {
+	if !o.FromStart {
+		snaps, err := j.store.Snapshots(ctx)
+		if err != nil {
+			return err
+		}
+		for _, in := range snaps {
+			if o.Upto > 0 && in.Seq > o.Upto || in.Seq < st.Pruned {
+				continue
+			}
+			eng, rs, err := j.Snapshot(ctx, in)
+			if err != nil {
+				if o.Skipped != nil {
+					o.Skipped(in, err)
+				}
+				continue
+			}
+			st.Engine, st.Rules, st.Seq, st.FromSnapshot = eng, rs, in.Seq, in.Seq
+			return nil
+		}
+	}
+	if st.Pruned > 0 {
+		return fmt.Errorf("the log is pruned up to record %d and no snapshot at or after it can be read", st.Pruned)
+	}
+	// From the start: on the rules of the first record, or the first ones.
+	rs := j.first
+	err := j.store.Replay(ctx, 0, 0, func(r store.Record) error {
+		if rs == nil || r.RuleSet != rs.Version {
+			var err error
+			rs, err = j.RuleSet(ctx, r.RuleSet)
+			if err != nil {
+				return err
+			}
+		}
+		return errStop
+	})
+	if err != nil && err != errStop {
+		return err
+	}
+	if rs == nil {
+		return fmt.Errorf("the log is empty and no rules were given")
+	}
+	st.Rules = rs
+	st.Engine = engine.New(rs, engine.Options{Seed: j.seed})
+	return nil
+}
+
+var errStop = fmt.Errorf("stop")
+
+// Snapshot restores a stored snapshot.
+func (j *Journal) Snapshot(ctx context.Context, in store.SnapshotInfo) (*engine.Engine, *dsl.RuleSet, error) {
+	rs, err := j.RuleSet(ctx, in.RuleSet)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := j.store.LoadSnapshot(ctx, in.Seq)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err := engine.Restore(rs, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return eng, rs, nil
+}
+
+// Apply replays one record on st. It returns the decision it gave, for
+// events.
+func (j *Journal) Apply(ctx context.Context, st *State, r store.Record) ([]byte, error) {
+	st.Seq = r.Seq
+	st.Replayed++
+	switch r.Type {
+	case store.TypeReload:
+		rs, err := j.RuleSet(ctx, r.RuleSet)
+		if err != nil {
+			return nil, fmt.Errorf("record %d reloads rules: %w", r.Seq, err)
+		}
+		st.Engine = st.Engine.Reload(rs)
+		st.Rules = rs
+		return nil, nil
+	case store.TypeErase:
+		var body struct {
+			Contact string `json:"contact"`
+		}
+		if err := json.Unmarshal(r.Event, &body); err != nil {
+			return nil, fmt.Errorf("record %d: %w", r.Seq, err)
+		}
+		st.Engine.EraseContact(body.Contact)
+		return nil, nil
+	case store.TypePrune:
+		return nil, nil
+	}
+	ev, err := triggers.DecodeEvent(r.Event, false)
+	if err != nil {
+		return nil, fmt.Errorf("stored event %s (record %d) does not decode: %w", r.ID, r.Seq, err)
+	}
+	var d engine.Decision
+	if r.Clock.IsZero() {
+		d, err = st.Engine.Decide(ev) // stored before the service owned its clock
+	} else {
+		d, err = st.Engine.DecideAt(ev, r.Clock)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stored event %s (record %d): %w", r.ID, r.Seq, err)
+	}
+	return d.AppendJSON(nil), nil
+}
+
+// ErrNotEvent is returned by Explain for a record the service made itself.
+var ErrNotEvent = fmt.Errorf("not an event")
+
+// Explain rebuilds the state just before record r, from the nearest
+// snapshot, and explains r as the service decided it.
+func (j *Journal) Explain(ctx context.Context, r store.Record) (*engine.Trace, error) {
+	switch r.Type {
+	case store.TypeReload, store.TypePrune, store.TypeErase:
+		return nil, ErrNotEvent
+	}
+	st, err := j.Load(ctx, Options{Upto: r.Seq - 1})
+	if err != nil {
+		return nil, err
+	}
+	ev, err := triggers.DecodeEvent(r.Event, false)
+	if err != nil {
+		return nil, err
+	}
+	var trace *engine.Trace
+	if r.Clock.IsZero() {
+		_, trace, err = st.Engine.Explain(ev)
+	} else {
+		_, trace, err = st.Engine.ExplainAt(ev, r.Clock)
+	}
+	return trace, err
+}
+
+// RuleSet compiles a rule set kept in the store, once.
+func (j *Journal) RuleSet(ctx context.Context, version string) (*dsl.RuleSet, error) {
+	if rs, ok := j.rules.Get(version); ok {
+		return rs, nil
+	}
+	files, err := j.store.RuleSet(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	var src dsl.Sources
+	for _, f := range files {
+		file := dsl.Source{Name: f.Name, Text: []byte(f.Text)}
+		switch f.Name {
+		case dsl.TeamFile:
+			src.Team = &file
+		case dsl.MappingsCSV, dsl.MappingsYAML:
+			src.Mappings = &file
+		default:
+			src.Rules = append(src.Rules, file)
+		}
+	}
+	rs, ds := dsl.Build(src)
+	if rs == nil {
+		return nil, fmt.Errorf("stored rule set %s no longer compiles: %v", version, ds)
+	}
+	rs.Sources = src
+	// The stored files are what counts; the version they were filed under
+	// names them, as the log and the snapshots do.
+	rs.Version = version
+	j.rules.Add(version, rs)
+	return rs, nil
+}

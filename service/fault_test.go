@@ -1,0 +1,527 @@
+package service
+
+// The fault-injection suite: one test per finding of the durability
+// review (issue "A service that forgets nothing it acknowledged..."),
+// each on a store that fails on command.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/store"
+	"github.com/switchboard-dev/switchboard/store/storetest"
+)
+
+// fakeClock is a wall clock a test moves.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// harness is a service on a faulty store, served over HTTP.
+type harness struct {
+	t     *testing.T
+	path  string
+	st    *store.SQLite
+	fs    *storetest.Faulty
+	svc   *Service
+	url   string
+	clock *fakeClock
+	logs  *syncBuffer
+	stop  func()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+func buildRules(t testing.TB, rules string) *dsl.RuleSet {
+	t.Helper()
+	rs, ds := dsl.Build(dsl.Sources{
+		Rules: []dsl.Source{{Name: "r.rules", Text: []byte(rules)}},
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+	})
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	return rs
+}
+
+const defaultTestRules = "on new conversation -> assign group G by least_active"
+
+// open starts a harness on path (a new one when empty) with rules.
+func open(t *testing.T, path, rules string, clock *fakeClock, tune func(*Config)) *harness {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "sb.db")
+	}
+	if clock == nil {
+		clock = newClock()
+	}
+	st, err := store.OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, path: path, st: st, fs: storetest.Wrap(st), clock: clock, logs: &syncBuffer{}}
+	cfg := Config{Rules: buildRules(t, rules), Store: h.fs, Now: clock.Now, CheckInterval: 20 * time.Millisecond,
+		Log: slog.New(slog.NewJSONHandler(h.logs, nil))}
+	if tune != nil {
+		tune(&cfg)
+	}
+	svc, err := New(context.Background(), cfg)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	h.svc = svc
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	srv := httptest.NewServer(svc.Handler())
+	h.url = srv.URL
+	var once sync.Once
+	h.stop = func() { once.Do(func() { srv.Close(); cancel(); <-done; st.Close() }) }
+	t.Cleanup(func() {
+		h.stop()
+		if t.Failed() {
+			t.Logf("service log:\n%s", h.logs.String())
+		}
+	})
+	return h
+}
+
+func (h *harness) do(method, path, body string) (int, string, map[string]string) {
+	h.t.Helper()
+	code, b, hdr := do(h.t, method, h.url+path, "", body)
+	flat := map[string]string{}
+	for k := range hdr {
+		flat[k] = hdr.Get(k)
+	}
+	return code, strings.TrimSpace(b), flat
+}
+
+func (h *harness) restart(rules string) *harness {
+	h.stop()
+	return open(h.t, h.path, rules, h.clock, nil)
+}
+
+func msgAt(id, contact, at string) string {
+	if at == "" {
+		return fmt.Sprintf(`{"id":%q,"type":"message.received","channel":"sms","to":"+1","contact":{"id":%q}}`, id, contact)
+	}
+	return fmt.Sprintf(`{"id":%q,"type":"message.received","at":%q,"channel":"sms","to":"+1","contact":{"id":%q}}`, id, at, contact)
+}
+
+// Finding 1: one event with a time that cannot be written back bricked the
+// service. Every such time is refused, naming the field; the service keeps
+// running and restarts.
+func TestFindingUnreadableTime(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	for _, at := range []string{"9999-12-31T23:59:59-00:01", "0000-01-01T00:00:00+00:01", "1969-12-31T23:59:59Z"} {
+		for _, body := range []string{msgAt("f1", "k1", at), fmt.Sprintf(`{"id":"f1","type":"agent.status","agent":"a","status":"online","at":%q}`, at)} {
+			code, resp, _ := h.do("POST", "/v1/events", body)
+			if code != 400 || !strings.Contains(resp, `"field":"at"`) || !strings.Contains(resp, "between 1970 and 9999") {
+				t.Errorf("at %s: %d %s", at, code, resp)
+			}
+		}
+	}
+	if code, _, _ := h.do("POST", "/v1/events", msgAt("ok", "k1", "9999-12-31T23:59:59Z")); code != 200 {
+		t.Fatalf("the last writable time: %d", code)
+	}
+	if code, _, _ := h.do("GET", "/v1/events/ok/explain", ""); code != 200 {
+		t.Fatalf("explain after: %d", code)
+	}
+	h = h.restart(defaultTestRules)
+	if code, _, _ := h.do("GET", "/v1/events/ok/explain", ""); code != 200 {
+		t.Fatalf("explain after a restart: %d", code)
+	}
+}
+
+// Finding 2: a client's time moved the engine's clock. The service runs on
+// its own clock: the client's at is only the reported time.
+func TestFindingClientClock(t *testing.T) {
+	rules := `on new conversation -> assign group G by least_active
+rule "late" on unanswered 1m -> tag late
+rule "far future" on incoming message where message.at.Year() == 2999 -> tag reported_2999`
+	h := open(t, "", rules, nil, nil)
+	now := h.clock.Now()
+	_, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "2999-01-01T00:00:00Z"))
+	if !strings.Contains(body, "reported_2999") {
+		t.Fatalf("conditions read the reported time: %s", body)
+	}
+	_, conv, _ := h.do("GET", "/v1/conversations/e1", "")
+	if !strings.Contains(conv, now.Format(time.RFC3339)) {
+		t.Fatalf("created at the client's time, not the service's: %s", conv)
+	}
+	h.clock.Add(90 * time.Second)
+	waitFor(t, "the unanswered timer fires on the service's clock", func() bool {
+		_, conv, _ := h.do("GET", "/v1/conversations/e1", "")
+		return strings.Contains(conv, `"late"`)
+	})
+	// Waits grow with the clock, without events.
+	full := open(t, "", "on new conversation -> assign user a", h.clock, nil)
+	full.do("POST", "/v1/events", msgAt("q1", "k1", "2999-01-01T00:00:00Z"))
+	full.do("POST", "/v1/events", msgAt("q2", "k2", ""))
+	full.do("POST", "/v1/events", msgAt("q3", "k3", ""))
+	_, q1, _ := full.do("GET", "/v1/queues", "")
+	full.clock.Add(time.Hour)
+	_, q2, _ := full.do("GET", "/v1/queues", "")
+	if !strings.Contains(q1, `"wait_seconds":0`) || !strings.Contains(q2, `"wait_seconds":3600`) {
+		t.Fatalf("waits are not measured against now:\nbefore %s\nafter %s", q1, q2)
+	}
+	_, metrics, _ := full.do("GET", "/metrics", "")
+	if !strings.Contains(metrics, `switchboard_queue_oldest_wait_seconds{agent="a",group=""} 3600`) {
+		t.Fatalf("the oldest-wait metric is not measured against now:\n%s", grepLines(metrics, "oldest"))
+	}
+	// A restart keeps the service's times.
+	h = h.restart(rules)
+	_, conv2, _ := h.do("GET", "/v1/conversations/e1", "")
+	if !strings.Contains(conv2, now.Format(time.RFC3339)) {
+		t.Fatalf("after a restart: %s", conv2)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Finding 3: a failed commit acknowledged duplicates and reloads. Every
+// request of a failed commit is refused and nothing changes.
+func TestFindingFailedCommit(t *testing.T) {
+	dir := t.TempDir()
+	rulesDir := filepath.Join(dir, "rules")
+	os.Mkdir(rulesDir, 0o755)
+	os.WriteFile(filepath.Join(rulesDir, "team.yaml"), []byte(team), 0o644)
+	os.WriteFile(filepath.Join(rulesDir, "r.rules"), []byte(defaultTestRules), 0o644)
+	h := open(t, "", defaultTestRules, nil, func(c *Config) {
+		c.Load = func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(rulesDir) }
+	})
+	h.do("POST", "/v1/events", msgAt("e1", "k1", ""))
+	_, health, _ := h.do("GET", "/healthz", "")
+
+	// Hold one commit, queue a batch, a reload and a single event behind
+	// it, then fail the commit they share.
+	held := h.fs.HoldAppends()
+	var wg sync.WaitGroup
+	answers := make([]string, 4)
+	codes := make([]int, 4)
+	post := func(i int, method, path, body string) {
+		defer wg.Done()
+		codes[i], answers[i], _ = h.do(method, path, body)
+	}
+	wg.Add(1)
+	go post(0, "POST", "/v1/events", msgAt("first", "k9", ""))
+	<-held
+	os.WriteFile(filepath.Join(rulesDir, "r.rules"), []byte("on new conversation -> tag reloaded"), 0o644)
+	wg.Add(3)
+	go post(1, "POST", "/v1/events", msgAt("e1", "k1", "")+"\n"+msgAt("e2", "k2", "")+"\n"+msgAt("e2", "k2", ""))
+	go post(2, "POST", "/v1/rules/reload", "")
+	go post(3, "POST", "/v1/events", msgAt("e3", "k3", ""))
+	waitFor(t, "three requests queue", func() bool { return len(h.svc.reqs) == 3 })
+	h.fs.FailAppends(1) // the held commit is past its check: the next fails
+	h.fs.Release()
+	wg.Wait()
+	if codes[0] != 200 {
+		t.Fatalf("the held commit: %d %s", codes[0], answers[0])
+	}
+	if codes[1] != 503 || strings.Count(answers[1], "could not be stored") != 3 {
+		t.Errorf("the batch, a stored duplicate included: %d\n%s", codes[1], answers[1])
+	}
+	if codes[2] != 503 || strings.Contains(answers[2], `"changed":true`) {
+		t.Errorf("the reload: %d %s", codes[2], answers[2])
+	}
+	if codes[3] != 503 {
+		t.Errorf("the single event: %d %s", codes[3], answers[3])
+	}
+	for _, id := range []string{"e2", "e3"} {
+		if code, _, _ := h.do("GET", "/v1/events/"+id, ""); code != 404 {
+			t.Errorf("%s was stored", id)
+		}
+	}
+	if _, now, _ := h.do("GET", "/healthz", ""); now != health {
+		t.Errorf("the rules changed: %s, were %s", now, health)
+	}
+	code, body, _ := h.do("POST", "/v1/events", msgAt("e2", "k2", ""))
+	if code != 200 || strings.Contains(body, "reloaded") {
+		t.Errorf("e2 again: %d %s", code, body)
+	}
+}
+
+// Finding 4: when the state could not be rebuilt after a failed commit,
+// memory ran ahead of the disk. Now the service refuses reads and writes
+// until it is rebuilt.
+func TestFindingMemoryAheadOfDisk(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	h.do("POST", "/v1/events", msgAt("e1", "k1", ""))
+	h.fs.FailAppends(1)
+	h.fs.FailReplays(2)
+	if code, _, _ := h.do("POST", "/v1/events", msgAt("c1", "k2", "")); code != 503 {
+		t.Fatalf("the failed commit: %d", code)
+	}
+	if code, body, _ := h.do("GET", "/v1/conversations/c1", ""); code != 503 {
+		t.Errorf("a refused conversation is served: %d %s", code, body)
+	}
+	if code, body, _ := h.do("GET", "/readyz", ""); code != 503 || !strings.Contains(body, "rebuilt") {
+		t.Errorf("readyz: %d %s", code, body)
+	}
+	if code, _, _ := h.do("POST", "/v1/events", msgAt("c1", "k2", "")); code != 503 {
+		t.Errorf("an event joins a refused conversation: %d", code)
+	}
+	if code, _, _ := h.do("GET", "/healthz", ""); code != 200 {
+		t.Errorf("liveness: %d", code)
+	}
+	waitFor(t, "the state is rebuilt", func() bool { code, _, _ := h.do("GET", "/readyz", ""); return code == 200 })
+	if code, _, _ := h.do("GET", "/v1/conversations/c1", ""); code != 404 {
+		t.Errorf("after the rebuild: %d", code)
+	}
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("c1", "k2", "")); code != 200 || !strings.Contains(body, `"conversation":"c1"`) {
+		t.Errorf("c1 again: %d %s", code, body)
+	}
+}
+
+// Finding 6: client ids shared the namespace of internal ones; a client's
+// tick stalled the clock. Both are refused, and timers fire.
+func TestFindingReservedIDs(t *testing.T) {
+	h := open(t, "", defaultTestRules+"\nrule \"late\" on unanswered 1m -> tag late", nil, nil)
+	for _, body := range []string{
+		`{"id":"sb:tick:1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`,
+		`{"id":"t1","type":"tick"}`,
+	} {
+		if code, resp, _ := h.do("POST", "/v1/events", body); code != 400 {
+			t.Errorf("%s: %d %s", body, code, resp)
+		}
+	}
+	h.do("POST", "/v1/events", msgAt("e1", "k1", ""))
+	due := h.clock.Now().Add(time.Minute)
+	next := fmt.Sprintf(`{"id":"sb:tick:%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k2"}}`, due.UnixNano())
+	if code, _, _ := h.do("POST", "/v1/events", next); code != 400 {
+		t.Errorf("the next tick's id: %d", code)
+	}
+	h.clock.Add(2 * time.Minute)
+	waitFor(t, "the timer fires", func() bool {
+		_, conv, _ := h.do("GET", "/v1/conversations/e1", "")
+		return strings.Contains(conv, `"late"`)
+	})
+}
+
+// Finding 7: deleting the database went unnoticed. The service notices
+// within a second and refuses to acknowledge.
+func TestFindingDatabaseDeleted(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	h.do("POST", "/v1/events", msgAt("e1", "k1", ""))
+	os.Remove(h.path)
+	waitFor(t, "readyz says so", func() bool { code, _, _ := h.do("GET", "/readyz", ""); return code == 503 })
+	code, body, _ := h.do("POST", "/v1/events", msgAt("e2", "k2", ""))
+	if code != 503 || !strings.Contains(body, "database file") {
+		t.Fatalf("after the deletion: %d %s", code, body)
+	}
+	if !strings.Contains(h.logs.String(), "deleted") {
+		t.Fatalf("no error in the log:\n%s", h.logs.String())
+	}
+}
+
+// Finding 9: /healthz waited behind commits.
+func TestFindingHealthzNeverWaits(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	held := h.fs.HoldAppends()
+	done := make(chan struct{})
+	go func() { h.do("POST", "/v1/events", msgAt("e1", "k1", "")); close(done) }()
+	<-held
+	if code, _, _ := h.do("GET", "/healthz", ""); code != 200 {
+		t.Fatalf("healthz during a commit: %d", code)
+	}
+	h.fs.Release()
+	<-done
+}
+
+// Finding 9: restart and explain replayed the whole log. They start from
+// the nearest snapshot.
+func TestFindingCostOfHistory(t *testing.T) {
+	h := open(t, "", "on new conversation -> assign group G by round_robin\non incoming message -> tag seen", nil, func(c *Config) { c.SnapshotEvery = 100 })
+	var batch strings.Builder
+	for i := range 1050 {
+		fmt.Fprintln(&batch, msgAt(fmt.Sprint("e", i), fmt.Sprint("k", i%40), ""))
+	}
+	if code, _, _ := h.do("POST", "/v1/events", batch.String()); code != 200 {
+		t.Fatal(code)
+	}
+	waitFor(t, "a snapshot is taken", func() bool { return strings.Contains(h.logs.String(), `"msg":"snapshot taken","record":1050`) })
+	_, before, _ := h.do("GET", "/v1/agents", "")
+	h = h.restart("on new conversation -> assign group G by round_robin\non incoming message -> tag seen")
+	if !strings.Contains(h.logs.String(), `"snapshot":1050,"replayed":0`) {
+		t.Fatalf("the restart did not start from the snapshot:\n%s", grepLines(h.logs.String(), "rebuilt"))
+	}
+	if _, after, _ := h.do("GET", "/v1/agents", ""); after != before {
+		t.Fatalf("state after a restart from a snapshot:\n%s\nbefore:\n%s", after, before)
+	}
+	code, trace, _ := h.do("GET", "/v1/events/e1049/explain?format=text", "")
+	if code != 200 || !strings.Contains(trace, "seen") {
+		t.Fatalf("explain: %d %s", code, trace)
+	}
+}
+
+// Finding 10: the same id with another body was answered with the old
+// decision.
+func TestFindingSameIDOtherBody(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	_, first, hdr := h.do("POST", "/v1/events", msgAt("e1", "k1", ""))
+	code, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k2", ""))
+	if code != 409 || !strings.Contains(body, "already used for a different event") {
+		t.Fatalf("another body: %d %s", code, body)
+	}
+	// The same event, spaced and ordered differently, without at: a replay
+	// with the original rules' version.
+	same := `{ "contact": {"id": "k1"}, "to": "+1", "channel": "sms", "type": "message.received", "id": "e1" }`
+	code, again, hdr2 := h.do("POST", "/v1/events", same)
+	if code != 200 || again != first || hdr2["Switchboard-Replayed"] != "true" || hdr2["Switchboard-Rules"] != hdr["Switchboard-Rules"] {
+		t.Fatalf("the same event: %d %s %v", code, again, hdr2)
+	}
+	// In a batch: the replay says so.
+	code, lines, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "")+"\n"+msgAt("e9", "k9", ""))
+	if code != 200 || !strings.Contains(lines, `"replayed":true`) || strings.Contains(lines, `"error":""`) {
+		t.Fatalf("batch: %d %s", code, lines)
+	}
+	// An event with a time is another event than one without.
+	if code, _, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "2026-01-05T09:00:00Z")); code != 409 {
+		t.Fatalf("with at: %d", code)
+	}
+}
+
+// Finding 11: the received bytes are stored as sent, and a batch is one
+// commit.
+func TestFindingBatchIsOneCommit(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	var batch strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&batch, `{"id":"e%d", "type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d"}}`+"\n", i, i)
+	}
+	before := h.fs.Appended
+	if code, _, _ := h.do("POST", "/v1/events", batch.String()); code != 200 {
+		t.Fatal(code)
+	}
+	if n := h.fs.Appended - before; n != 1 {
+		t.Fatalf("%d commits for one batch", n)
+	}
+	rec, _, _ := h.st.Get(context.Background(), "e7")
+	if string(rec.Event) != `{"id":"e7", "type":"message.received","channel":"sms","to":"+1","contact":{"id":"k7"}}` {
+		t.Fatalf("stored %s", rec.Event)
+	}
+}
+
+// Erasure: the contact's personal data leaves the live state, the log,
+// the snapshots and the database's files; routing stays as it was.
+func TestEraseContact(t *testing.T) {
+	h := open(t, "", "on new conversation -> assign group G by least_active; reply \"Hello {{contact.name}}\"", nil, func(c *Config) { c.SnapshotEvery = 3 })
+	const secret = "Zebulon Quartermaine"
+	body := `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1","name":"` + secret + `","phone":"+15550123"},"message":{"text":"my card is 4111"}}`
+	if code, resp, _ := h.do("POST", "/v1/events", body); code != 200 || !strings.Contains(resp, secret) {
+		t.Fatalf("%d %s", code, resp)
+	}
+	for i := range 5 {
+		h.do("POST", "/v1/events", msgAt(fmt.Sprint("o", i), fmt.Sprint("other", i), ""))
+	}
+	waitFor(t, "a snapshot", func() bool { return strings.Contains(h.logs.String(), "snapshot taken") })
+	_, agentsBefore, _ := h.do("GET", "/v1/agents", "")
+	code, resp, _ := h.do("DELETE", "/v1/contacts/k1", "")
+	if code != 200 {
+		t.Fatalf("erase: %d %s", code, resp)
+	}
+	if _, agents, _ := h.do("GET", "/v1/agents", ""); agents != agentsBefore {
+		t.Fatalf("routing changed:\n%s\n%s", agents, agentsBefore)
+	}
+	_, dec, _ := h.do("GET", "/v1/events/e1", "")
+	if strings.Contains(dec, secret) || !strings.Contains(dec, `"agent":"a"`) || !strings.Contains(dec, "[erased]") {
+		t.Fatalf("the stored decision: %s", dec)
+	}
+	h.stop()
+	for _, name := range []string{"", "-wal"} {
+		data, _ := os.ReadFile(h.path + name)
+		for _, s := range []string{secret, "+15550123", "4111"} {
+			if bytes.Contains(data, []byte(s)) {
+				t.Errorf("%s still holds %q", filepath.Base(h.path+name), s)
+			}
+		}
+	}
+	h = h.restart("on new conversation -> assign group G by least_active; reply \"Hello {{contact.name}}\"")
+	if _, agents, _ := h.do("GET", "/v1/agents", ""); agents != agentsBefore {
+		t.Fatalf("routing after a restart:\n%s\n%s", agents, agentsBefore)
+	}
+	if code, _, _ := h.do("DELETE", "/v1/contacts/nobody", ""); code != 404 {
+		t.Fatalf("unknown contact: %d", code)
+	}
+}
+
+// Retention: events older than the period go once a snapshot covers them;
+// asking for one says so; the rest, and restarts, are unaffected.
+func TestRetention(t *testing.T) {
+	tune := func(c *Config) { c.SnapshotEvery = 10; c.Retain = time.Hour }
+	h := open(t, "", defaultTestRules, nil, tune)
+	for i := range 30 {
+		h.do("POST", "/v1/events", msgAt(fmt.Sprint("old", i), fmt.Sprint("k", i%3), ""))
+	}
+	h.clock.Add(2 * time.Hour)
+	for i := range 25 {
+		h.do("POST", "/v1/events", msgAt(fmt.Sprint("new", i), fmt.Sprint("k", i%3), ""))
+	}
+	waitFor(t, "a prune", func() bool { return strings.Contains(h.logs.String(), "pruned the log for retention") })
+	code, body, _ := h.do("GET", "/v1/events/old1/explain", "")
+	if code != 404 || !strings.Contains(body, "pruned by retention") {
+		t.Fatalf("explain of a pruned event: %d %s", code, body)
+	}
+	if code, _, _ := h.do("GET", "/v1/events/new20/explain", ""); code != 200 {
+		t.Fatalf("explain of a kept event: %d", code)
+	}
+	_, before, _ := h.do("GET", "/v1/agents", "")
+	h.stop()
+	h = open(t, h.path, defaultTestRules, h.clock, tune)
+	if _, after, _ := h.do("GET", "/v1/agents", ""); after != before {
+		t.Fatalf("after a restart:\n%s\n%s", after, before)
+	}
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("later", "k1", "")); code != 200 {
+		t.Fatalf("after a restart: %d %s", code, body)
+	}
+}

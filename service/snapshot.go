@@ -1,0 +1,191 @@
+package service
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// snapshotter checkpoints the state in the background. It never touches the
+// live engine: it folds the log from the newest snapshot on an engine of
+// its own, up to the last committed record, and stores the result, so a
+// snapshot costs the commit loop nothing. It also prunes for retention and
+// rewrites history for erasures, one job at a time, so that no snapshot is
+// written from data an erasure is removing.
+type snapshotter struct {
+	s         *Service
+	kick      chan struct{}
+	jobs      chan func(context.Context)
+	committed atomic.Int64 // the last committed record
+	last      atomic.Int64 // the newest snapshot's record
+}
+
+func newSnapshotter(s *Service, last int64) *snapshotter {
+	p := &snapshotter{s: s, kick: make(chan struct{}, 1), jobs: make(chan func(context.Context))}
+	p.last.Store(last)
+	p.committed.Store(s.seq)
+	return p
+}
+
+// committed records that the log reached seq.
+func (p *snapshotter) committedTo(seq int64) {
+	p.committed.Store(seq)
+	if seq-p.last.Load() >= p.s.cfg.SnapshotEvery {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// do runs fn on the snapshotter's goroutine and waits for it.
+func (p *snapshotter) do(ctx context.Context, fn func(context.Context) error) error {
+	done := make(chan error, 1)
+	select {
+	case p.jobs <- func(ctx context.Context) { done <- fn(ctx) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *snapshotter) run(ctx context.Context) {
+	t := time.NewTicker(p.s.cfg.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-p.jobs:
+			job(ctx)
+			continue
+		case <-p.kick:
+		case <-t.C:
+		}
+		if p.committed.Load() > p.last.Load() {
+			if err := p.take(ctx); err != nil && ctx.Err() == nil {
+				p.s.log.Error("snapshot failed; the older ones stay", "err", err)
+			}
+		}
+	}
+}
+
+// take stores a snapshot of the state at the last committed record, then
+// thins the older ones and prunes for retention.
+func (p *snapshotter) take(ctx context.Context) error {
+	s := p.s
+	start := time.Now()
+	s.log.Info("taking a snapshot", "upto", p.committed.Load())
+	st, err := s.j.Load(ctx, journal.Options{Upto: p.committed.Load()})
+	if err != nil {
+		s.m.snapshots.WithLabelValues("failed").Inc()
+		return err
+	}
+	if st.Changed > 0 {
+		s.log.Warn("replaying the log for a snapshot gave other decisions than were stored", "events", st.Changed)
+	}
+	if st.Seq <= p.last.Load() {
+		return nil
+	}
+	data, err := st.Engine.Snapshot()
+	if err != nil {
+		s.m.snapshots.WithLabelValues("failed").Inc()
+		return err
+	}
+	info := store.SnapshotInfo{Seq: st.Seq, RuleSet: st.Rules.Version, Format: engine.SnapshotFormat, Taken: s.cfg.Now().UTC()}
+	if err := s.cfg.Store.SaveSnapshot(ctx, info, data); err != nil {
+		s.m.snapshots.WithLabelValues("failed").Inc()
+		return err
+	}
+	p.last.Store(st.Seq)
+	s.m.snapshots.WithLabelValues("taken").Inc()
+	s.log.Info("snapshot taken", "record", st.Seq, "bytes", len(data), "replayed", st.Replayed, "took_ms", time.Since(start).Milliseconds())
+	if err := p.thin(ctx); err != nil {
+		return err
+	}
+	return p.retain(ctx)
+}
+
+// keepNewest is how many of the newest snapshots are always kept; older
+// ones are thinned to one per ten snapshot intervals, so that explaining
+// an old event replays at most that much.
+const keepNewest = 3
+
+func (p *snapshotter) thin(ctx context.Context) error {
+	s := p.s
+	snaps, err := s.cfg.Store.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	bucket := func(seq int64) int64 { return seq / (10 * s.cfg.SnapshotEvery) }
+	for i := keepNewest; i < len(snaps); i++ {
+		// Newest first: drop one that shares its bucket with the next
+		// older one (which stays), so each bucket keeps its oldest.
+		if i+1 < len(snaps) && bucket(snaps[i].Seq) == bucket(snaps[i+1].Seq) {
+			if err := s.cfg.Store.DeleteSnapshot(ctx, snaps[i].Seq); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// retain prunes the records older than the retention period, up to the
+// newest snapshot that covers them, and the snapshots before it.
+func (p *snapshotter) retain(ctx context.Context) error {
+	s := p.s
+	if s.cfg.Retain <= 0 {
+		return nil
+	}
+	cutoff := s.cfg.Now().Add(-s.cfg.Retain)
+	old, err := s.cfg.Store.SeqBefore(ctx, cutoff)
+	if err != nil || old == 0 {
+		return err
+	}
+	snaps, err := s.cfg.Store.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	var through int64
+	for _, in := range snaps {
+		if in.Seq <= old {
+			through = in.Seq
+			break
+		}
+	}
+	pruned, err := s.cfg.Store.Pruned(ctx)
+	if err != nil || through <= pruned.Through {
+		return err
+	}
+	// The prune is a record in the log, then done.
+	r := &request{prune: &store.Pruned{Through: through, Before: cutoff.UTC()}, done: make(chan struct{})}
+	if err := s.enqueue(ctx, r); err != nil {
+		return err
+	}
+	if r.err != nil {
+		return r.err
+	}
+	start := time.Now()
+	s.log.Info("pruning the log for retention", "through", through)
+	if err := s.cfg.Store.Prune(ctx, through); err != nil {
+		return err
+	}
+	for _, in := range snaps {
+		if in.Seq < through {
+			if err := s.cfg.Store.DeleteSnapshot(ctx, in.Seq); err != nil {
+				return err
+			}
+		}
+	}
+	s.log.Info("pruned the log for retention", "through", through, "older_than", cutoff.UTC().Format(time.RFC3339), "took_ms", time.Since(start).Milliseconds())
+	return nil
+}

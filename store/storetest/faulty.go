@@ -1,0 +1,130 @@
+// Package storetest has what tests of code built on a store need: a store
+// that fails on command.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// ErrInjected is the error a Faulty store fails with.
+var ErrInjected = errors.New("injected fault: disk full")
+
+// Faulty wraps a store and fails its appends, replays and snapshot writes
+// on command, or holds appends until released.
+type Faulty struct {
+	store.Store
+
+	mu       sync.Mutex
+	appends  int // fail the next n appends; -1: every one
+	replays  int
+	snaps    int
+	checks   error
+	hold     chan struct{}
+	held     chan struct{}
+	Appended int // successful appends
+}
+
+// Wrap returns a Faulty around s that fails nothing yet.
+func Wrap(s store.Store) *Faulty { return &Faulty{Store: s} }
+
+func take(n *int) bool {
+	switch {
+	case *n < 0:
+		return true
+	case *n > 0:
+		*n--
+		return true
+	}
+	return false
+}
+
+// FailAppends makes the next n appends fail (n < 0: all until told
+// otherwise; 0: none).
+func (f *Faulty) FailAppends(n int) { f.mu.Lock(); f.appends = n; f.mu.Unlock() }
+
+// FailReplays makes the next n replays fail as they start.
+func (f *Faulty) FailReplays(n int) { f.mu.Lock(); f.replays = n; f.mu.Unlock() }
+
+// FailSnapshots makes the next n snapshot writes fail.
+func (f *Faulty) FailSnapshots(n int) { f.mu.Lock(); f.snaps = n; f.mu.Unlock() }
+
+// FailChecks makes Check report err (nil: the wrapped store's answer).
+func (f *Faulty) FailChecks(err error) { f.mu.Lock(); f.checks = err; f.mu.Unlock() }
+
+// HoldAppends makes appends wait until Release; Held is closed once one
+// waits.
+func (f *Faulty) HoldAppends() (held <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold, f.held = make(chan struct{}), make(chan struct{})
+	return f.held
+}
+
+// Release lets held appends go on.
+func (f *Faulty) Release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hold != nil {
+		close(f.hold)
+		f.hold = nil
+	}
+}
+
+func (f *Faulty) Append(ctx context.Context, recs []store.Record) error {
+	f.mu.Lock()
+	hold, held := f.hold, f.held
+	fail := take(&f.appends)
+	f.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-held:
+		default:
+			close(held)
+		}
+		<-hold
+	}
+	if fail {
+		return ErrInjected
+	}
+	err := f.Store.Append(ctx, recs)
+	if err == nil {
+		f.mu.Lock()
+		f.Appended++
+		f.mu.Unlock()
+	}
+	return err
+}
+
+func (f *Faulty) Replay(ctx context.Context, after, upto int64, fn func(store.Record) error) error {
+	f.mu.Lock()
+	fail := take(&f.replays)
+	f.mu.Unlock()
+	if fail {
+		return ErrInjected
+	}
+	return f.Store.Replay(ctx, after, upto, fn)
+}
+
+func (f *Faulty) SaveSnapshot(ctx context.Context, info store.SnapshotInfo, state []byte) error {
+	f.mu.Lock()
+	fail := take(&f.snaps)
+	f.mu.Unlock()
+	if fail {
+		return ErrInjected
+	}
+	return f.Store.SaveSnapshot(ctx, info, state)
+}
+
+func (f *Faulty) Check() error {
+	f.mu.Lock()
+	err := f.checks
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return f.Store.Check()
+}
