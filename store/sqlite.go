@@ -307,14 +307,11 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// Check reports whether the database file is still the one opened.
-func (s *SQLite) Check() error { return s.own.check() }
-
-// Append stores records in one transaction: one fsync for the lot.
-func (s *SQLite) Append(ctx context.Context, recs []Record) error {
+// inTx runs fn in a transaction of the writer connection, with the file
+// checked first: nothing is written into a file nobody will read again.
+func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	// Never acknowledge into a file nobody will read again.
 	if err := s.own.check(); err != nil {
 		return err
 	}
@@ -323,31 +320,51 @@ func (s *SQLite) Append(ctx context.Context, recs []Record) error {
 		return err
 	}
 	defer tx.Rollback()
-	ins, xc := tx.StmtContext(ctx, s.ins), tx.StmtContext(ctx, s.xc)
-	for i := range recs {
-		r := &recs[i]
-		var clock, contact any
-		if !r.Clock.IsZero() {
-			clock = r.Clock.UnixNano()
-		}
-		if len(r.Contacts) > 0 {
-			contact = r.Contacts[0]
-		}
-		received := formatTime(r.Clock)
-		_, err := ins.ExecContext(ctx, r.Seq, r.ID, r.Type, formatTime(r.At), string(r.Event), string(r.Decision), r.RuleSet, received, clock, r.Hash, contact)
-		if err != nil {
-			if strings.Contains(err.Error(), "UNIQUE constraint failed: events.id") {
-				return fmt.Errorf("%w: %s", ErrDuplicate, r.ID)
-			}
-			return err
-		}
-		for _, c := range r.Contacts[min(1, len(r.Contacts)):] {
-			if _, err := xc.ExecContext(ctx, r.Seq, c); err != nil {
-				return err
-			}
-		}
+	if err := fn(tx); err != nil {
+		return err
 	}
 	return tx.Commit()
+}
+
+// exec runs one statement in a transaction of its own.
+func (s *SQLite) exec(ctx context.Context, query string, args ...any) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
+}
+
+// Check reports whether the database file is still the one opened.
+func (s *SQLite) Check() error { return s.own.check() }
+
+// Append stores records in one transaction: one fsync for the lot.
+func (s *SQLite) Append(ctx context.Context, recs []Record) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		ins, xc := tx.StmtContext(ctx, s.ins), tx.StmtContext(ctx, s.xc)
+		for i := range recs {
+			r := &recs[i]
+			var clock, contact any
+			if !r.Clock.IsZero() {
+				clock = r.Clock.UnixNano()
+			}
+			if len(r.Contacts) > 0 {
+				contact = r.Contacts[0]
+			}
+			_, err := ins.ExecContext(ctx, r.Seq, r.ID, r.Type, formatTime(r.At), string(r.Event), string(r.Decision), r.RuleSet, formatTime(r.Clock), clock, r.Hash, contact)
+			if err != nil {
+				if strings.Contains(err.Error(), "UNIQUE constraint failed: events.id") {
+					return fmt.Errorf("%w: %s", ErrDuplicate, r.ID)
+				}
+				return err
+			}
+			for _, c := range r.Contacts[min(1, len(r.Contacts)):] {
+				if _, err := xc.ExecContext(ctx, r.Seq, c); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 const recordColumns = `seq, id, type, at, clock, event, hash, decision, ruleset, contact`
@@ -461,13 +478,7 @@ func (s *SQLite) SaveRuleSet(ctx context.Context, version string, files []RuleSe
 	if err != nil {
 		return err
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if err := s.own.check(); err != nil {
-		return err
-	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO rulesets (version, loaded_at, files) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`, version, now(), string(data))
-	return err
+	return s.exec(ctx, `INSERT INTO rulesets (version, loaded_at, files) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`, version, now(), string(data))
 }
 
 // RuleSet returns a stored rule set's files.
@@ -490,34 +501,17 @@ const snapshotChunk = 1 << 20
 // SaveSnapshot stores a snapshot, a chunk per transaction, and makes it
 // visible last.
 func (s *SQLite) SaveSnapshot(ctx context.Context, info SnapshotInfo, state []byte) error {
-	write := func(fn func() error) error {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		if err := s.own.check(); err != nil {
-			return err
-		}
-		return fn()
-	}
-	if err := write(func() error {
-		_, err := s.w.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq = ?`, info.Seq)
-		return err
-	}); err != nil {
+	if err := s.exec(ctx, `DELETE FROM snapshot_chunks WHERE seq = ?`, info.Seq); err != nil {
 		return err
 	}
 	for n := 0; n*snapshotChunk < len(state) || n == 0; n++ {
 		part := state[n*snapshotChunk : min(len(state), (n+1)*snapshotChunk)]
-		if err := write(func() error {
-			_, err := s.w.ExecContext(ctx, `INSERT INTO snapshot_chunks (seq, n, data) VALUES (?, ?, ?)`, info.Seq, n, part)
-			return err
-		}); err != nil {
+		if err := s.exec(ctx, `INSERT INTO snapshot_chunks (seq, n, data) VALUES (?, ?, ?)`, info.Seq, n, part); err != nil {
 			return err
 		}
 	}
-	return write(func() error {
-		_, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO snapshots (seq, ruleset, format, size, taken_at) VALUES (?, ?, ?, ?, ?)`,
-			info.Seq, info.RuleSet, info.Format, len(state), formatTime(info.Taken))
-		return err
-	})
+	return s.exec(ctx, `INSERT OR REPLACE INTO snapshots (seq, ruleset, format, size, taken_at) VALUES (?, ?, ?, ?, ?)`,
+		info.Seq, info.RuleSet, info.Format, len(state), formatTime(info.Taken))
 }
 
 // Snapshots lists the stored snapshots, newest first.
@@ -573,20 +567,14 @@ func (s *SQLite) LoadSnapshot(ctx context.Context, seq int64) ([]byte, error) {
 
 // DeleteSnapshot removes a snapshot.
 func (s *SQLite) DeleteSnapshot(ctx context.Context, seq int64) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM snapshots WHERE seq = ?`, seq); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq = ?`, seq); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		for _, q := range []string{`DELETE FROM snapshots WHERE seq = ?`, `DELETE FROM snapshot_chunks WHERE seq = ?`} {
+			if _, err := tx.ExecContext(ctx, q, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // pruneChunk is how many records one pruning transaction removes.
@@ -605,20 +593,10 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 	from := max(p.Through, first-1)
 	for from < through {
 		upto := min(through, from+pruneChunk)
-		err := func() error {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			if err := s.own.check(); err != nil {
-				return err
-			}
-			tx, err := s.w.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback()
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
 			var clock sql.NullInt64
 			var at string
-			err = tx.QueryRowContext(ctx, `SELECT clock, at FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1`, upto).Scan(&clock, &at)
+			err := tx.QueryRowContext(ctx, `SELECT clock, at FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1`, upto).Scan(&clock, &at)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
@@ -639,8 +617,8 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 					return err
 				}
 			}
-			return tx.Commit()
-		}()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
@@ -699,17 +677,7 @@ func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) 
 	for len(seqs) > 0 {
 		part := seqs[:min(eraseChunk, len(seqs))]
 		seqs = seqs[len(part):]
-		err := func() error {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			if err := s.own.check(); err != nil {
-				return err
-			}
-			tx, err := s.w.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback()
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
 			for _, seq := range part {
 				r, err := scanRecord(tx.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq = ?`, seq).Scan)
 				if errors.Is(err, sql.ErrNoRows) {
@@ -726,8 +694,8 @@ func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) 
 					return err
 				}
 			}
-			return tx.Commit()
-		}()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
@@ -779,18 +747,10 @@ func (s *SQLite) truncateWAL(ctx context.Context) error {
 
 // SetMeta records a value under key; an empty value removes it.
 func (s *SQLite) SetMeta(ctx context.Context, key, value string) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if err := s.own.check(); err != nil {
-		return err
-	}
-	var err error
 	if value == "" {
-		_, err = s.w.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, key)
-	} else {
-		_, err = s.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+		return s.exec(ctx, `DELETE FROM meta WHERE key = ?`, key)
 	}
-	return err
+	return s.exec(ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
 }
 
 // Meta returns every value whose key starts with prefix.
