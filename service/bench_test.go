@@ -2,8 +2,13 @@ package service
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"github.com/switchboard-dev/switchboard/store"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -65,4 +70,63 @@ func BenchmarkHTTP(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkIngestBatch measures durable events per second when clients post
+// batches of 1,000 events (JSON lines): every answered event is committed.
+func BenchmarkIngestBatch(b *testing.B) {
+	url := startBench(b, filepath.Join(b.TempDir(), "sb.db"))
+	const size = 1000
+	var bodies [][]byte
+	n := 0
+	for range (b.N + size - 1) / size {
+		var buf bytes.Buffer
+		for range size {
+			// Opens, then closes, so the team never fills up.
+			if n%2 == 0 {
+				fmt.Fprintf(&buf, `{"id":"e%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d","name":"Kim","lang":"fr"},"message":{"text":"Bonjour"}}`+"\n", n, n)
+			} else {
+				fmt.Fprintf(&buf, `{"id":"c%d","type":"conversation.closed","conversation":"e%d"}`+"\n", n, n-1)
+			}
+			n++
+		}
+		bodies = append(bodies, buf.Bytes())
+	}
+	b.ResetTimer()
+	begin := time.Now()
+	for _, body := range bodies {
+		resp, err := http.Post(url+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	b.ReportMetric(float64(n)/time.Since(begin).Seconds(), "events/s")
+}
+
+var snapEvery int64 = 1e9
+
+// startBench runs a service as serve does (default limits, the wall
+// clock) for a benchmark.
+func startBench(b *testing.B, path string) string {
+	b.Helper()
+	st, err := store.OpenSQLite(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := New(context.Background(), Config{Rules: buildRules(b, defaultTestRules), Store: st,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), SnapshotEvery: snapEvery})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	srv := httptest.NewServer(svc.Handler())
+	b.Cleanup(func() { srv.Close(); cancel(); <-done; st.Close() })
+	return srv.URL
 }

@@ -85,11 +85,15 @@ type SQLite struct {
 	own     *owned
 	created bool
 
-	wmu sync.Mutex // one writer: appends, snapshots, prunes, erasures
-	w   *sql.Conn
-	ins *sql.Stmt // insert an event
-	xc  *sql.Stmt // insert an extra contact of an event
-	get *sql.Stmt
+	stopCheckpoints chan struct{}
+	checkpoints     sync.WaitGroup
+
+	wmu  sync.Mutex // one writer: appends, snapshots, prunes, erasures
+	w    *sql.Conn
+	ins  *sql.Stmt // insert an event
+	insN *sql.Stmt // insert insertRows events
+	xc   *sql.Stmt // insert an extra contact of an event
+	get  *sql.Stmt
 }
 
 // sqliteMagic starts every SQLite database file.
@@ -220,7 +224,8 @@ func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
-	s.ins = prep(`INSERT INTO events (seq, id, type, at, event, decision, ruleset, received_at, clock, hash, contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	s.ins = prep(insertEvents + eventValues)
+	s.insN = prep(insertEvents + eventValues + strings.Repeat(","+eventValues, insertRows-1))
 	s.xc = prep(`INSERT OR IGNORE INTO event_contacts (seq, contact) VALUES (?, ?)`)
 	if err != nil {
 		s.w.Close()
@@ -230,6 +235,15 @@ func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
 		s.w.Close()
 		return fail(err)
 	}
+	// Commits only append to the write-ahead log; copying it into the
+	// database is done beside them, so that no commit pays for it.
+	if _, err := s.w.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 0`); err != nil {
+		s.w.Close()
+		return fail(err)
+	}
+	s.stopCheckpoints = make(chan struct{})
+	s.checkpoints.Add(1)
+	go s.checkpointer()
 	// Chunks of a snapshot whose writing was cut off.
 	if _, err := s.w.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq NOT IN (SELECT seq FROM snapshots)`); err != nil {
 		s.Close()
@@ -307,28 +321,35 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// inTx runs fn in a transaction of the writer connection, with the file
+// inTx runs fn in a transaction on the writer connection, with the file
 // checked first: nothing is written into a file nobody will read again.
-func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// The transaction is begun and ended by hand, not with database/sql's Tx,
+// so that statements prepared once on the connection are used as they
+// are instead of prepared again for every transaction.
+func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Conn) error) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.own.check(); err != nil {
 		return err
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	if _, err := s.w.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return err
+	}
+	err := fn(s.w)
+	if err == nil {
+		_, err = s.w.ExecContext(ctx, `COMMIT`)
+	}
 	if err != nil {
+		// A failed COMMIT may leave the transaction open; end it either way.
+		s.w.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
 		return err
 	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return nil
 }
 
 // exec runs one statement in a transaction of its own.
 func (s *SQLite) exec(ctx context.Context, query string, args ...any) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *sql.Conn) error {
 		_, err := tx.ExecContext(ctx, query, args...)
 		return err
 	})
@@ -339,33 +360,60 @@ func (s *SQLite) Check() error { return s.own.check() }
 
 // Append stores records in one transaction: one fsync for the lot.
 func (s *SQLite) Append(ctx context.Context, recs []Record) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		ins, xc := tx.StmtContext(ctx, s.ins), tx.StmtContext(ctx, s.xc)
-		for i := range recs {
-			r := &recs[i]
-			var clock, contact any
-			if !r.Clock.IsZero() {
-				clock = r.Clock.UnixNano()
+	return s.inTx(ctx, func(tx *sql.Conn) error {
+		args := make([]any, 0, 11*insertRows)
+		for len(recs) > 0 {
+			n, stmt := insertRows, s.insN
+			if len(recs) < insertRows {
+				n, stmt = 1, s.ins
 			}
-			if len(r.Contacts) > 0 {
-				contact = r.Contacts[0]
+			args = args[:0]
+			for i := range n {
+				r := &recs[i]
+				var clock, contact any
+				if !r.Clock.IsZero() {
+					clock = r.Clock.UnixNano()
+				}
+				if len(r.Contacts) > 0 {
+					contact = r.Contacts[0]
+				}
+				args = append(args, r.Seq, r.ID, r.Type, formatTime(r.At), string(r.Event), string(r.Decision), r.RuleSet, formatTime(r.Clock), clock, r.Hash, contact)
 			}
-			_, err := ins.ExecContext(ctx, r.Seq, r.ID, r.Type, formatTime(r.At), string(r.Event), string(r.Decision), r.RuleSet, formatTime(r.Clock), clock, r.Hash, contact)
-			if err != nil {
+			if _, err := stmt.ExecContext(ctx, args...); err != nil {
 				if strings.Contains(err.Error(), "UNIQUE constraint failed: events.id") {
-					return fmt.Errorf("%w: %s", ErrDuplicate, r.ID)
+					return fmt.Errorf("%w: %s", ErrDuplicate, duplicateIn(err, recs[:n]))
 				}
 				return err
 			}
-			for _, c := range r.Contacts[min(1, len(r.Contacts)):] {
-				if _, err := xc.ExecContext(ctx, r.Seq, c); err != nil {
-					return err
+			for i := range n {
+				r := &recs[i]
+				for _, c := range r.Contacts[min(1, len(r.Contacts)):] {
+					if _, err := s.xc.ExecContext(ctx, r.Seq, c); err != nil {
+						return err
+					}
 				}
 			}
+			recs = recs[n:]
 		}
 		return nil
 	})
 }
+
+// duplicateIn names the records of a failed insert, for the error.
+func duplicateIn(_ error, recs []Record) string {
+	if len(recs) == 1 {
+		return recs[0].ID
+	}
+	return fmt.Sprintf("one of %s...%s", recs[0].ID, recs[len(recs)-1].ID)
+}
+
+const (
+	insertEvents = `INSERT INTO events (seq, id, type, at, event, decision, ruleset, received_at, clock, hash, contact) VALUES `
+	eventValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// insertRows is how many events one statement inserts: fewer trips
+	// through database/sql per event.
+	insertRows = 64
+)
 
 const recordColumns = `seq, id, type, at, clock, event, hash, decision, ruleset, contact`
 
@@ -567,7 +615,7 @@ func (s *SQLite) LoadSnapshot(ctx context.Context, seq int64) ([]byte, error) {
 
 // DeleteSnapshot removes a snapshot.
 func (s *SQLite) DeleteSnapshot(ctx context.Context, seq int64) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *sql.Conn) error {
 		for _, q := range []string{`DELETE FROM snapshots WHERE seq = ?`, `DELETE FROM snapshot_chunks WHERE seq = ?`} {
 			if _, err := tx.ExecContext(ctx, q, seq); err != nil {
 				return err
@@ -593,7 +641,7 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 	from := max(p.Through, first-1)
 	for from < through {
 		upto := min(through, from+pruneChunk)
-		err := s.inTx(ctx, func(tx *sql.Tx) error {
+		err := s.inTx(ctx, func(tx *sql.Conn) error {
 			var clock sql.NullInt64
 			var at string
 			err := tx.QueryRowContext(ctx, `SELECT clock, at FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1`, upto).Scan(&clock, &at)
@@ -677,7 +725,7 @@ func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) 
 	for len(seqs) > 0 {
 		part := seqs[:min(eraseChunk, len(seqs))]
 		seqs = seqs[len(part):]
-		err := s.inTx(ctx, func(tx *sql.Tx) error {
+		err := s.inTx(ctx, func(tx *sql.Conn) error {
 			for _, seq := range part {
 				r, err := scanRecord(tx.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq = ?`, seq).Scan)
 				if errors.Is(err, sql.ErrNoRows) {
@@ -812,11 +860,37 @@ func (s *SQLite) SeqBefore(ctx context.Context, t time.Time) (int64, error) {
 	return best, nil
 }
 
+// checkpointInterval is how often the write-ahead log is copied into the
+// database.
+const checkpointInterval = 200 * time.Millisecond
+
+// checkpointer copies the write-ahead log into the database in the
+// background, as far as readers let it; the log restarts from its
+// beginning once all of it is copied and no reader needs it.
+func (s *SQLite) checkpointer() {
+	defer s.checkpoints.Done()
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCheckpoints:
+			return
+		case <-t.C:
+		}
+		s.db.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
+	}
+}
+
 // Close closes the database, then lets go of the file.
 func (s *SQLite) Close() error {
+	if s.stopCheckpoints != nil {
+		close(s.stopCheckpoints)
+		s.checkpoints.Wait()
+		s.stopCheckpoints = nil
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for _, st := range []*sql.Stmt{s.ins, s.xc, s.get} {
+	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.get} {
 		if st != nil {
 			st.Close()
 		}
