@@ -100,7 +100,6 @@ func loadFiles(dir string, paths []string, strict bool) (*RuleSet, Diagnostics) 
 		return nil, all
 	}
 	rs.Dir = dir
-	rs.Sources = set
 	return rs, all
 }
 
@@ -152,6 +151,7 @@ func Build(set Sources) (*RuleSet, Diagnostics) {
 		return nil, all
 	}
 	rs.Version = set.Version()
+	rs.Sources = set
 	return rs, all
 }
 

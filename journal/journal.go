@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -26,14 +27,11 @@ type Journal struct {
 func New(st store.Store, first *dsl.RuleSet, seed uint64) *Journal {
 	j := &Journal{store: st, seed: seed, first: first}
 	j.rules, _ = lru.New[string, *dsl.RuleSet](16)
-	if first != nil {
-		j.rules.Add(first.Version, first)
-	}
 	return j
 }
 
-// Remember makes a compiled rule set known, so it is not compiled again.
-func (j *Journal) Remember(rs *dsl.RuleSet) { j.rules.Add(rs.Version, rs) }
+// SeedKey is where a store keeps the seed its log was decided with.
+const SeedKey = "seed"
 
 // State is an engine brought to a point of the log.
 type State struct {
@@ -53,7 +51,9 @@ type State struct {
 type Options struct {
 	// Upto is the last record to apply; 0: the log's end.
 	Upto int64
-	// FromStart ignores snapshots: a full replay.
+	// FromStart replays as much of the log as there is: from its start,
+	// or, when retention pruned its beginning, from the snapshot where the
+	// remaining records begin.
 	FromStart bool
 	// Each, when set, sees every replayed record with the decision the
 	// replay gave (nil for records that are not events).
@@ -96,10 +96,13 @@ func (j *Journal) Load(ctx context.Context, o Options) (*State, error) {
 // restore starts st from the newest readable snapshot at or before
 // o.Upto, or from the log's start.
 func (j *Journal) restore(ctx context.Context, st *State, o Options) error {
-	if !o.FromStart {
+	if !o.FromStart || st.Pruned > 0 {
 		snaps, err := j.store.Snapshots(ctx)
 		if err != nil {
 			return err
+		}
+		if o.FromStart {
+			slices.Reverse(snaps) // the oldest usable one
 		}
 		for _, in := range snaps {
 			if o.Upto > 0 && in.Seq > o.Upto || in.Seq < st.Pruned {
@@ -119,15 +122,14 @@ func (j *Journal) restore(ctx context.Context, st *State, o Options) error {
 	if st.Pruned > 0 {
 		return fmt.Errorf("the log is pruned up to record %d and no snapshot at or after it can be read", st.Pruned)
 	}
-	// From the start: on the rules of the first record, or the first ones.
+	// From the start: on the rules of the first record, as stored (so that
+	// a replay is the same wherever it runs), or for an empty log the
+	// first rules given.
 	rs := j.first
 	err := j.store.Replay(ctx, 0, 0, func(r store.Record) error {
-		if rs == nil || r.RuleSet != rs.Version {
-			var err error
-			rs, err = j.RuleSet(ctx, r.RuleSet)
-			if err != nil {
-				return err
-			}
+		var err error
+		if rs, err = j.RuleSet(ctx, r.RuleSet); err != nil {
+			return err
 		}
 		return errStop
 	})
@@ -230,7 +232,9 @@ func (j *Journal) Explain(ctx context.Context, r store.Record) (*engine.Trace, e
 	return trace, err
 }
 
-// RuleSet compiles a rule set kept in the store, once.
+// RuleSet compiles a rule set kept in the store, once. Its files are named
+// as stored, by base name, so traces read the same in the service and in
+// the CLI.
 func (j *Journal) RuleSet(ctx context.Context, version string) (*dsl.RuleSet, error) {
 	if rs, ok := j.rules.Get(version); ok {
 		return rs, nil
@@ -255,7 +259,6 @@ func (j *Journal) RuleSet(ctx context.Context, version string) (*dsl.RuleSet, er
 	if rs == nil {
 		return nil, fmt.Errorf("stored rule set %s no longer compiles: %v", version, ds)
 	}
-	rs.Sources = src
 	// The stored files are what counts; the version they were filed under
 	// names them, as the log and the snapshots do.
 	rs.Version = version

@@ -43,7 +43,6 @@ func (s *Service) Reload(ctx context.Context) (ReloadResult, error) {
 		s.m.reloads.WithLabelValues("failed").Inc()
 		return ReloadResult{Version: prev, Previous: prev}, errNotStored
 	}
-	s.j.Remember(rs)
 	r := &request{reload: rs, done: make(chan struct{}), start: time.Now()}
 	if err := s.enqueue(ctx, r); err != nil {
 		return ReloadResult{Version: prev, Previous: prev}, err

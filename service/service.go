@@ -179,7 +179,20 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		explains: make(chan struct{}, cfg.Explains)}
 	s.m = newMetrics(s)
 	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
-	s.j = journal.New(cfg.Store, cfg.Rules, cfg.Seed)
+	// The log's seed is the one its decisions were made with: a replay
+	// needs it, whatever --seed says now.
+	if meta, err := cfg.Store.Meta(ctx, journal.SeedKey); err != nil {
+		return nil, err
+	} else if v, ok := meta[journal.SeedKey]; ok {
+		seed, _ := strconv.ParseUint(v, 10, 64)
+		if seed != cfg.Seed {
+			s.log.Warn("the log was decided with another seed; it is kept", "seed", seed, "given", cfg.Seed)
+			s.cfg.Seed = seed
+		}
+	} else if err := cfg.Store.SetMeta(ctx, journal.SeedKey, strconv.FormatUint(cfg.Seed, 10)); err != nil {
+		return nil, err
+	}
+	s.j = journal.New(cfg.Store, cfg.Rules, s.cfg.Seed)
 	// The rules started with are kept, so that a replay finds them whatever
 	// the files on disk say later.
 	if err := cfg.Store.SaveRuleSet(ctx, cfg.Rules.Version, ruleSetFiles(cfg.Rules)); err != nil {

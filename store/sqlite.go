@@ -80,10 +80,11 @@ var migrations = []string{
 // SQLite is the built-in store: one database file in WAL mode, owned by
 // one process.
 type SQLite struct {
-	path    string
-	db      *sql.DB // readers
-	own     *owned
-	created bool
+	path     string
+	db       *sql.DB // readers
+	own      *owned
+	created  bool
+	readOnly bool
 
 	stopCheckpoints chan struct{}
 	checkpoints     sync.WaitGroup
@@ -123,6 +124,43 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, err
 	}
 	s.created = created
+	return s, nil
+}
+
+// OpenSQLiteReadOnly opens an existing Switchboard database to read it,
+// beside a service that may be writing it: no lock is taken and nothing
+// can be written.
+func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, len(sqliteMagic))
+	n, _ := f.ReadAt(head, 0)
+	f.Close()
+	if n == 0 {
+		return nil, fmt.Errorf("%s is empty (0 bytes), not a Switchboard database", path)
+	}
+	if string(head[:n]) != sqliteMagic {
+		return nil, fmt.Errorf("%s is not a SQLite database, so not a Switchboard one", path)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, err
+	}
+	tables, err := tableNames(ctx, db)
+	if err != nil || !contains(tables, "events") || !contains(tables, "snapshots") {
+		db.Close()
+		if err == nil {
+			err = errors.New("not a Switchboard database, or one from an older switchboard: run switchboard serve on it once to bring it up to date")
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s := &SQLite{path: path, db: db, readOnly: true}
+	if s.get, err = db.PrepareContext(ctx, `SELECT `+recordColumns+` FROM events WHERE id = ?`); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -327,6 +365,9 @@ func formatTime(t time.Time) string {
 // so that statements prepared once on the connection are used as they
 // are instead of prepared again for every transaction.
 func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Conn) error) error {
+	if s.readOnly {
+		return errReadOnly
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.own.check(); err != nil {
@@ -355,8 +396,16 @@ func (s *SQLite) exec(ctx context.Context, query string, args ...any) error {
 	})
 }
 
+// errReadOnly is returned by writes to a store opened read-only.
+var errReadOnly = errors.New("the database is open read-only")
+
 // Check reports whether the database file is still the one opened.
-func (s *SQLite) Check() error { return s.own.check() }
+func (s *SQLite) Check() error {
+	if s.readOnly {
+		return nil
+	}
+	return s.own.check()
+}
 
 // Append stores records in one transaction: one fsync for the lot.
 func (s *SQLite) Append(ctx context.Context, recs []Record) error {
@@ -895,8 +944,12 @@ func (s *SQLite) Close() error {
 			st.Close()
 		}
 	}
-	s.w.Close()
+	if s.w != nil {
+		s.w.Close()
+	}
 	err := s.db.Close()
-	s.own.close()
+	if s.own != nil {
+		s.own.close()
+	}
 	return err
 }

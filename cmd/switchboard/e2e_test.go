@@ -197,8 +197,19 @@ rule "web" on new conversation -> assign group Support by round_robin
 	getJSON(t, addr, "/v1/agents", &agents)
 	var queues []engine.QueueView
 	getJSON(t, addr, "/v1/queues", &queues)
+	explained := getText(t, addr, "/v1/events/m3-7/explain?format=text")
 	cmd.Process.Signal(os.Interrupt)
 	cmd.Wait()
+
+	// simulate and explain on the stored log reproduce what the service
+	// decided, byte for byte.
+	var out, errOut bytes.Buffer
+	if code := run([]string{"simulate", "--data", db, "-q"}, nil, io.Discard, &errOut); code != 0 {
+		t.Errorf("simulate --data: exit %d\n%s", code, errOut.String())
+	}
+	if code := run([]string{"explain", "--data", db, "--event", "m3-7"}, nil, &out, &errOut); code != 0 || out.String() != explained {
+		t.Errorf("explain --data: exit %d\n%s\nthe service explained:\n%s%s", code, out.String(), explained, errOut.String())
+	}
 
 	// Every acknowledged event is stored exactly once.
 	st, err := store.OpenSQLite(context.Background(), db)
@@ -338,6 +349,16 @@ func waitHealthy(t *testing.T, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("the service did not come up")
+}
+
+func getText(t *testing.T, addr, path string) string {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func getJSON(t *testing.T, addr, path string, v any) {

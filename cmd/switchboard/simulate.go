@@ -16,8 +16,8 @@ import (
 
 // replayFlags are the flags simulate and explain share.
 type replayFlags struct {
-	rules, events *string
-	seed          *uint64
+	rules, events, data *string
+	seed                *uint64
 }
 
 func addReplayFlags(fl *flag.FlagSet) replayFlags {
@@ -25,6 +25,7 @@ func addReplayFlags(fl *flag.FlagSet) replayFlags {
 		rules:  fl.String("rules", "", "rule set `directory`"),
 		events: fl.String("events", "", "JSON-lines event `file` (- for stdin)"),
 		seed:   fl.Uint64("seed", 0, "seed for the random algorithm"),
+		data:   fl.String("data", "", "a service's database `file`: replay its log, with the rules, clock and seed it was decided with, instead of --rules and --events"),
 	}
 }
 
@@ -70,11 +71,14 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	rf := addReplayFlags(fl)
 	quiet := fl.Bool("q", false, "no summary on stderr")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard simulate --rules DIR --events FILE [--seed N]\n\nDecides every event and prints the decisions as JSON lines; a summary goes to stderr.\nThe same rules, events and seed always give the same bytes.")
+		fmt.Fprintln(stderr, "usage: switchboard simulate --rules DIR --events FILE [--seed N]\n       switchboard simulate --data FILE\n\nDecides every event and prints the decisions as JSON lines; a summary goes to stderr.\nThe same rules, events and seed always give the same bytes. With --data, replays a\nservice's stored log and reports any decision that differs from the stored one.")
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
 		return 2
+	}
+	if *rf.data != "" && fl.NArg() == 0 && *rf.rules == "" && *rf.events == "" {
+		return simulateStored(*rf.data, *quiet, stdout, stderr)
 	}
 	if *rf.rules == "" || *rf.events == "" || fl.NArg() > 0 {
 		fl.Usage()
@@ -136,11 +140,14 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	target := fl.String("event", "", "the `id` of the event to explain")
 	asJSON := fl.Bool("json", false, "print the trace as JSON")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard explain --rules DIR --events FILE --event ID\n\nReplays the events up to ID and shows why that one went where it went:\nevery rule, matched or not and why; every action and its outcome; for a group, every member.")
+		fmt.Fprintln(stderr, "usage: switchboard explain --rules DIR --events FILE --event ID\n       switchboard explain --data FILE --event ID\n\nReplays the events up to ID and shows why that one went where it went:\nevery rule, matched or not and why; every action and its outcome; for a group, every member.\nWith --data, explains an event of a service's stored log as the service decided it.")
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
 		return 2
+	}
+	if *rf.data != "" && *target != "" && fl.NArg() == 0 && *rf.rules == "" && *rf.events == "" {
+		return explainStored(*rf.data, *target, *asJSON, stdout, stderr)
 	}
 	if *rf.rules == "" || *rf.events == "" || *target == "" || fl.NArg() > 0 {
 		fl.Usage()
