@@ -189,7 +189,7 @@ func (j *Journal) Apply(ctx context.Context, st *State, r store.Record) ([]byte,
 	case store.TypePrune:
 		return nil, nil
 	}
-	ev, err := triggers.DecodeEvent(r.Event, false)
+	ev, err := triggers.DecodeStored(r.Event)
 	if err != nil {
 		return nil, fmt.Errorf("stored event %s (record %d) does not decode: %w", r.ID, r.Seq, err)
 	}

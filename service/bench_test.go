@@ -3,70 +3,107 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-	"github.com/switchboard-dev/switchboard/store"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/store"
 )
 
-// BenchmarkHTTP measures durable events per second through the HTTP API:
-// every answered event is committed to SQLite (WAL, synchronous FULL).
-// Concurrent clients share commits (group commit).
+// load is a closed-loop load: clients post bodies as fast as they are
+// answered. It returns requests per second and the latencies, sorted.
+func load(b *testing.B, url string, clients, n int, body func(i int) string) (float64, []time.Duration) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer client.CloseIdleConnections()
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1))
+				if i > n {
+					return
+				}
+				t0 := time.Now()
+				resp, err := client.Post(url, "application/json", bytes.NewReader([]byte(body(i))))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(begin)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	return float64(len(all)) / elapsed.Seconds(), all
+}
+
+// baseline is the least an HTTP JSON service does per request: read the
+// body, decode it, answer JSON. Switchboard is measured against it.
+func baseline() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"event": ev["id"], "actions": []any{}})
+	})
+}
+
+// BenchmarkHTTP measures durable events per second through the HTTP API,
+// one event per request, beside a minimal net/http JSON handler measured
+// in the same run under the same load (ratio = switchboard / minimal).
+// Every answered event is committed to SQLite (WAL, synchronous FULL);
+// concurrent clients share commits (group commit).
 func BenchmarkHTTP(b *testing.B) {
 	for _, clients := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			url, stop := start(&testing.T{}, filepath.Join(b.TempDir(), "sb.db"), "")
-			defer stop()
-			tr := &http.Transport{MaxIdleConnsPerHost: clients}
-			client := &http.Client{Transport: tr}
-			var next atomic.Int64
-			lat := make([][]time.Duration, clients)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			begin := time.Now()
-			for c := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							return
-						}
-						// Each event opens a conversation and the next closes it,
-						// so the team never fills up.
-						body := msg(fmt.Sprintf("e%d", i), fmt.Sprintf("k%d", i))
-						if i%2 == 0 {
-							body = fmt.Sprintf(`{"id":"c%d","type":"conversation.closed","at":"2026-01-05T09:00:00Z","conversation":"e%d"}`, i, i-1)
-						}
-						t0 := time.Now()
-						resp, err := client.Post(url+"/v1/events", "application/json", bytes.NewReader([]byte(body)))
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						resp.Body.Close()
-						lat[c] = append(lat[c], time.Since(t0))
-					}
-				}()
+			url := startBench(b, filepath.Join(b.TempDir(), "sb.db"))
+			base := httptest.NewServer(baseline())
+			defer base.Close()
+			// Each event opens a conversation and the next closes it, so the
+			// team never fills up.
+			event := func(i int) string {
+				if i%2 == 0 {
+					return fmt.Sprintf(`{"id":"c%d","type":"conversation.closed","conversation":"e%d"}`, i, i-1)
+				}
+				return msg(fmt.Sprintf("e%d", i), fmt.Sprintf("k%d", i))
 			}
-			wg.Wait()
-			elapsed := time.Since(begin)
+			b.ResetTimer()
+			rate, lat := load(b, url+"/v1/events", clients, b.N, event)
 			b.StopTimer()
-			all := slices.Concat(lat...)
-			slices.Sort(all)
-			if len(all) > 0 {
-				b.ReportMetric(float64(len(all))/elapsed.Seconds(), "events/s")
-				b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			baseRate, _ := load(b, base.URL, clients, b.N, event)
+			if len(lat) > 0 {
+				b.ReportMetric(rate, "events/s")
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+				b.ReportMetric(baseRate, "minimal-req/s")
+				b.ReportMetric(rate/baseRate, "ratio")
 			}
 		})
 	}
@@ -108,10 +145,8 @@ func BenchmarkIngestBatch(b *testing.B) {
 	b.ReportMetric(float64(n)/time.Since(begin).Seconds(), "events/s")
 }
 
-var snapEvery int64 = 1e9
-
-// startBench runs a service as serve does (default limits, the wall
-// clock) for a benchmark.
+// startBench runs a service as serve does (default limits and snapshots,
+// the wall clock) for a benchmark.
 func startBench(b *testing.B, path string) string {
 	b.Helper()
 	st, err := store.OpenSQLite(context.Background(), path)
@@ -119,7 +154,7 @@ func startBench(b *testing.B, path string) string {
 		b.Fatal(err)
 	}
 	svc, err := New(context.Background(), Config{Rules: buildRules(b, defaultTestRules), Store: st,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), SnapshotEvery: snapEvery})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -130,3 +165,146 @@ func startBench(b *testing.B, path string) string {
 	b.Cleanup(func() { srv.Close(); cancel(); <-done; st.Close() })
 	return srv.URL
 }
+
+// historyRules route a desk of 20,000 customers who come back again and
+// again: the state stays the same size however long the history.
+const historyRules = `on new conversation -> assign group G by least_active
+on incoming message where text contains 'refund' -> tag refund`
+
+const historyContacts = 20_000
+
+// history is a database holding a log of n events (and the snapshots the
+// service took along it), made once per size for every benchmark of a run.
+var history = map[int]string{}
+
+func historyLog(b *testing.B, n int) string {
+	b.Helper()
+	if path, ok := history[n]; ok {
+		return path
+	}
+	dir, err := os.MkdirTemp("", "switchboard-history")
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(dir, "sb.db")
+	st, err := store.OpenSQLite(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := New(context.Background(), Config{Rules: buildRules(b, historyRules), Store: st,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	// Each visit: the customer writes (a new conversation), writes again,
+	// an agent answers, the conversation closes.
+	var batch []*incoming
+	flush := func() {
+		results, err := svc.Submit(ctx, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range results {
+			if r.err != nil {
+				b.Fatal(r.err)
+			}
+		}
+		batch = batch[:0]
+	}
+	go svc.Run(ctx)
+	for i := 0; i < n; i++ {
+		visit, step := i/4, i%4
+		k := fmt.Sprintf("k%d", visit%historyContacts)
+		conv := fmt.Sprintf("v%d", visit)
+		var line string
+		switch step {
+		case 0:
+			line = fmt.Sprintf(`{"id":"v%d","type":"message.received","channel":"whatsapp","to":"+1","contact":{"id":%q,"name":"Customer %d","lang":"en"},"message":{"text":"hello"}}`, visit, k, visit%historyContacts)
+		case 1:
+			line = fmt.Sprintf(`{"id":"v%d-2","type":"message.received","conversation":%q,"channel":"whatsapp","to":"+1","contact":{"id":%q},"message":{"text":"about my refund"}}`, visit, conv, k)
+		case 2:
+			line = fmt.Sprintf(`{"id":"v%d-3","type":"message.sent","conversation":%q,"agent":"a","message":{"text":"on it"}}`, visit, conv)
+		case 3:
+			line = fmt.Sprintf(`{"id":"v%d-4","type":"conversation.closed","conversation":%q}`, visit, conv)
+		}
+		in, err := accept([]byte(line))
+		if err != nil {
+			b.Fatal(err)
+		}
+		batch = append(batch, in)
+		if len(batch) == 5000 {
+			flush()
+		}
+	}
+	flush()
+	// The snapshot the background would take next, taken now.
+	if err := svc.snap.do(ctx, func(ctx context.Context) error { return svc.snap.take(ctx) }); err != nil {
+		b.Fatal(err)
+	}
+	st.Close()
+	history[n] = path
+	return path
+}
+
+var historySizes = []int{100_000, 1_000_000}
+
+// BenchmarkRestart measures a restart on a log of 100k and of 1M events:
+// the newest snapshot and the records after it, whatever the history.
+func BenchmarkRestart(b *testing.B) {
+	for _, n := range historySizes {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+			path := historyLog(b, n)
+			rs := buildRules(b, historyRules)
+			b.ResetTimer()
+			for range b.N {
+				st, err := store.OpenSQLite(context.Background(), path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				svc, err := New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if svc.seq != int64(n) {
+					b.Fatalf("restarted at record %d of %d", svc.seq, n)
+				}
+				st.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkExplain measures explaining an event on a log of 100k and of
+// 1M events: from the nearest snapshot before it. The events explained are
+// spread over the last snapshot intervals.
+func BenchmarkExplain(b *testing.B) {
+	for _, n := range historySizes {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+			path := historyLog(b, n)
+			st, err := store.OpenSQLite(context.Background(), path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			svc, err := New(context.Background(), Config{Rules: buildRules(b, historyRules), Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := range b.N {
+				visit := (n/4 - 1) - (i*997)%5000 // within the last 20,000 events
+				rec, ok, err := st.Get(ctx, fmt.Sprintf("v%d-2", visit))
+				if err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+				trace, err := svc.j.Explain(ctx, rec)
+				if err != nil || trace == nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+

@@ -115,22 +115,24 @@ func (p *snapshotter) take(ctx context.Context) error {
 	return p.retain(ctx)
 }
 
-// keepNewest is how many of the newest snapshots are always kept; older
-// ones are thinned to one per ten snapshot intervals, so that explaining
-// an old event replays at most that much.
-const keepNewest = 3
+// Snapshots are kept densely for recent history, where explanations are
+// asked for most: every one within the newest keepRecent intervals; older
+// ones thinned to one per keepRecent intervals, so that explaining an old
+// event replays at most that much.
+const keepRecent = 10
 
 func (p *snapshotter) thin(ctx context.Context) error {
 	s := p.s
 	snaps, err := s.cfg.Store.Snapshots(ctx)
-	if err != nil {
+	if err != nil || len(snaps) == 0 {
 		return err
 	}
-	bucket := func(seq int64) int64 { return seq / (10 * s.cfg.SnapshotEvery) }
-	for i := keepNewest; i < len(snaps); i++ {
-		// Newest first: drop one that shares its bucket with the next
-		// older one (which stays), so each bucket keeps its oldest.
-		if i+1 < len(snaps) && bucket(snaps[i].Seq) == bucket(snaps[i+1].Seq) {
+	span := keepRecent * s.cfg.SnapshotEvery
+	recent := snaps[0].Seq - span
+	for i := 0; i+1 < len(snaps); i++ {
+		// Newest first: an old one that shares its bucket with the next
+		// older one goes, so each bucket keeps its oldest.
+		if snaps[i].Seq < recent && snaps[i].Seq/span == snaps[i+1].Seq/span {
 			if err := s.cfg.Store.DeleteSnapshot(ctx, snaps[i].Seq); err != nil {
 				return err
 			}

@@ -112,6 +112,20 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	return &ev, nil
 }
 
+// DecodeStored reads an event that was accepted before (by DecodeEvent)
+// and stored: the strict checks for unknown fields and trailing data are
+// left out, which makes replaying a long log several times faster.
+func DecodeStored(data []byte) (*Event, error) {
+	var ev Event
+	if err := gojson.Unmarshal(data, &ev); err != nil {
+		return nil, decodeError(err)
+	}
+	if err := ev.Validate(false); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
 // Validate checks that the event has what its type needs.
 func (ev *Event) Validate(requireAt bool) error {
 	if strings.TrimSpace(ev.ID) == "" {
