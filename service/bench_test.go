@@ -307,4 +307,3 @@ func BenchmarkExplain(b *testing.B) {
 		})
 	}
 }
-
