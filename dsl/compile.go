@@ -745,5 +745,31 @@ func (c *compiler) set(f *File, s *setAST) Action {
 		c.d.errorf(fr.start, CodeSettablePath, "", "%s takes %s, but this is %s", path, want, typeWord(t))
 		return nil
 	}
+	if t := prog.Node().Type(); isAttr && t != nil && !storable(t) {
+		what := typeWord(t)
+		if t.Kind() == reflect.Struct {
+			what = "a whole record; set one of its fields, e.g. contact.name"
+		}
+		c.d.errorf(fr.start, CodeSettablePath, "a custom attribute holds text, a number, true or false, a time, or a list or map of those",
+			"%s cannot hold %s", path, what)
+		return nil
+	}
 	return &Set{Pos: posOf(s.Pos), Path: path, Value: &Expr{Source: fr.src, Program: prog}}
+}
+
+// storable reports whether a custom attribute can hold values of type t:
+// what events carry (text, numbers, true or false, lists, maps) and times
+// and durations; not objects such as a whole contact.
+func storable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64, reflect.Interface:
+		return true
+	case reflect.Slice: // as events and expressions make them
+		return t.Elem().Kind() == reflect.Interface || t.Elem().Kind() == reflect.String
+	case reflect.Map:
+		return t.Key().Kind() == reflect.String && t.Elem().Kind() == reflect.Interface
+	case reflect.Struct:
+		return t == reflect.TypeFor[time.Time]()
+	}
+	return t == reflect.TypeFor[time.Duration]()
 }

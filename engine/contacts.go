@@ -39,3 +39,15 @@ func (e *Engine) Contacts(ev *triggers.Event, own string, d *Decision) []string 
 	}
 	return out
 }
+
+// ContactConversations lists the open conversations of a contact, sorted.
+func (e *Engine) ContactConversations(id string) []string {
+	var out []string
+	for _, c := range e.convs {
+		if c.contact.id == id {
+			out = append(out, c.id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

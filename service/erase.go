@@ -3,10 +3,11 @@ package service
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -27,53 +28,79 @@ type EraseResult struct {
 }
 
 // pendingErase marks, in the store's meta data, an erasure whose history
-// is not rewritten yet: a restart finishes it.
+// is not rewritten yet, with the id of its record: a restart finishes it
+// if the record was committed, and forgets it if not.
 const pendingErase = "erase:"
 
 // EraseContact erases a contact's personal data (name, email, phone,
 // custom attributes, message texts) from the live state, the log and the
 // snapshots. Routing is left as it is: conversations keep their agents and
 // their places in line. It returns once the data is gone from the
-// database's files.
+// database's files. Once the erasure is committed it runs to its end even
+// if the client goes away.
 func (s *Service) EraseContact(ctx context.Context, id string) (EraseResult, error) {
-	r := &request{erase: id, done: make(chan struct{}), start: time.Now()}
+	s.eraseMu.Lock()
+	defer s.eraseMu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	recID := store.IDPrefix + "erase:" + hex.EncodeToString(nonce[:])
+	// Marked first: a stop between the commit and the rewrite of history
+	// leaves the mark, and the next start finishes the work.
+	if err := s.cfg.Store.SetMeta(ctx, pendingErase+id, recID); err != nil {
+		return EraseResult{}, errNotStored
+	}
+	r := &request{erase: id, eraseID: recID, done: make(chan struct{}), start: time.Now()}
 	if err := s.enqueue(ctx, r); err != nil {
+		s.cfg.Store.SetMeta(ctx, pendingErase+id, "")
 		return EraseResult{}, err
 	}
 	if r.err != nil {
+		s.cfg.Store.SetMeta(ctx, pendingErase+id, "")
 		return EraseResult{}, r.err
 	}
 	res := EraseResult{Contact: id, Record: r.seq}
-	if err := s.cfg.Store.SetMeta(ctx, pendingErase+id, strconv.FormatInt(r.seq, 10)); err != nil {
-		return res, err
-	}
-	err := s.snap.do(ctx, func(ctx context.Context) error { return s.eraseHistory(ctx, id, r.seq) })
+	err := s.snap.do(ctx, func(ctx context.Context) error { return s.eraseHistory(ctx, id, r.seq, r.convs) })
 	return res, err
 }
 
-// finishErasures completes the erasures a stop cut short.
-func (s *Service) finishErasures(ctx context.Context) error {
+// finishErasures completes the erasures a stop cut short. One that fails
+// stays marked and is tried again after the next snapshot.
+func (s *Service) finishErasures(ctx context.Context) {
+	if !s.eraseMu.TryLock() {
+		return // an erasure is under way: its own work finishes it
+	}
+	defer s.eraseMu.Unlock()
 	pending, err := s.cfg.Store.Meta(ctx, pendingErase)
 	if err != nil {
-		return err
+		s.log.Error("cannot read the pending erasures", "err", err)
+		return
 	}
-	for key, v := range pending {
-		seq, _ := strconv.ParseInt(v, 10, 64)
+	for key, recID := range pending {
 		id := strings.TrimPrefix(key, pendingErase)
-		s.log.Info("finishing an erasure a stop cut short", "contact", id)
-		if err := s.eraseHistory(ctx, id, seq); err != nil {
-			return fmt.Errorf("erasing contact %q: %w", id, err)
+		rec, ok, err := s.cfg.Store.Get(ctx, recID)
+		if err != nil {
+			s.log.Error("cannot finish an erasure", "contact", id, "err", err)
+			continue
+		}
+		if !ok {
+			// The erasure was never committed (it was answered 503).
+			s.cfg.Store.SetMeta(ctx, key, "")
+			continue
+		}
+		s.log.Info("finishing an erasure a stop cut short", "contact", id, "record", rec.Seq)
+		if err := s.eraseHistory(ctx, id, rec.Seq, nil); err != nil {
+			s.log.Error("cannot finish an erasure; it is tried again after the next snapshot", "contact", id, "err", err)
 		}
 	}
-	return nil
 }
 
-// eraseHistory rewrites the log and the snapshots for an erasure recorded
-// at record seq. It first makes sure a snapshot after the erasure exists,
-// so that a restart never replays the redacted events before it (their
-// decisions could differ without the erased data). It runs on the
+// eraseHistory rewrites the log up to the erasure's record seq, and the
+// snapshots before it. It first makes sure a snapshot after the erasure
+// exists, so that a restart never replays the redacted events before it
+// (their decisions could differ without the erased data). It runs on the
 // snapshotter's goroutine, or before the service runs.
-func (s *Service) eraseHistory(ctx context.Context, id string, seq int64) error {
+func (s *Service) eraseHistory(ctx context.Context, id string, seq int64, open []string) error {
 	if s.snap.last.Load() < seq {
 		if s.snap.committed.Load() < seq {
 			s.snap.committed.Store(seq)
@@ -82,64 +109,114 @@ func (s *Service) eraseHistory(ctx context.Context, id string, seq int64) error 
 			return err
 		}
 	}
-	convs := map[string]bool{}
-	redact := func(r store.Record) ([]byte, []byte, error) {
-		own := len(r.Contacts) > 0 && r.Contacts[0] == id
-		ev := r.Event
-		if own {
-			var err error
-			if ev, err = redactEvent(r.Event, convs); err != nil {
-				return nil, nil, err
-			}
-		}
-		dec, err := redactDecision(r.Decision, convs, own)
-		return ev, dec, err
+	e := &eraser{s: s, ctx: ctx, contact: id, convs: map[string]bool{}}
+	for _, c := range open {
+		e.convs[c] = true
 	}
-	rewrite := func(in store.SnapshotInfo, data []byte) ([]byte, error) {
-		rs, err := s.j.RuleSet(ctx, in.RuleSet)
-		if err != nil {
-			return nil, err
-		}
-		eng, err := engine.Restore(rs, data)
-		if err != nil {
-			return nil, err
-		}
-		eng.EraseContact(id)
-		return eng.Snapshot()
-	}
-	if err := s.cfg.Store.Erase(ctx, id, redact, rewrite); err != nil {
+	if err := s.cfg.Store.Erase(ctx, id, seq, e); err != nil {
 		return err
 	}
-	s.log.Info("contact erased", "contact", id, "record", seq)
+	s.log.Info("contact erased", "contact", id, "record", seq, "records_rewritten", e.redacted)
 	return s.cfg.Store.SetMeta(ctx, pendingErase+id, "")
 }
 
-// redactEvent removes the personal fields of a stored event, and notes its
-// conversation.
-func redactEvent(raw []byte, convs map[string]bool) ([]byte, error) {
+// eraser redacts one contact's records: its own events, and the texts of
+// the actions on its conversations wherever they are.
+type eraser struct {
+	s        *Service
+	ctx      context.Context
+	contact  string
+	convs    map[string]bool // the contact's conversations
+	redacted int
+}
+
+// Learn collects the contact's conversations from its own records, so that
+// the actions on them are found in any record, whatever comes first.
+func (e *eraser) Learn(r store.Record) error {
+	if len(r.Contacts) == 0 || r.Contacts[0] != e.contact {
+		return nil
+	}
+	var ev struct {
+		Conversation string `json:"conversation"`
+	}
+	json.Unmarshal(r.Event, &ev)
+	var d struct {
+		Conversation string `json:"conversation"`
+	}
+	json.Unmarshal(r.Decision, &d)
+	for _, c := range []string{ev.Conversation, d.Conversation} {
+		if c != "" {
+			e.convs[c] = true
+		}
+	}
+	return nil
+}
+
+func (e *eraser) Redact(r store.Record) ([]byte, []byte, error) {
+	e.redacted++
+	ev := r.Event
+	if len(r.Contacts) > 0 && r.Contacts[0] == e.contact {
+		var err error
+		if ev, err = redactEvent(r.Event); err != nil {
+			return nil, nil, err
+		}
+	}
+	dec, err := redactDecision(r.Decision, e.convs)
+	return ev, dec, err
+}
+
+func (e *eraser) Rewrite(in store.SnapshotInfo, data []byte) ([]byte, error) {
+	rs, err := e.s.j.RuleSet(e.ctx, in.RuleSet)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.Restore(rs, data)
+	if err != nil {
+		return nil, err
+	}
+	eng.EraseContact(e.contact)
+	return eng.Snapshot()
+}
+
+// personal are the fields of an event that hold personal data, by object.
+var personal = map[string][]string{
+	"contact": {"name", "email", "phone", "attrs"},
+	"message": {"text"},
+}
+
+// deleteKeys removes keys from m whatever their case, as the decoder
+// matches them.
+func deleteKeys(m map[string]any, keys []string) {
+	for k := range m {
+		for _, p := range keys {
+			if strings.EqualFold(k, p) {
+				delete(m, k)
+			}
+		}
+	}
+}
+
+// redactEvent removes the personal fields of a stored event.
+func redactEvent(raw []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var ev map[string]any
 	if err := dec.Decode(&ev); err != nil {
 		return nil, err
 	}
-	if c, ok := ev["conversation"].(string); ok {
-		convs[c] = true
-	}
-	if c, ok := ev["contact"].(map[string]any); ok {
-		for _, k := range []string{"name", "email", "phone", "attrs"} {
-			delete(c, k)
+	for k, v := range ev {
+		for obj, keys := range personal {
+			if m, ok := v.(map[string]any); ok && strings.EqualFold(k, obj) {
+				deleteKeys(m, keys)
+			}
 		}
-	}
-	if m, ok := ev["message"].(map[string]any); ok {
-		delete(m, "text")
 	}
 	return json.Marshal(ev)
 }
 
 // redactDecision replaces the texts of the actions on the contact's
 // conversations, keeping the decision's shape and its keys' order.
-func redactDecision(raw []byte, convs map[string]bool, own bool) ([]byte, error) {
+func redactDecision(raw []byte, convs map[string]bool) ([]byte, error) {
 	var d struct {
 		Event        string            `json:"event"`
 		Conversation *string           `json:"conversation"`
@@ -151,9 +228,6 @@ func redactDecision(raw []byte, convs map[string]bool, own bool) ([]byte, error)
 	}
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return nil, err
-	}
-	if own && d.Conversation != nil {
-		convs[*d.Conversation] = true
 	}
 	for i, a := range d.Actions {
 		var conv struct {

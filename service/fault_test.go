@@ -453,12 +453,19 @@ func TestFindingBatchIsOneCommit(t *testing.T) {
 }
 
 // Erasure: the contact's personal data leaves the live state, the log,
-// the snapshots and the database's files; routing stays as it was.
+// the snapshots and the database's files; routing stays as it was; what
+// the client sends after the erasure is kept.
 func TestEraseContact(t *testing.T) {
-	h := open(t, "", "on new conversation -> assign group G by least_active; reply \"Hello {{contact.name}}\"", nil, func(c *Config) { c.SnapshotEvery = 3 })
+	rules := "on new conversation -> assign group G by least_active; reply \"Hello {{contact.name}}\""
+	h := open(t, "", rules, nil, func(c *Config) { c.SnapshotEvery = 3 })
 	const secret = "Zebulon Quartermaine"
 	body := `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1","name":"` + secret + `","phone":"+15550123"},"message":{"text":"my card is 4111"}}`
 	if code, resp, _ := h.do("POST", "/v1/events", body); code != 200 || !strings.Contains(resp, secret) {
+		t.Fatalf("%d %s", code, resp)
+	}
+	// The decoder matches keys whatever their case; so does the erasure.
+	odd := `{"id":"e2","type":"message.received","channel":"whatsapp","to":"+1","Contact":{"id":"k1","NAME":"Zebulon Q.","eMail":"zq@example.com","ATTRS":{"ssn":"078-05-1120"}},"Message":{"TEXT":"card 5500"}}`
+	if code, resp, _ := h.do("POST", "/v1/events", odd); code != 200 {
 		t.Fatalf("%d %s", code, resp)
 	}
 	for i := range 5 {
@@ -466,9 +473,11 @@ func TestEraseContact(t *testing.T) {
 	}
 	waitFor(t, "a snapshot", func() bool { return strings.Contains(h.logs.String(), "snapshot taken") })
 	_, agentsBefore, _ := h.do("GET", "/v1/agents", "")
-	code, resp, _ := h.do("DELETE", "/v1/contacts/k1", "")
-	if code != 200 {
-		t.Fatalf("erase: %d %s", code, resp)
+	// A client that does not wait: the erasure runs to its end all the same.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.svc.EraseContact(ctx, "k1"); err != nil {
+		t.Fatalf("erase: %v", err)
 	}
 	if _, agents, _ := h.do("GET", "/v1/agents", ""); agents != agentsBefore {
 		t.Fatalf("routing changed:\n%s\n%s", agents, agentsBefore)
@@ -477,21 +486,50 @@ func TestEraseContact(t *testing.T) {
 	if strings.Contains(dec, secret) || !strings.Contains(dec, `"agent":"a"`) || !strings.Contains(dec, "[erased]") {
 		t.Fatalf("the stored decision: %s", dec)
 	}
+	// What comes after the erasure is the contact's new data: kept.
+	h.do("POST", "/v1/events", `{"id":"e3","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1","name":"Zeb Again"}}`)
 	h.stop()
 	for _, name := range []string{"", "-wal"} {
 		data, _ := os.ReadFile(h.path + name)
-		for _, s := range []string{secret, "+15550123", "4111"} {
+		for _, s := range []string{secret, "+15550123", "4111", "Zebulon Q.", "zq@example.com", "078-05-1120", "5500"} {
 			if bytes.Contains(data, []byte(s)) {
 				t.Errorf("%s still holds %q", filepath.Base(h.path+name), s)
 			}
 		}
 	}
-	h = h.restart("on new conversation -> assign group G by least_active; reply \"Hello {{contact.name}}\"")
+	h = h.restart(rules)
 	if _, agents, _ := h.do("GET", "/v1/agents", ""); agents != agentsBefore {
 		t.Fatalf("routing after a restart:\n%s\n%s", agents, agentsBefore)
 	}
+	if rec, _, _ := h.st.Get(context.Background(), "e3"); !bytes.Contains(rec.Event, []byte("Zeb Again")) {
+		t.Fatalf("data sent after the erasure was erased: %s", rec.Event)
+	}
 	if code, _, _ := h.do("DELETE", "/v1/contacts/nobody", ""); code != 404 {
 		t.Fatalf("unknown contact: %d", code)
+	}
+}
+
+// An erasure cut short after its commit is finished at the next start.
+func TestEraseFinishedAtStart(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	const secret = "Philomena Cunk"
+	h.do("POST", "/v1/events", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1","name":"`+secret+`"}}`)
+	h.fs.FailSnapshots(1)
+	if code, _, _ := h.do("DELETE", "/v1/contacts/k1", ""); code != 503 {
+		t.Fatalf("an erasure whose snapshot failed: %d", code)
+	}
+	if rec, _, _ := h.st.Get(context.Background(), "e1"); !bytes.Contains(rec.Event, []byte(secret)) {
+		t.Fatalf("the history was rewritten although the erasure was cut short: %s", rec.Event)
+	}
+	h = h.restart(defaultTestRules)
+	if !strings.Contains(h.logs.String(), "finishing an erasure a stop cut short") {
+		t.Fatalf("not finished:\n%s", h.logs.String())
+	}
+	h.stop()
+	for _, name := range []string{"", "-wal"} {
+		if data, _ := os.ReadFile(h.path + name); bytes.Contains(data, []byte(secret)) {
+			t.Errorf("%s still holds the name", filepath.Base(h.path+name))
+		}
 	}
 }
 

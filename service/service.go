@@ -92,6 +92,7 @@ type Service struct {
 	j        *journal.Journal // the log, read back into engines
 	explains chan struct{}    // explanation slots
 	snap     *snapshotter
+	eraseMu  sync.Mutex // one erasure at a time
 	m        *metrics
 }
 
@@ -109,6 +110,8 @@ type request struct {
 	events  []*incoming
 	reload  *dsl.RuleSet // a reload instead of events
 	erase   string       // a contact to erase instead of events
+	eraseID string       // the id of the erasure's record
+	convs   []string     // the erased contact's open conversations
 	prune   *store.Pruned
 	results []result
 	done    chan struct{}
@@ -209,9 +212,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		last = snaps[0].Seq
 	}
 	s.snap = newSnapshotter(s, last)
-	if err := s.finishErasures(ctx); err != nil {
-		return nil, err
-	}
+	s.finishErasures(ctx)
 	// Starting on other rules than the log's last is a reload.
 	if s.rs.Version != cfg.Rules.Version {
 		if err := s.startReload(ctx, cfg.Rules); err != nil {
@@ -464,6 +465,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 			r.seq = seq
 			continue
 		case r.erase != "":
+			r.convs = eng.ContactConversations(r.erase)
 			if !eng.EraseContact(r.erase) {
 				r.err = errNoContact
 				continue
@@ -471,6 +473,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 			seq++
 			body, _ := gojson.Marshal(map[string]string{"contact": r.erase})
 			rec := internalRecord(seq, store.TypeErase, body, now, rs.Version)
+			rec.ID = r.eraseID
 			rec.Contacts = []string{r.erase}
 			recs = append(recs, rec)
 			r.seq = seq

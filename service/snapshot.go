@@ -112,7 +112,11 @@ func (p *snapshotter) take(ctx context.Context) error {
 	if err := p.thin(ctx); err != nil {
 		return err
 	}
-	return p.retain(ctx)
+	if err := p.retain(ctx); err != nil {
+		return err
+	}
+	s.finishErasures(ctx)
+	return nil
 }
 
 // Snapshots are kept densely for recent history, where explanations are

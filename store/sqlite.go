@@ -54,21 +54,23 @@ var migrations = []string{
 		PRIMARY KEY (seq, contact)
 	) WITHOUT ROWID;
 	CREATE INDEX event_contacts_contact ON event_contacts(contact);
-	-- snapshots of the engine's state after record seq, in chunks so that
-	-- writing one never holds the log up for long; a snapshot exists once
-	-- its row in snapshots does.
+	-- snapshots of the engine's state after record seq. The state is a
+	-- blob written in chunks, so that writing one never holds the log up
+	-- for long; a snapshot exists, or changes, only when its row names a
+	-- complete blob.
 	CREATE TABLE snapshots (
 		seq      INTEGER PRIMARY KEY,
 		ruleset  TEXT NOT NULL,
 		format   INTEGER NOT NULL,
 		size     INTEGER NOT NULL,
-		taken_at TEXT NOT NULL
+		taken_at TEXT NOT NULL,
+		blob     INTEGER NOT NULL
 	);
 	CREATE TABLE snapshot_chunks (
-		seq  INTEGER NOT NULL,
+		blob INTEGER NOT NULL,
 		n    INTEGER NOT NULL,
 		data BLOB NOT NULL,
-		PRIMARY KEY (seq, n)
+		PRIMARY KEY (blob, n)
 	);
 	-- pruned_through, pruned_before: what retention removed.
 	CREATE TABLE meta (
@@ -86,6 +88,7 @@ type SQLite struct {
 	created  bool
 	readOnly bool
 
+	blob            int64 // the last snapshot blob written; guarded by wmu
 	stopCheckpoints chan struct{}
 	checkpoints     sync.WaitGroup
 
@@ -283,7 +286,11 @@ func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
 	s.checkpoints.Add(1)
 	go s.checkpointer()
 	// Chunks of a snapshot whose writing was cut off.
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE seq NOT IN (SELECT seq FROM snapshots)`); err != nil {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE blob NOT IN (SELECT blob FROM snapshots)`); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(blob), 0) FROM snapshots`).Scan(&s.blob); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -598,17 +605,32 @@ const snapshotChunk = 1 << 20
 // SaveSnapshot stores a snapshot, a chunk per transaction, and makes it
 // visible last.
 func (s *SQLite) SaveSnapshot(ctx context.Context, info SnapshotInfo, state []byte) error {
-	if err := s.exec(ctx, `DELETE FROM snapshot_chunks WHERE seq = ?`, info.Seq); err != nil {
+	var blob int64
+	if err := s.inTx(ctx, func(*sql.Conn) error { s.blob++; blob = s.blob; return nil }); err != nil {
 		return err
 	}
 	for n := 0; n*snapshotChunk < len(state) || n == 0; n++ {
 		part := state[n*snapshotChunk : min(len(state), (n+1)*snapshotChunk)]
-		if err := s.exec(ctx, `INSERT INTO snapshot_chunks (seq, n, data) VALUES (?, ?, ?)`, info.Seq, n, part); err != nil {
+		if err := s.exec(ctx, `INSERT INTO snapshot_chunks (blob, n, data) VALUES (?, ?, ?)`, blob, n, part); err != nil {
 			return err
 		}
 	}
-	return s.exec(ctx, `INSERT OR REPLACE INTO snapshots (seq, ruleset, format, size, taken_at) VALUES (?, ?, ?, ?, ?)`,
-		info.Seq, info.RuleSet, info.Format, len(state), formatTime(info.Taken))
+	// The row names the new blob, in one step; the old blob, if this
+	// replaces a snapshot, goes after.
+	var old sql.NullInt64
+	err := s.inTx(ctx, func(tx *sql.Conn) error {
+		err := tx.QueryRowContext(ctx, `SELECT blob FROM snapshots WHERE seq = ?`, info.Seq).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO snapshots (seq, ruleset, format, size, taken_at, blob) VALUES (?, ?, ?, ?, ?, ?)`,
+			info.Seq, info.RuleSet, info.Format, len(state), formatTime(info.Taken), blob)
+		return err
+	})
+	if err != nil || !old.Valid {
+		return err
+	}
+	return s.exec(ctx, `DELETE FROM snapshot_chunks WHERE blob = ?`, old.Int64)
 }
 
 // Snapshots lists the stored snapshots, newest first.
@@ -633,14 +655,14 @@ func (s *SQLite) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
 
 // LoadSnapshot returns a snapshot's state.
 func (s *SQLite) LoadSnapshot(ctx context.Context, seq int64) ([]byte, error) {
-	var size int64
-	if err := s.db.QueryRowContext(ctx, `SELECT size FROM snapshots WHERE seq = ?`, seq).Scan(&size); err != nil {
+	var size, blob int64
+	if err := s.db.QueryRowContext(ctx, `SELECT size, blob FROM snapshots WHERE seq = ?`, seq).Scan(&size, &blob); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("no snapshot at seq %d", seq)
 		}
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM snapshot_chunks WHERE seq = ? ORDER BY n`, seq)
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM snapshot_chunks WHERE blob = ? ORDER BY n`, blob)
 	if err != nil {
 		return nil, err
 	}
@@ -665,12 +687,19 @@ func (s *SQLite) LoadSnapshot(ctx context.Context, seq int64) ([]byte, error) {
 // DeleteSnapshot removes a snapshot.
 func (s *SQLite) DeleteSnapshot(ctx context.Context, seq int64) error {
 	return s.inTx(ctx, func(tx *sql.Conn) error {
-		for _, q := range []string{`DELETE FROM snapshots WHERE seq = ?`, `DELETE FROM snapshot_chunks WHERE seq = ?`} {
-			if _, err := tx.ExecContext(ctx, q, seq); err != nil {
-				return err
-			}
+		var blob int64
+		err := tx.QueryRowContext(ctx, `SELECT blob FROM snapshots WHERE seq = ?`, seq).Scan(&blob)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
 		}
-		return nil
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM snapshots WHERE seq = ?`, seq); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM snapshot_chunks WHERE blob = ?`, blob)
+		return err
 	})
 }
 
@@ -750,12 +779,15 @@ func (s *SQLite) Pruned(ctx context.Context) (Pruned, error) {
 // eraseChunk is how many records one erasing transaction rewrites.
 const eraseChunk = 500
 
-// Erase rewrites the records concerning contact and every snapshot, then
-// checkpoints and truncates the write-ahead log so that the old bytes are
-// gone from every file (secure_delete zeroes what SQLite frees).
-func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) (event, decision []byte, err error), rewrite func(SnapshotInfo, []byte) ([]byte, error)) error {
+// Erase rewrites the records concerning contact up to record through,
+// and the snapshots before it, then checkpoints and truncates the
+// write-ahead log so that the old bytes are gone from every file
+// (secure_delete zeroes what SQLite frees). Hashes of the rewritten events
+// go too: a hash of personal data could confirm a guess.
+func (s *SQLite) Erase(ctx context.Context, contact string, through int64, e Eraser) error {
 	var seqs []int64
-	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM events WHERE contact = ? UNION SELECT seq FROM event_contacts WHERE contact = ? ORDER BY 1`, contact, contact)
+	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM events WHERE contact = ? AND seq <= ? UNION SELECT seq FROM event_contacts WHERE contact = ? AND seq <= ? ORDER BY 1`,
+		contact, through, contact, through)
 	if err != nil {
 		return err
 	}
@@ -771,6 +803,18 @@ func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) 
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	for _, seq := range seqs {
+		r, err := scanRecord(s.db.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq = ?`, seq).Scan)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // pruned meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if err := e.Learn(r); err != nil {
+			return err
+		}
+	}
 	for len(seqs) > 0 {
 		part := seqs[:min(eraseChunk, len(seqs))]
 		seqs = seqs[len(part):]
@@ -783,11 +827,11 @@ func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) 
 				if err != nil {
 					return err
 				}
-				ev, dec, err := redact(r)
+				ev, dec, err := e.Redact(r)
 				if err != nil {
 					return fmt.Errorf("stored event %s (seq %d): %w", r.ID, r.Seq, err)
 				}
-				if _, err := tx.ExecContext(ctx, `UPDATE events SET event = ?, decision = ? WHERE seq = ?`, string(ev), string(dec), seq); err != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE events SET event = ?, decision = ?, hash = NULL WHERE seq = ?`, string(ev), string(dec), seq); err != nil {
 					return err
 				}
 			}
@@ -802,16 +846,16 @@ func (s *SQLite) Erase(ctx context.Context, contact string, redact func(Record) 
 		return err
 	}
 	for _, in := range snaps {
-		state, err := s.LoadSnapshot(ctx, in.Seq)
-		if err != nil {
-			// An unreadable snapshot cannot be rewritten: it goes.
-			if err := s.DeleteSnapshot(ctx, in.Seq); err != nil {
-				return err
-			}
-			continue
+		if in.Seq >= through {
+			continue // taken after the erasure: without the data already
 		}
-		next, err := rewrite(in, state)
+		state, err := s.LoadSnapshot(ctx, in.Seq)
+		var next []byte
+		if err == nil {
+			next, err = e.Rewrite(in, state)
+		}
 		if err != nil {
+			// A snapshot that cannot be rewritten cannot be kept.
 			if err := s.DeleteSnapshot(ctx, in.Seq); err != nil {
 				return err
 			}

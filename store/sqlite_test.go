@@ -177,26 +177,43 @@ func TestErase(t *testing.T) {
 	if err := s.Append(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	s.SaveSnapshot(ctx, SnapshotInfo{Seq: 50, RuleSet: "v1", Format: 1}, []byte("state with "+secret))
-	var redacted []int64
-	err := s.Erase(ctx, "k3", func(r Record) ([]byte, []byte, error) {
-		redacted = append(redacted, r.Seq)
-		return bytes.ReplaceAll(r.Event, []byte(secret), nil), bytes.ReplaceAll(r.Decision, []byte(secret), nil), nil
-	}, func(_ SnapshotInfo, state []byte) ([]byte, error) {
-		return bytes.ReplaceAll(state, []byte(secret), nil), nil
-	})
-	if err != nil {
+	s.SaveSnapshot(ctx, SnapshotInfo{Seq: 40, RuleSet: "v1", Format: 1}, []byte("state with "+secret))
+	// Records after the erasure (48 and on) are the contact's new data:
+	// left alone.
+	e := &testEraser{secret: []byte(secret)}
+	if err := s.Erase(ctx, "k3", 47, e); err != nil {
 		t.Fatal(err)
 	}
-	if len(redacted) != 11 || redacted[0] != 3 || redacted[1] != 8 || redacted[2] != 10 {
-		t.Fatalf("redacted %v", redacted)
+	if len(e.redacted) != 10 || e.redacted[0] != 3 || e.redacted[1] != 8 || e.redacted[2] != 10 || len(e.learned) != 10 {
+		t.Fatalf("redacted %v, learned %v", e.redacted, e.learned)
 	}
+	if r, _, _ := s.Get(ctx, "e48"); !bytes.Contains(r.Event, []byte(secret)) {
+		t.Fatal("a record after the erasure was redacted")
+	}
+	if r, _, _ := s.Get(ctx, "e43"); r.Hash != nil {
+		t.Fatal("the hash of a redacted event is kept")
+	}
+	s.Erase(ctx, "k3", 50, e)
 	for _, name := range []string{"sb.db", "sb.db-wal"} {
 		data, _ := os.ReadFile(filepath.Join(dir, name))
 		if bytes.Contains(data, []byte(secret)) {
 			t.Fatalf("%s still holds the erased name", name)
 		}
 	}
+}
+
+type testEraser struct {
+	secret            []byte
+	learned, redacted []int64
+}
+
+func (e *testEraser) Learn(r Record) error { e.learned = append(e.learned, r.Seq); return nil }
+func (e *testEraser) Redact(r Record) ([]byte, []byte, error) {
+	e.redacted = append(e.redacted, r.Seq)
+	return bytes.ReplaceAll(r.Event, e.secret, nil), bytes.ReplaceAll(r.Decision, e.secret, nil), nil
+}
+func (e *testEraser) Rewrite(_ SnapshotInfo, state []byte) ([]byte, error) {
+	return bytes.ReplaceAll(state, e.secret, nil), nil
 }
 
 // TestOwnership: one process per file, and never a silent start on nothing.

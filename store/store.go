@@ -77,6 +77,16 @@ type Pruned struct {
 	Before  time.Time // the clock of the newest pruned record
 }
 
+// Eraser says how to erase a contact's data.
+type Eraser interface {
+	// Learn sees every record concerning the contact first, in order.
+	Learn(Record) error
+	// Redact returns a record's event and decision without the data.
+	Redact(Record) (event, decision []byte, err error)
+	// Rewrite returns a snapshot's state without the data.
+	Rewrite(SnapshotInfo, []byte) ([]byte, error)
+}
+
 // ErrDuplicate is returned by Append when an event id is already stored.
 var ErrDuplicate = errors.New("event id already stored")
 
@@ -117,10 +127,10 @@ type Store interface {
 	Prune(ctx context.Context, through int64) error
 	// Pruned says what Prune removed so far.
 	Pruned(ctx context.Context) (Pruned, error)
-	// Erase rewrites every record concerning contact with redact's
-	// answer, and every snapshot with rewrite's, then makes sure the old
-	// bytes are gone from the database's files.
-	Erase(ctx context.Context, contact string, redact func(Record) (event, decision []byte, err error), rewrite func(SnapshotInfo, []byte) ([]byte, error)) error
+	// Erase rewrites the records concerning contact up to record through,
+	// and the snapshots before it, as e says, then makes sure the old bytes
+	// are gone from the database's files.
+	Erase(ctx context.Context, contact string, through int64, e Eraser) error
 
 	// SetMeta records a value under key; an empty value removes it.
 	SetMeta(ctx context.Context, key, value string) error

@@ -112,6 +112,28 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	return &ev, nil
 }
 
+// MaxAttrDepth is how deeply a custom attribute's value may nest lists
+// and objects: what a snapshot of the state can hold, with room to spare.
+const MaxAttrDepth = 32
+
+// depth is how deeply v nests lists and objects (a plain value is 0).
+func depth(v any) int {
+	d := 0
+	switch x := v.(type) {
+	case []any:
+		for _, e := range x {
+			d = max(d, depth(e))
+		}
+		return d + 1
+	case map[string]any:
+		for _, e := range x {
+			d = max(d, depth(e))
+		}
+		return d + 1
+	}
+	return 0
+}
+
 // DecodeStored reads an event that was accepted before (by DecodeEvent)
 // and stored: the strict checks for unknown fields and trailing data are
 // left out, which makes replaying a long log several times faster.
@@ -147,6 +169,13 @@ func (ev *Event) Validate(requireAt bool) error {
 	if !ev.At.IsZero() {
 		if y := ev.At.UTC().Year(); y < MinYear || y > MaxYear {
 			return fieldErr("at", "%s is out of range: in UTC it falls in the year %d; write a time between %d and %d", ev.At.Format(time.RFC3339), y, MinYear, MaxYear)
+		}
+	}
+	if ev.Contact != nil {
+		for k, v := range ev.Contact.Attrs {
+			if depth(v) > MaxAttrDepth {
+				return fieldErr("contact.attrs."+k, "nested more than %d levels deep; send flatter attributes", MaxAttrDepth)
+			}
 		}
 	}
 	switch ev.Type {
