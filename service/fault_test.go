@@ -431,6 +431,24 @@ func TestFindingSameIDOtherBody(t *testing.T) {
 	}
 }
 
+// More ids than the recent cache holds, replayed at a restart: a retry of
+// an evicted one is still a replay, not a second decision or a 503.
+func TestRecentIDsEvicted(t *testing.T) {
+	tune := func(c *Config) { c.RecentIDs = 10; c.SnapshotEvery = 1e9 }
+	h := open(t, "", defaultTestRules, nil, tune)
+	var batch strings.Builder
+	for i := range 50 {
+		fmt.Fprintln(&batch, msgAt(fmt.Sprint("e", i), fmt.Sprint("k", i), ""))
+	}
+	h.do("POST", "/v1/events", batch.String())
+	h.stop()
+	h = open(t, h.path, defaultTestRules, h.clock, tune)
+	code, _, hdr := h.do("POST", "/v1/events", msgAt("e0", "k0", ""))
+	if code != 200 || hdr["Switchboard-Replayed"] != "true" {
+		t.Fatalf("a retry of an evicted id: %d %v", code, hdr)
+	}
+}
+
 // Finding 11: the received bytes are stored as sent, and a batch is one
 // commit.
 func TestFindingBatchIsOneCommit(t *testing.T) {
@@ -552,6 +570,10 @@ func TestRetention(t *testing.T) {
 	}
 	if code, _, _ := h.do("GET", "/v1/events/new20/explain", ""); code != 200 {
 		t.Fatalf("explain of a kept event: %d", code)
+	}
+	// A pruned event's id is forgotten: a new event, not a 503.
+	if code, body, hdr := h.do("POST", "/v1/events", msgAt("old1", "k1", "")); code != 200 || hdr["Switchboard-Replayed"] != "" {
+		t.Fatalf("a pruned id posted again: %d %s %v", code, body, hdr)
 	}
 	_, before, _ := h.do("GET", "/v1/agents", "")
 	h.stop()

@@ -470,8 +470,12 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(&req); err != nil || dec.More() {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: `the body must be {"status": "online" | "away" | "offline"}`})
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: `the body must be {"status": "online" | "away" | "offline"}, and nothing after it`})
 		return
 	}
 	if req.ID == "" {

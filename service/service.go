@@ -205,8 +205,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.install(st)
+	// The recent ids hold every stored id only when the whole log was
+	// replayed and none of it evicted (install clears this on eviction).
 	s.complete.Store(st.FromSnapshot == 0 && st.Pruned == 0)
+	s.install(st)
 	last := st.FromSnapshot
 	if snaps, err := cfg.Store.Snapshots(ctx); err == nil && len(snaps) > 0 {
 		last = snaps[0].Seq

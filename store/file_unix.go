@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -21,6 +22,10 @@ type owned struct {
 	f    *os.File
 	dev  uint64
 	ino  uint64
+	// The write-ahead log's identity, once it exists: deleting it under a
+	// running service loses what was committed since the last checkpoint.
+	mu     sync.Mutex
+	walIno uint64
 }
 
 // ErrInUse is returned when another process holds the database.
@@ -70,6 +75,22 @@ func (o *owned) check() error {
 	}
 	if uint64(now.Dev) != o.dev || uint64(now.Ino) != o.ino {
 		return fmt.Errorf("%s: the database file was replaced by another file while in use", o.path)
+	}
+	// Truncated or overwritten in place.
+	head := make([]byte, len(sqliteMagic))
+	if n, _ := o.f.ReadAt(head, 0); n < len(head) || string(head) != sqliteMagic {
+		return fmt.Errorf("%s: the database file was truncated or overwritten while in use", o.path)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var wal syscall.Stat_t
+	switch err := syscall.Stat(o.path+"-wal", &wal); {
+	case err == nil && o.walIno == 0:
+		o.walIno = uint64(wal.Ino)
+	case err == nil && uint64(wal.Ino) != o.walIno:
+		return fmt.Errorf("%s-wal: the database's write-ahead log was replaced while in use", o.path)
+	case err != nil && o.walIno != 0:
+		return fmt.Errorf("%s-wal: the database's write-ahead log was deleted while in use; what it held since the last checkpoint is lost unless it is restored", o.path)
 	}
 	return nil
 }

@@ -268,6 +268,28 @@ func TestOwnership(t *testing.T) {
 	}
 	os.Remove(path + "-wal")
 	os.Remove(path + "-shm")
+	// The write-ahead log deleted, or the file truncated in place.
+	s = open(t, path)
+	s.Append(ctx, []Record{rec(1, "w1")})
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path + "-wal")
+	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "write-ahead log was deleted") {
+		t.Fatalf("wal deleted: %v", err)
+	}
+	s.Close()
+	os.Remove(path + "-shm")
+	os.Remove(path)
+	s = open(t, path)
+	os.Truncate(path, 0)
+	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("truncated: %v", err)
+	}
+	s.Close()
+	for _, side := range []string{"", "-wal", "-shm"} {
+		os.Remove(path + side)
+	}
 	s = open(t, path)
 	os.Rename(path, path+".old")
 	os.WriteFile(path, []byte("x"), 0o644)

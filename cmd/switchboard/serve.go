@@ -55,9 +55,23 @@ func runServe(args []string, stderr io.Writer) int {
 	if *retain != "" {
 		var err error
 		if retention, err = parseDays(*retain); err != nil || retention <= 0 {
-			fmt.Fprintf(stderr, "switchboard serve: --retain %q: write a positive duration such as 90d, 36h or 30m\n", *retain)
+			fmt.Fprintf(stderr, "switchboard serve: --retain %q: write a positive duration such as 90d, 36h or 30m, at most 36500d\n", *retain)
 			return 2
 		}
+	}
+	switch {
+	case *snapEvery < 1:
+		fmt.Fprintf(stderr, "switchboard serve: --snapshot-every %d: write a number of records, 1 or more\n", *snapEvery)
+		return 2
+	case *snapInterval <= 0:
+		fmt.Fprintf(stderr, "switchboard serve: --snapshot-interval %v: write a positive duration such as 1m\n", *snapInterval)
+		return 2
+	case *readTimeout <= 0:
+		fmt.Fprintf(stderr, "switchboard serve: --read-timeout %v: write a positive duration such as 1m\n", *readTimeout)
+		return 2
+	case *grace < 0:
+		fmt.Fprintf(stderr, "switchboard serve: --shutdown-grace %v: write a duration such as 5s\n", *grace)
+		return 2
 	}
 
 	rs := loadRules(*rules, stderr)
@@ -87,6 +101,10 @@ func runServe(args []string, stderr io.Writer) int {
 	svc, err := service.New(ctx, service.Config{Rules: rs, Load: load, Store: st, Token: *token, Log: log, Seed: *seed,
 		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval})
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before serving")
+			return 0
+		}
 		log.Error("cannot start", "err", err)
 		return 1
 	}
@@ -147,12 +165,15 @@ func runServe(args []string, stderr io.Writer) int {
 	return code
 }
 
-// parseDays is time.ParseDuration with days ("90d").
+// parseDays is time.ParseDuration with days ("90d"), up to a century.
 func parseDays(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		days, err := strconv.Atoi(n)
 		if err != nil {
 			return 0, err
+		}
+		if days > 36500 {
+			return 0, fmt.Errorf("more than a century")
 		}
 		return time.Duration(days) * 24 * time.Hour, nil
 	}
