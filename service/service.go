@@ -209,11 +209,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	// replayed and none of it evicted (install clears this on eviction).
 	s.complete.Store(st.FromSnapshot == 0 && st.Pruned == 0)
 	s.install(st)
-	last := st.FromSnapshot
+	s.snap = newSnapshotter(s, st.FromSnapshot)
 	if snaps, err := cfg.Store.Snapshots(ctx); err == nil && len(snaps) > 0 {
-		last = snaps[0].Seq
+		s.snap.last.Store(snaps[0].Seq)
+		s.snap.size.Store(snaps[0].Size)
 	}
-	s.snap = newSnapshotter(s, last)
 	s.finishErasures(ctx)
 	// Starting on other rules than the log's last is a reload.
 	if s.rs.Version != cfg.Rules.Version {

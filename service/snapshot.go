@@ -22,6 +22,18 @@ type snapshotter struct {
 	jobs      chan func(context.Context)
 	committed atomic.Int64 // the last committed record
 	last      atomic.Int64 // the newest snapshot's record
+	size      atomic.Int64 // the newest snapshot's bytes
+}
+
+// bytesPerRecord spaces snapshots by the state's size: at least one
+// record per so many bytes of the last snapshot, so that taking them costs
+// a small share of deciding, however large the state.
+const bytesPerRecord = 64
+
+// due reports whether enough records came since the last snapshot.
+func (p *snapshotter) due() bool {
+	since := p.committed.Load() - p.last.Load()
+	return since >= p.s.cfg.SnapshotEvery && since >= p.size.Load()/bytesPerRecord
 }
 
 func newSnapshotter(s *Service, last int64) *snapshotter {
@@ -34,7 +46,7 @@ func newSnapshotter(s *Service, last int64) *snapshotter {
 // committed records that the log reached seq.
 func (p *snapshotter) committedTo(seq int64) {
 	p.committed.Store(seq)
-	if seq-p.last.Load() >= p.s.cfg.SnapshotEvery {
+	if p.due() {
 		select {
 		case p.kick <- struct{}{}:
 		default:
@@ -107,6 +119,7 @@ func (p *snapshotter) take(ctx context.Context) error {
 		return err
 	}
 	p.last.Store(st.Seq)
+	p.size.Store(int64(len(data)))
 	s.m.snapshots.WithLabelValues("taken").Inc()
 	s.log.Info("snapshot taken", "record", st.Seq, "bytes", len(data), "replayed", st.Replayed, "took_ms", time.Since(start).Milliseconds())
 	if err := p.thin(ctx); err != nil {

@@ -44,16 +44,18 @@ var migrations = []string{
 	// retention and erasure.
 	`ALTER TABLE events ADD COLUMN clock INTEGER; -- the service's clock when it decided, Unix ns; NULL: decided at "at" (before v2)
 	ALTER TABLE events ADD COLUMN hash BLOB;      -- of the event as the client sent it; NULL: unknown (before v2)
-	ALTER TABLE events ADD COLUMN contact TEXT;   -- the contact the event concerns, for erasure
+	ALTER TABLE events ADD COLUMN contact TEXT;   -- the contact the event is about
 	DROP INDEX events_type;
-	CREATE INDEX events_contact ON events(contact) WHERE contact IS NOT NULL;
-	-- other contacts a decision touched (a tick, an agent coming online)
+	-- every contact a record concerns: the event's own, and any whose
+	-- conversation its decision touched (a tick, an agent coming online).
+	-- An erasure finds a contact's records here. Kept in log order and
+	-- without an index by contact, so that appending costs little; an
+	-- erasure, which is rare, reads it through.
 	CREATE TABLE event_contacts (
 		seq     INTEGER NOT NULL,
 		contact TEXT NOT NULL,
 		PRIMARY KEY (seq, contact)
 	) WITHOUT ROWID;
-	CREATE INDEX event_contacts_contact ON event_contacts(contact);
 	-- snapshots of the engine's state after record seq. The state is a
 	-- blob written in chunks, so that writing one never holds the log up
 	-- for long; a snapshot exists, or changes, only when its row names a
@@ -96,7 +98,8 @@ type SQLite struct {
 	w    *sql.Conn
 	ins  *sql.Stmt // insert an event
 	insN *sql.Stmt // insert insertRows events
-	xc   *sql.Stmt // insert an extra contact of an event
+	xc   *sql.Stmt // insert a contact of a record
+	xcN  *sql.Stmt // insert insertRows contacts
 	get  *sql.Stmt
 }
 
@@ -268,6 +271,7 @@ func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
 	s.ins = prep(insertEvents + eventValues)
 	s.insN = prep(insertEvents + eventValues + strings.Repeat(","+eventValues, insertRows-1))
 	s.xc = prep(`INSERT OR IGNORE INTO event_contacts (seq, contact) VALUES (?, ?)`)
+	s.xcN = prep(`INSERT OR IGNORE INTO event_contacts (seq, contact) VALUES (?, ?)` + strings.Repeat(", (?, ?)", insertRows-1))
 	if err != nil {
 		s.w.Close()
 		return fail(err)
@@ -418,6 +422,7 @@ func (s *SQLite) Check() error {
 func (s *SQLite) Append(ctx context.Context, recs []Record) error {
 	return s.inTx(ctx, func(tx *sql.Conn) error {
 		args := make([]any, 0, 11*insertRows)
+		var contacts []any // seq, contact, seq, contact...
 		for len(recs) > 0 {
 			n, stmt := insertRows, s.insN
 			if len(recs) < insertRows {
@@ -442,14 +447,22 @@ func (s *SQLite) Append(ctx context.Context, recs []Record) error {
 				return err
 			}
 			for i := range n {
-				r := &recs[i]
-				for _, c := range r.Contacts[min(1, len(r.Contacts)):] {
-					if _, err := s.xc.ExecContext(ctx, r.Seq, c); err != nil {
-						return err
-					}
+				for _, c := range recs[i].Contacts {
+					contacts = append(contacts, recs[i].Seq, c)
 				}
 			}
 			recs = recs[n:]
+		}
+		for len(contacts) >= 2*insertRows {
+			if _, err := s.xcN.ExecContext(ctx, contacts[:2*insertRows]...); err != nil {
+				return err
+			}
+			contacts = contacts[2*insertRows:]
+		}
+		for ; len(contacts) > 0; contacts = contacts[2:] {
+			if _, err := s.xc.ExecContext(ctx, contacts[:2]...); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -786,8 +799,7 @@ const eraseChunk = 500
 // go too: a hash of personal data could confirm a guess.
 func (s *SQLite) Erase(ctx context.Context, contact string, through int64, e Eraser) error {
 	var seqs []int64
-	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM events WHERE contact = ? AND seq <= ? UNION SELECT seq FROM event_contacts WHERE contact = ? AND seq <= ? ORDER BY 1`,
-		contact, through, contact, through)
+	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM event_contacts WHERE contact = ? AND seq <= ? ORDER BY seq`, contact, through)
 	if err != nil {
 		return err
 	}
@@ -983,7 +995,7 @@ func (s *SQLite) Close() error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.get} {
+	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.get} {
 		if st != nil {
 			st.Close()
 		}
