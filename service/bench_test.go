@@ -229,7 +229,17 @@ func historyLog(b *testing.B, n int) string {
 		batch = batch[:0]
 	}
 	go svc.Run(ctx)
+	// The newest snapshot falls half an interval before the end, as it
+	// would at any moment in a running service: a restart replays the
+	// records after it.
+	snapAt := n - int(svc.cfg.SnapshotEvery)/2
 	for i := 0; i < n; i++ {
+		if i == snapAt {
+			flush()
+			if err := svc.snap.do(ctx, func(ctx context.Context) error { return svc.snap.take(ctx) }); err != nil {
+				b.Fatal(err)
+			}
+		}
 		visit, step := i/4, i%4
 		k := fmt.Sprintf("k%d", visit%historyContacts)
 		conv := fmt.Sprintf("v%d", visit)
@@ -254,10 +264,6 @@ func historyLog(b *testing.B, n int) string {
 		}
 	}
 	flush()
-	// The snapshot the background would take next, taken now.
-	if err := svc.snap.do(ctx, func(ctx context.Context) error { return svc.snap.take(ctx) }); err != nil {
-		b.Fatal(err)
-	}
 	st.Close()
 	history[n] = path
 	return path
