@@ -25,15 +25,18 @@ import (
 )
 
 // TestServeCrashRecovery runs the real binary, posts thousands of events
-// from concurrent clients, kills it with SIGKILL midway, restarts it, has
-// every client post every event again (as a retrying client would), and
-// checks that nothing acknowledged was lost or repeated, that the
-// invariants hold, and that the final state is what the simulator gives
-// for the events in the order the service acknowledged them.
+// from concurrent clients, kills it with SIGKILL midway (as a snapshot is
+// being taken), restarts it, has every client post every event again (as
+// a retrying client would), and checks that nothing acknowledged was lost
+// or repeated, that the invariants hold, that the final state is what a
+// full replay of the log gives, and that simulate and explain on the
+// stored log reproduce the service. A second run is killed during a
+// retention prune.
 func TestServeCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
+	t.Run("during a retention prune", crashDuringPrune)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "switchboard")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

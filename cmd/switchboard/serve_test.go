@@ -237,9 +237,10 @@ func TestServeOwnsItsData(t *testing.T) {
 	}
 }
 
-// TestServeCrashDuringPrune: killed while retention prunes, the service
-// comes back with its state, and the log and snapshots are consistent.
-func TestServeCrashDuringPrune(t *testing.T) {
+// crashDuringPrune: killed while retention prunes, the service comes back
+// with its state, and the log and snapshots are consistent. Part of
+// TestServeCrashRecovery.
+func crashDuringPrune(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
 	rules := serveRules(t, dir)
