@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -246,10 +247,35 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
+	var buf []byte
 	for _, a := range answers {
-		enc.Encode(a)
+		buf = a.appendJSON(buf[:0])
+		w.Write(buf)
 	}
+}
+
+// appendJSON writes a line's answer as one JSON line. The decision is
+// already JSON; it is copied as it is, not checked and compacted again.
+func (a *lineResult) appendJSON(b []byte) []byte {
+	b = append(b, `{"line":`...)
+	b = strconv.AppendInt(b, int64(a.Line), 10)
+	if a.Decision != nil {
+		b = append(b, `,"decision":`...)
+		b = append(b, a.Decision...)
+	}
+	if a.Replayed {
+		b = append(b, `,"replayed":true`...)
+	}
+	str := func(key, v string) {
+		if v != "" {
+			q, _ := json.Marshal(v)
+			b = append(b, `,"`+key+`":`...)
+			b = append(b, q...)
+		}
+	}
+	str("error", a.Error)
+	str("field", a.Field)
+	return append(b, '}', '\n')
 }
 
 // postOne takes a single event.
