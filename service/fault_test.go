@@ -243,28 +243,45 @@ func TestFindingFailedCommit(t *testing.T) {
 	h.do("POST", "/v1/events", msgAt("e1", "k1", ""))
 	_, health, _ := h.do("GET", "/healthz", "")
 
-	// Hold one commit, queue a batch, a reload and a single event behind
-	// it, then fail the commit they share.
+	// Hold one commit, and the next group decided behind it; queue a
+	// batch, a reload and a single event behind those, then fail the
+	// commit they share.
 	held := h.fs.HoldAppends()
 	var wg sync.WaitGroup
-	answers := make([]string, 4)
-	codes := make([]int, 4)
+	answers := make([]string, 5)
+	codes := make([]int, 5)
 	post := func(i int, method, path, body string) {
 		defer wg.Done()
 		codes[i], answers[i], _ = h.do(method, path, body)
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go post(0, "POST", "/v1/events", msgAt("first", "k9", ""))
 	<-held
+	go post(4, "POST", "/v1/events", msgAt("second", "k8", ""))
+	waitFor(t, "the next group is decided", func() bool {
+		h.svc.mu.Lock()
+		defer h.svc.mu.Unlock()
+		return h.svc.inflight == 2
+	})
 	os.WriteFile(filepath.Join(rulesDir, "r.rules"), []byte("on new conversation -> tag reloaded"), 0o644)
 	wg.Add(3)
 	go post(1, "POST", "/v1/events", msgAt("e1", "k1", "")+"\n"+msgAt("e2", "k2", "")+"\n"+msgAt("e2", "k2", ""))
 	go post(2, "POST", "/v1/rules/reload", "")
 	go post(3, "POST", "/v1/events", msgAt("e3", "k3", ""))
 	waitFor(t, "three requests queue", func() bool { return len(h.svc.reqs) == 3 })
-	h.fs.FailAppends(1) // the held commit is past its check: the next fails
+	h.fs.FailAppendsIf(func(recs []store.Record) bool {
+		for _, r := range recs {
+			if r.ID == "e3" {
+				return true
+			}
+		}
+		return false
+	})
 	h.fs.Release()
 	wg.Wait()
+	if codes[4] != 200 {
+		t.Fatalf("the group decided while the first was written: %d %s", codes[4], answers[4])
+	}
 	if codes[0] != 200 {
 		t.Fatalf("the held commit: %d %s", codes[0], answers[0])
 	}
@@ -288,6 +305,47 @@ func TestFindingFailedCommit(t *testing.T) {
 	code, body, _ := h.do("POST", "/v1/events", msgAt("e2", "k2", ""))
 	if code != 200 || strings.Contains(body, "reloaded") {
 		t.Errorf("e2 again: %d %s", code, body)
+	}
+}
+
+// The next group is decided while one is written: when the one written
+// fails, the next is refused too (it was decided on what was not stored),
+// and a reader waiting meanwhile never sees either.
+func TestPipelinedFailure(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	held := h.fs.HoldAppends()
+	var wg sync.WaitGroup
+	codes := make([]int, 3)
+	wg.Add(2)
+	go func() { defer wg.Done(); codes[0], _, _ = h.do("POST", "/v1/events", msgAt("a1", "k1", "")) }()
+	<-held
+	go func() { defer wg.Done(); codes[1], _, _ = h.do("POST", "/v1/events", msgAt("b1", "k2", "")) }()
+	waitFor(t, "the next group is decided", func() bool {
+		h.svc.mu.Lock()
+		defer h.svc.mu.Unlock()
+		return h.svc.inflight == 2
+	})
+	var read string
+	wg.Add(1)
+	go func() { defer wg.Done(); codes[2], read, _ = h.do("GET", "/v1/conversations/a1", "") }()
+	waitFor(t, "the reader waits", func() bool { return h.svc.readers.Load() == 1 })
+	h.fs.FailAppendsIf(func(recs []store.Record) bool { return recs[0].ID == "a1" })
+	h.fs.Release()
+	wg.Wait()
+	if codes[0] != 503 || codes[1] != 503 {
+		t.Fatalf("the failed group and the one decided after it: %d, %d", codes[0], codes[1])
+	}
+	if codes[2] != 404 {
+		t.Fatalf("the reader saw what was never stored: %d %s", codes[2], read)
+	}
+	h.fs.FailAppendsIf(nil)
+	for _, id := range []string{"a1", "b1"} {
+		if code, _, _ := h.do("GET", "/v1/events/"+id, ""); code != 404 {
+			t.Errorf("%s was stored", id)
+		}
+	}
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("b1", "k2", "")); code != 200 || !strings.Contains(body, `"agent":"a"`) {
+		t.Fatalf("after the rebuild: %d %s", code, body)
 	}
 }
 

@@ -416,7 +416,7 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 // readState runs fn on the live state, which is never ahead of the store;
 // false when there is none to read (the store failed).
 func (s *Service) readState(w http.ResponseWriter, fn func(*engine.Engine)) {
-	s.mu.Lock()
+	s.lockState()
 	defer s.mu.Unlock()
 	if s.eng == nil || s.fault.Load() != nil {
 		reason := "the state is being rebuilt"

@@ -72,7 +72,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	s.mu.Lock()
+	s.lockState()
 	if s.eng == nil {
 		s.mu.Unlock()
 		return

@@ -69,10 +69,21 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	mu  sync.Mutex // guards eng, seq, rs: the commit loop and the readers
+	mu  sync.Mutex // guards eng, seq, next, rs, inflight, pending: the commit loop and the readers
 	eng *engine.Engine
 	seq int64        // the last record committed
 	rs  *dsl.RuleSet // the rule set running
+	// The commit loop decides the next group while the one before is
+	// being written: the engine may hold decisions not yet durable. next
+	// is the last record decided; inflight counts the groups decided and
+	// not yet committed, whose ids are in pending. Readers wait (idle)
+	// until inflight is 0, so they never see what is not on disk.
+	next     int64
+	inflight int
+	pending  map[string]known
+	poisoned bool // a group failed: those decided after it are refused too
+	idle     *sync.Cond
+	readers  atomic.Int32 // readers waiting for the state
 
 	recent *lru.Cache[string, known] // event id → what the store holds
 	// complete is true while recent holds every stored id, so that a miss
@@ -179,7 +190,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Explains = 2
 	}
 	s := &Service{cfg: cfg, log: cfg.Log, reqs: make(chan *request, 1024), stopped: make(chan struct{}),
-		explains: make(chan struct{}, cfg.Explains)}
+		explains: make(chan struct{}, cfg.Explains), pending: map[string]known{}}
+	s.idle = sync.NewCond(&s.mu)
 	s.m = newMetrics(s)
 	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
 	// The log's seed is the one its decisions were made with: a replay
@@ -227,7 +239,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 // install makes a rebuilt state the live one; the caller holds s.mu (or
 // owns s).
 func (s *Service) install(st *state) {
-	s.eng, s.seq, s.rs = st.Engine, st.Seq, st.Rules
+	s.eng, s.seq, s.next, s.rs = st.Engine, st.Seq, st.Seq, st.Rules
 	v := st.Rules.Version
 	s.version.Store(&v)
 	for _, k := range st.ids {
@@ -325,8 +337,26 @@ func (s *Service) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	retry := time.Second // between attempts to rebuild a broken state
+	// One group is written while the next is decided: fl is being
+	// written, ready is decided and waits for it.
+	var fl, ready *flight
 	for {
+		if fl == nil && ready != nil {
+			fl, ready = ready, nil
+			go s.write(ctx, fl)
+		}
+		var flDone chan error
+		if fl != nil {
+			flDone = fl.done
+		}
+		reqs := s.reqs
 		wait := s.untilDue()
+		switch {
+		case ready != nil:
+			reqs = nil // one group ahead at most
+		case s.readers.Load() > 0:
+			reqs, wait = nil, time.Millisecond // let the readers in first
+		}
 		if s.fault.Load() != nil {
 			wait = min(wait, retry)
 		}
@@ -334,9 +364,29 @@ func (s *Service) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.stopping.Store(true)
+			if fl != nil {
+				s.finish(fl, <-fl.done)
+			}
+			if ready != nil {
+				s.mu.Lock()
+				poisoned := s.poisoned
+				s.mu.Unlock()
+				if poisoned {
+					s.finish(ready, errPoisoned)
+				} else {
+					s.finish(ready, s.cfg.Store.Append(context.WithoutCancel(ctx), ready.recs))
+				}
+			}
 			s.drainRefuse()
 			return
-		case r := <-s.reqs:
+		case err := <-flDone:
+			s.finish(fl, err)
+			fl = nil
+			if err != nil && ready != nil {
+				s.finish(ready, errPoisoned) // decided on what was not stored
+				ready = nil
+			}
+		case r := <-reqs:
 			batch := []*request{r}
 			n := len(r.events)
 		more:
@@ -349,8 +399,18 @@ func (s *Service) Run(ctx context.Context) {
 					break more
 				}
 			}
-			s.commit(ctx, batch)
+			if f := s.prepare(ctx, batch); f != nil {
+				if fl == nil {
+					fl = f
+					go s.write(ctx, fl)
+				} else {
+					ready = f
+				}
+			}
 		case <-timer.C:
+			if fl != nil || ready != nil {
+				continue
+			}
 			if s.fault.Load() != nil {
 				s.repair(ctx)
 				continue
@@ -390,6 +450,17 @@ func (s *Service) drainRefuse() {
 			return
 		}
 	}
+}
+
+// lockState locks the live state once no group is in flight: what it
+// shows is on disk. The caller unlocks s.mu.
+func (s *Service) lockState() {
+	s.readers.Add(1)
+	s.mu.Lock()
+	for s.inflight > 0 {
+		s.idle.Wait()
+	}
+	s.readers.Add(-1)
 }
 
 // now is the engine's time for the next decision: the wall clock, never
@@ -433,26 +504,54 @@ func hashEvent(ev *triggers.Event) [hashSize]byte {
 	return h
 }
 
-// commit decides a group of requests and stores them in one transaction.
-// If the store fails, every request of the group is refused and the state
-// rebuilt; nothing of the group is kept.
+// flight is a group of requests decided on the live engine, on its way
+// to the store.
+type flight struct {
+	batch []*request
+	recs  []store.Record
+	acts  []engine.Action
+	seq   int64 // its last record
+	rules string
+	done  chan error
+}
+
+// errPoisoned refuses a group decided after one that failed to commit.
+var errPoisoned = errors.New("decided after a group that could not be stored")
+
+// commit decides a group of requests and stores them in one transaction,
+// with no other group in flight. If the store fails, every request of the
+// group is refused and the state rebuilt; nothing of the group is kept.
 func (s *Service) commit(ctx context.Context, batch []*request) {
+	if f := s.prepare(ctx, batch); f != nil {
+		s.finish(f, s.cfg.Store.Append(ctx, f.recs))
+	}
+}
+
+// write stores a decided group.
+func (s *Service) write(ctx context.Context, f *flight) {
+	f.done <- s.cfg.Store.Append(context.WithoutCancel(ctx), f.recs)
+}
+
+// prepare decides a group of requests on the live engine, after any group
+// still in flight. It returns the group to write, or nil when it answered
+// every request itself (the service refusing events).
+func (s *Service) prepare(ctx context.Context, batch []*request) *flight {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.answer(batch)
 	if f := s.fault.Load(); f != nil {
 		s.refuseAll(batch, &refusal{reason: *f})
-		return
+		s.answer(batch)
+		return nil
 	}
 	stored, err := s.lookup(ctx, batch)
 	if err != nil {
 		s.log.Error("cannot look up event ids", "err", err)
 		s.refuseAll(batch, errNotStored)
-		return
+		s.answer(batch)
+		return nil
 	}
-	var recs []store.Record
-	var acts []engine.Action
-	seq := s.seq
+	f := &flight{batch: batch, done: make(chan error, 1)}
+	seq := s.next
 	eng, rs := s.eng, s.rs
 	now := s.now()
 	inBatch := map[string]int64{}
@@ -461,7 +560,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 		case r.reload != nil:
 			seq++
 			body, _ := gojson.Marshal(map[string]string{"version": r.reload.Version, "previous": rs.Version})
-			recs = append(recs, internalRecord(seq, store.TypeReload, body, now, r.reload.Version))
+			f.recs = append(f.recs, internalRecord(seq, store.TypeReload, body, now, r.reload.Version))
 			eng = eng.Reload(r.reload)
 			rs = r.reload
 			r.seq = seq
@@ -477,13 +576,13 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 			rec := internalRecord(seq, store.TypeErase, body, now, rs.Version)
 			rec.ID = r.eraseID
 			rec.Contacts = []string{r.erase}
-			recs = append(recs, rec)
+			f.recs = append(f.recs, rec)
 			r.seq = seq
 			continue
 		case r.prune != nil:
 			seq++
 			body, _ := gojson.Marshal(map[string]any{"through": r.prune.Through, "before": r.prune.Before})
-			recs = append(recs, internalRecord(seq, store.TypePrune, body, now, rs.Version))
+			f.recs = append(f.recs, internalRecord(seq, store.TypePrune, body, now, rs.Version))
 			r.seq = seq
 			continue
 		}
@@ -499,7 +598,7 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 			}
 			if at, ok := inBatch[id]; ok {
 				r.results[i] = result{dup: true, seq: at, rules: rs.Version}
-				for _, rec := range recs {
+				for _, rec := range f.recs {
 					if rec.Seq == at && string(rec.Hash) != string(in.hash[:]) {
 						r.results[i] = result{err: errConflict, seq: at}
 					}
@@ -516,37 +615,69 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 				continue
 			}
 			seq++
-			acts = append(acts, d.Actions...)
+			f.acts = append(f.acts, d.Actions...)
 			dec := d.AppendJSON(nil)
-			recs = append(recs, store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
+			f.recs = append(f.recs, store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
 				Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, &d)})
 			inBatch[id] = seq
 			r.results[i] = result{decision: dec, seq: seq, rules: rs.Version}
 		}
 	}
-	if len(recs) == 0 {
-		return
-	}
-	if err := s.cfg.Store.Append(ctx, recs); err != nil {
-		s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(recs), "err", err)
-		s.refuseAll(batch, errNotStored)
-		s.rebuild(ctx)
-		return
-	}
-	s.eng, s.rs, s.seq = eng, rs, seq
-	for _, rec := range recs {
-		var k known
-		if rec.Hash == nil {
-			continue // not an event
+	s.eng, s.rs, s.next = eng, rs, seq
+	f.seq, f.rules = seq, rs.Version
+	for _, rec := range f.recs {
+		if rec.Hash != nil {
+			var k known
+			copy(k.hash[:], rec.Hash)
+			k.seq, k.rules = rec.Seq, rec.RuleSet
+			s.pending[rec.ID] = k
 		}
-		copy(k.hash[:], rec.Hash)
-		k.seq, k.rules = rec.Seq, rec.RuleSet
-		s.recent.Add(rec.ID, k)
 	}
-	v := rs.Version
-	s.version.Store(&v)
-	s.m.count(acts)
-	s.snap.committedTo(seq)
+	s.inflight++
+	return f
+}
+
+// finish makes a written group committed, or refused when err is set,
+// and answers its requests. When the last group in flight is done after
+// a failure, the state is rebuilt from the store.
+func (s *Service) finish(f *flight, err error) {
+	s.mu.Lock()
+	if err == nil && s.poisoned {
+		err = errPoisoned
+	}
+	for _, rec := range f.recs {
+		delete(s.pending, rec.ID)
+	}
+	s.inflight--
+	if err != nil {
+		if len(f.recs) > 0 && !errors.Is(err, errPoisoned) {
+			s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(f.recs), "err", err)
+		}
+		s.refuseAll(f.batch, errNotStored)
+		s.poisoned = true
+	} else {
+		s.seq = f.seq
+		for _, rec := range f.recs {
+			if rec.Hash == nil {
+				continue // not an event
+			}
+			var k known
+			copy(k.hash[:], rec.Hash)
+			k.seq, k.rules = rec.Seq, rec.RuleSet
+			s.recent.Add(rec.ID, k)
+		}
+		v := f.rules
+		s.version.Store(&v)
+		s.m.count(f.acts)
+		s.snap.committedTo(f.seq)
+	}
+	if s.inflight == 0 && s.poisoned {
+		s.poisoned = false
+		s.rebuild(context.Background())
+	}
+	s.idle.Broadcast()
+	s.mu.Unlock()
+	s.answer(f.batch)
 }
 
 // internalRecord is a record the service makes itself.
@@ -562,7 +693,9 @@ func (s *Service) lookup(ctx context.Context, batch []*request) (map[string]know
 	var ask []string
 	for _, r := range batch {
 		for _, in := range r.events {
-			if k, ok := s.recent.Get(in.ev.ID); ok {
+			if k, ok := s.pending[in.ev.ID]; ok {
+				out[in.ev.ID] = k
+			} else if k, ok := s.recent.Get(in.ev.ID); ok {
 				out[in.ev.ID] = k
 			} else if !s.complete.Load() {
 				ask = append(ask, in.ev.ID)

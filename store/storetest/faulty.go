@@ -23,6 +23,7 @@ type Faulty struct {
 	replays  int
 	snaps    int
 	checks   error
+	failIf   func([]store.Record) bool
 	hold     chan struct{}
 	held     chan struct{}
 	Appended int // successful appends
@@ -45,6 +46,13 @@ func take(n *int) bool {
 // FailAppends makes the next n appends fail (n < 0: all until told
 // otherwise; 0: none).
 func (f *Faulty) FailAppends(n int) { f.mu.Lock(); f.appends = n; f.mu.Unlock() }
+
+// FailAppendsIf makes every append for which fail is true fail (nil: none).
+func (f *Faulty) FailAppendsIf(fail func([]store.Record) bool) {
+	f.mu.Lock()
+	f.failIf = fail
+	f.mu.Unlock()
+}
 
 // FailReplays makes the next n replays fail as they start.
 func (f *Faulty) FailReplays(n int) { f.mu.Lock(); f.replays = n; f.mu.Unlock() }
@@ -87,6 +95,9 @@ func (f *Faulty) Append(ctx context.Context, recs []store.Record) error {
 		}
 		<-hold
 	}
+	f.mu.Lock()
+	fail = fail || f.failIf != nil && f.failIf(recs)
+	f.mu.Unlock()
 	if fail {
 		return ErrInjected
 	}
