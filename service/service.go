@@ -352,8 +352,8 @@ func (s *Service) Run(ctx context.Context) {
 		reqs := s.reqs
 		wait := s.untilDue()
 		switch {
-		case ready != nil:
-			reqs = nil // one group ahead at most
+		case ready != nil && len(ready.recs) >= maxGroup:
+			reqs = nil // big enough: wait for the write before
 		case s.readers.Load() > 0:
 			reqs, wait = nil, time.Millisecond // let the readers in first
 		}
@@ -400,11 +400,16 @@ func (s *Service) Run(ctx context.Context) {
 				}
 			}
 			if f := s.prepare(ctx, batch); f != nil {
-				if fl == nil {
+				switch {
+				case fl == nil:
 					fl = f
 					go s.write(ctx, fl)
-				} else {
+				case ready == nil:
 					ready = f
+				default:
+					// What comes while a group is written joins the next
+					// one: one fsync for all of it.
+					s.merge(ready, f)
 				}
 			}
 		case <-timer.C:
@@ -513,6 +518,21 @@ type flight struct {
 	seq   int64 // its last record
 	rules string
 	done  chan error
+}
+
+// maxGroup is how many records the next group gathers while one is
+// written, at most.
+const maxGroup = 10_000
+
+// merge adds a group decided after into to it, to be written together.
+func (s *Service) merge(into, f *flight) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	into.batch = append(into.batch, f.batch...)
+	into.recs = append(into.recs, f.recs...)
+	into.acts = append(into.acts, f.acts...)
+	into.seq, into.rules = f.seq, f.rules
+	s.inflight--
 }
 
 // errPoisoned refuses a group decided after one that failed to commit.
