@@ -351,6 +351,11 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		reqs := s.reqs
 		wait := s.untilDue()
+		if fl != nil {
+			// Events decide due timers as they come; a tick waits for the
+			// write, whose end wakes the loop anyway.
+			wait = time.Hour
+		}
 		switch {
 		case ready != nil && len(ready.recs) >= maxGroup:
 			reqs = nil // big enough: wait for the write before
