@@ -2,6 +2,7 @@ package triggers
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -106,10 +107,25 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, &FieldError{Message: "more than one JSON value; send one event per line"}
 	}
+	if ev.At.IsZero() && explicitZeroAt(data) {
+		return nil, fieldErr("at", "%s is out of range: write a time between %d and %d", time.Time{}.Format(time.RFC3339), MinYear, MaxYear)
+	}
 	if err := ev.Validate(requireAt); err != nil {
 		return nil, err
 	}
 	return &ev, nil
+}
+
+// explicitZeroAt reports whether data gives "at" as Go's zero time (year
+// 1), which decodes the same as no "at" at all.
+func explicitZeroAt(data []byte) bool {
+	if !bytes.Contains(bytes.ToLower(data), []byte(`"at"`)) {
+		return false // the common case: no at, nothing more to read
+	}
+	var at struct {
+		At *string `json:"at"`
+	}
+	return json.Unmarshal(data, &at) == nil && at.At != nil
 }
 
 // MaxAttrDepth is how deeply a custom attribute's value may nest lists
