@@ -33,6 +33,26 @@ func New(st store.Store, first *dsl.RuleSet, seed uint64) *Journal {
 // SeedKey is where a store keeps the seed its log was decided with.
 const SeedKey = "seed"
 
+// ErasedKey prefixes, in a store's meta data, each erased contact, with
+// the record of its erasure: the records before it hold redacted data,
+// and a replay of them may decide otherwise than was stored.
+const ErasedKey = "erased:"
+
+// Erased reports whether a stored decision may differ from its replay
+// because personal data was erased from it or its event: erased maps
+// contacts to the records of their erasures.
+func Erased(r store.Record, erased map[string]int64) bool {
+	if bytes.Contains(r.Decision, []byte(`"[erased]"`)) {
+		return true
+	}
+	for _, c := range r.Contacts {
+		if at, ok := erased[c]; ok && r.Seq < at {
+			return true
+		}
+	}
+	return false
+}
+
 // State is an engine brought to a point of the log.
 type State struct {
 	Engine *engine.Engine

@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 )
 
@@ -25,6 +27,10 @@ const erasedText = "[erased]"
 type EraseResult struct {
 	Contact string `json:"contact"`
 	Record  int64  `json:"record"` // the erasure's record in the log
+	// Pending is set when the erasure is committed and the live state
+	// erased, but rewriting the stored history failed: it is tried again
+	// after each snapshot and at the next start.
+	Pending string `json:"pending,omitempty"`
 }
 
 // pendingErase marks, in the store's meta data, an erasure whose history
@@ -60,8 +66,11 @@ func (s *Service) EraseContact(ctx context.Context, id string) (EraseResult, err
 		return EraseResult{}, r.err
 	}
 	res := EraseResult{Contact: id, Record: r.seq}
-	err := s.snap.do(ctx, func(ctx context.Context) error { return s.eraseHistory(ctx, id, r.seq, r.convs) })
-	return res, err
+	if err := s.snap.do(ctx, func(ctx context.Context) error { return s.eraseHistory(ctx, id, r.seq, r.convs) }); err != nil {
+		s.log.Error("an erasure is committed but the stored history could not be rewritten yet; it is tried again after the next snapshot", "contact", id, "err", err)
+		res.Pending = "the contact is erased from the live state and the erasure is recorded; rewriting the stored history failed (" + err.Error() + ") and is tried again after the next snapshot and at the next start"
+	}
+	return res, nil
 }
 
 // finishErasures completes the erasures a stop cut short. One that fails
@@ -117,6 +126,11 @@ func (s *Service) eraseHistory(ctx context.Context, id string, seq int64, open [
 		return err
 	}
 	s.log.Info("contact erased", "contact", id, "record", seq, "records_rewritten", e.redacted)
+	// Kept for good: a replay of the log (simulate --data) tells the
+	// decisions that differ because data was erased from real differences.
+	if err := s.cfg.Store.SetMeta(ctx, journal.ErasedKey+id, strconv.FormatInt(seq, 10)); err != nil {
+		return err
+	}
 	return s.cfg.Store.SetMeta(ctx, pendingErase+id, "")
 }
 

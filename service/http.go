@@ -477,6 +477,8 @@ func (s *Service) deleteContact(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no contact %q", id), Field: "id"})
 	case err != nil:
 		writeErr(w, http.StatusServiceUnavailable, err)
+	case res.Pending != "":
+		writeJSON(w, http.StatusAccepted, res) // committed; the rest follows
 	default:
 		writeJSON(w, http.StatusOK, res)
 	}

@@ -622,9 +622,12 @@ func (s *Service) prepare(ctx context.Context, batch []*request) *flight {
 				continue
 			}
 			if at, ok := inBatch[id]; ok {
-				r.results[i] = result{dup: true, seq: at, rules: rs.Version}
 				for _, rec := range f.recs {
-					if rec.Seq == at && string(rec.Hash) != string(in.hash[:]) {
+					if rec.Seq != at {
+						continue
+					}
+					r.results[i] = result{dup: true, seq: at, rules: rec.RuleSet}
+					if string(rec.Hash) != string(in.hash[:]) {
 						r.results[i] = result{err: errConflict, seq: at}
 					}
 				}

@@ -795,8 +795,9 @@ const eraseChunk = 500
 // Erase rewrites the records concerning contact up to record through,
 // and the snapshots before it, then checkpoints and truncates the
 // write-ahead log so that the old bytes are gone from every file
-// (secure_delete zeroes what SQLite frees). Hashes of the rewritten events
-// go too: a hash of personal data could confirm a guess.
+// (secure_delete zeroes what SQLite frees). The events' hashes stay: a
+// retry of an erased event must still be told apart from another event
+// under its id.
 func (s *SQLite) Erase(ctx context.Context, contact string, through int64, e Eraser) error {
 	var seqs []int64
 	rows, err := s.db.QueryContext(ctx, `SELECT seq FROM event_contacts WHERE contact = ? AND seq <= ? ORDER BY seq`, contact, through)
@@ -843,7 +844,7 @@ func (s *SQLite) Erase(ctx context.Context, contact string, through int64, e Era
 				if err != nil {
 					return fmt.Errorf("stored event %s (seq %d): %w", r.ID, r.Seq, err)
 				}
-				if _, err := tx.ExecContext(ctx, `UPDATE events SET event = ?, decision = ?, hash = NULL WHERE seq = ?`, string(ev), string(dec), seq); err != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE events SET event = ?, decision = ? WHERE seq = ?`, string(ev), string(dec), seq); err != nil {
 					return err
 				}
 			}

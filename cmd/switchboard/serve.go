@@ -38,7 +38,7 @@ func runServe(args []string, stderr io.Writer) int {
 	snapEvery := fl.Int64("snapshot-every", 10_000, "take a snapshot of the state after this many `records`")
 	snapInterval := fl.Duration("snapshot-interval", time.Minute, "take a snapshot at least this often while events come")
 	readTimeout := fl.Duration("read-timeout", time.Minute, "longest time to read a request, body included")
-	grace := fl.Duration("shutdown-grace", 5*time.Second, "on SIGTERM, how long requests in flight may take before their connections are closed (at most 9s)")
+	grace := fl.Duration("shutdown-grace", 5*time.Second, "on SIGTERM, how long requests in flight may take before their connections are closed (at most 8s)")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
 		fl.PrintDefaults()
@@ -153,7 +153,7 @@ func runServe(args []string, stderr io.Writer) int {
 	// A client still sending its body after the grace period is cut off:
 	// it was never acknowledged, so nothing is lost.
 	svc.Stopping()
-	shutdown, cancel := context.WithTimeout(context.Background(), min(*grace, 9*time.Second))
+	shutdown, cancel := context.WithTimeout(context.Background(), min(*grace, 8*time.Second))
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {
 		log.Warn("closing the connections still open after the grace period", "grace_ms", grace.Milliseconds())

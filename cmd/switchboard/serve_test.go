@@ -329,3 +329,28 @@ func grepLog(logs, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestServeSimulateAfterErasure: an erasure changes stored texts; a replay
+// of the log says so apart from real differences, and exits 0.
+func TestServeSimulateAfterErasure(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	rules := serveRules(t, dir)
+	os.WriteFile(filepath.Join(rules, "r.rules"), []byte("on new conversation -> assign group G by least_active; reply \"Hi {{contact.name}}\"\n"), 0o644)
+	db := filepath.Join(dir, "sb.db")
+	s := startServe(t, bin, "-", "--rules", rules, "--data", db)
+	for i := range 3 {
+		s.post(fmt.Sprintf(`{"id":"e%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d","name":"Name%d"}}`, i, i, i))
+	}
+	req, _ := http.NewRequest("DELETE", "http://"+s.addr+"/v1/contacts/k1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("erase: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	s.stop(t, syscall.SIGTERM, 10*time.Second)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"simulate", "--data", db}, nil, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "1 decisions differ where personal data was erased") {
+		t.Fatalf("simulate --data after an erasure: exit %d\n%s", code, errOut.String())
+	}
+}

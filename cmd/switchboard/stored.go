@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
@@ -41,8 +42,17 @@ func simulateStored(path string, quiet bool, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
+	meta, err := st.Meta(context.Background(), journal.ErasedKey)
+	if err != nil {
+		fmt.Fprintf(stderr, "switchboard simulate: %s: %v\n", path, err)
+		return 1
+	}
+	erased := map[string]int64{}
+	for k, v := range meta {
+		erased[strings.TrimPrefix(k, journal.ErasedKey)], _ = strconv.ParseInt(v, 10, 64)
+	}
 	w := bufio.NewWriterSize(stdout, 64*1024)
-	n, differ := 0, 0
+	n, differ, redacted := 0, 0, 0
 	state, err := j.Load(context.Background(), journal.Options{FromStart: true, Each: func(r store.Record, d []byte) error {
 		if d == nil {
 			return nil // a reload, prune or erasure
@@ -50,7 +60,9 @@ func simulateStored(path string, quiet bool, stdout, stderr io.Writer) int {
 		w.Write(d)
 		w.WriteByte('\n')
 		n++
-		if string(d) != string(r.Decision) {
+		if string(d) != string(r.Decision) && journal.Erased(r, erased) {
+			redacted++ // its data was erased: not a difference of the replay
+		} else if string(d) != string(r.Decision) {
 			differ++
 			fmt.Fprintf(stderr, "%s: event %s (record %d): the replay decided\n  %s\nthe service decided\n  %s\n", path, r.ID, r.Seq, d, r.Decision)
 		}
@@ -66,6 +78,9 @@ func simulateStored(path string, quiet bool, stdout, stderr io.Writer) int {
 	}
 	if !quiet {
 		writeSummary(stderr, n, 0, state.Engine.Stats())
+		if redacted > 0 {
+			fmt.Fprintf(stderr, "%d decisions differ where personal data was erased (their texts, or the data they were decided on)\n", redacted)
+		}
 	}
 	if differ > 0 {
 		fmt.Fprintf(stderr, "%d decisions differ from the stored ones\n", differ)
