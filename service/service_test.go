@@ -158,6 +158,29 @@ func TestToken(t *testing.T) {
 	if code, _, _ := do(t, "GET", url+"/healthz", "", ""); code != 200 {
 		t.Fatalf("healthz needs no token: %d", code)
 	}
+	// The scheme is case-insensitive (RFC 7235).
+	req, _ := http.NewRequest("GET", url+"/v1/agents", nil)
+	req.Header.Set("Authorization", "bearer s3cret")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("lower-case bearer: %v %v", resp, err)
+	}
+}
+
+// A known path with the wrong method: 405 and Allow.
+func TestMethodNotAllowed(t *testing.T) {
+	url, stop := start(t, filepath.Join(t.TempDir(), "sb.db"), "")
+	defer stop()
+	code, body, hdr := do(t, "GET", url+"/v1/events", "", "")
+	if code != 405 || hdr.Get("Allow") != "POST" || !strings.Contains(body, "/v1/events takes POST, not GET") {
+		t.Fatalf("GET /v1/events: %d %s %v", code, body, hdr)
+	}
+	code, _, hdr = do(t, "POST", url+"/v1/agents/a", "", "")
+	if code != 405 || hdr.Get("Allow") != "GET" {
+		t.Fatalf("POST /v1/agents/a: %d %v", code, hdr)
+	}
+	if code, _, _ := do(t, "GET", url+"/v1/nothing", "", ""); code != 404 {
+		t.Fatalf("unknown path: %d", code)
+	}
 }
 
 // TestConcurrentClients: many clients at once never break the invariants.
