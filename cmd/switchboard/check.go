@@ -20,11 +20,11 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	asJSON := fl.Bool("json", false, "print the diagnostics as a JSON array")
 	strict := fl.Bool("strict", false, "mapping tables may only use the custom attributes team.yaml declares")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard check [--json] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard check [--json] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fl, args, stdout); done {
+		return code
 	}
 	targets := fl.Args()
 	if len(targets) == 0 {

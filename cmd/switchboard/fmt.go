@@ -16,11 +16,11 @@ func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	write := fl.Bool("w", false, "write the result to the file instead of printing it")
 	list := fl.Bool("l", false, "list files whose formatting differs, print nothing else")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard fmt [-w] [-l] FILE|DIR...\n\nPrints rule files in canonical form, comments kept. With no file, formats stdin.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard fmt [-w] [-l] FILE|DIR...\n\nPrints rule files in canonical form, comments kept. With no file, formats stdin.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fl, args, stdout); done {
+		return code
 	}
 	if fl.NArg() == 0 {
 		src, err := io.ReadAll(stdin)

@@ -2,9 +2,12 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 )
 
 func main() {
@@ -24,7 +27,9 @@ Usage:
   switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE]
                                            run the routing service
 
-Run "switchboard COMMAND -h" for a command's options.
+  switchboard version                      print the version and the revision it was built from
+
+Run "switchboard help COMMAND" (or "switchboard COMMAND -h") for a command's options.
 `
 
 // run is the whole program, minus the process: it returns the exit code.
@@ -46,11 +51,67 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "test":
 		return runTest(rest, stdout, stderr)
 	case "serve":
-		return runServe(rest, stderr)
+		return runServe(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version())
+		return 0
 	case "help", "-h", "--help":
+		if len(rest) > 0 && rest[0] != "help" {
+			return run([]string{rest[0], "-h"}, stdin, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usageText)
 		return 0
 	}
 	fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", cmd, usageText)
 	return 2
+}
+
+// parseFlags parses a command's flags. Asked for help (-h, --help), it
+// prints the command's usage on stdout and is done with 0; a bad flag is
+// done with 2.
+func parseFlags(fl *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fl.SetOutput(stdout)
+		}
+	}
+	switch err := fl.Parse(args); {
+	case errors.Is(err, flag.ErrHelp):
+		return 0, true
+	case err != nil:
+		return 2, true
+	}
+	return 0, false
+}
+
+// version is the module version and the revision it was built from.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "switchboard (no build information)"
+	}
+	v := "switchboard " + info.Main.Version
+	var rev, when, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = " (modified)"
+			}
+		}
+	}
+	if rev != "" {
+		v += " " + rev + dirty
+		if when != "" {
+			v += " " + when
+		}
+	}
+	return v + " " + info.GoVersion
 }

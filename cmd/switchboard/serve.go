@@ -24,7 +24,7 @@ import (
 // with rules, a mapping table and a team.
 const defaultRules = "rules/examples/segment-table"
 
-func runServe(args []string, stderr io.Writer) int {
+func runServe(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	rules := fl.String("rules", defaultRules, "rule set `directory`")
@@ -40,11 +40,11 @@ func runServe(args []string, stderr io.Writer) int {
 	readTimeout := fl.Duration("read-timeout", time.Minute, "longest time to read a request, body included")
 	grace := fl.Duration("shutdown-grace", 5*time.Second, "on SIGTERM, how long requests in flight may take before their connections are closed (at most 8s)")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fl, args, stdout); done {
+		return code
 	}
 	level := slog.LevelInfo
 	if *verbose {

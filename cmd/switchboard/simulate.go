@@ -29,6 +29,23 @@ func addReplayFlags(fl *flag.FlagSet) replayFlags {
 	}
 }
 
+// missing names what a simulate or explain command line lacks; "" when
+// nothing. target is explain's --event.
+func (f replayFlags) missing(cmd string, fl *flag.FlagSet, target *string) string {
+	p := "switchboard " + cmd + ": "
+	switch {
+	case fl.NArg() > 0:
+		return p + fmt.Sprintf("unexpected argument %q: the events come with --events FILE; see switchboard help %s", fl.Arg(0), cmd)
+	case *f.rules == "":
+		return p + "--rules DIR is missing: the rule set to run (or --data FILE for a service's stored log)"
+	case *f.events == "":
+		return p + "--events FILE is missing: the events, as JSON lines (- for stdin)"
+	case target != nil && *target == "":
+		return p + "--event ID is missing: the id of the event to explain"
+	}
+	return ""
+}
+
 // start compiles the rules and opens the events. A non-zero code is the
 // exit status when it could not.
 func (f replayFlags) start(cmd string, stdin io.Reader, stderr io.Writer) (eng *engine.Engine, in io.Reader, done func(), code int) {
@@ -71,17 +88,17 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	rf := addReplayFlags(fl)
 	quiet := fl.Bool("q", false, "no summary on stderr")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard simulate --rules DIR --events FILE [--seed N]\n       switchboard simulate --data FILE\n\nDecides every event and prints the decisions as JSON lines; a summary goes to stderr.\nThe same rules, events and seed always give the same bytes. With --data, replays a\nservice's stored log and reports any decision that differs from the stored one.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard simulate --rules DIR --events FILE [--seed N]\n       switchboard simulate --data FILE\n\nDecides every event and prints the decisions as JSON lines; a summary goes to stderr.\nThe same rules, events and seed always give the same bytes. With --data, replays a\nservice's stored log and reports any decision that differs from the stored one.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fl, args, stdout); done {
+		return code
 	}
 	if *rf.data != "" && fl.NArg() == 0 && *rf.rules == "" && *rf.events == "" {
 		return simulateStored(*rf.data, *quiet, stdout, stderr)
 	}
-	if *rf.rules == "" || *rf.events == "" || fl.NArg() > 0 {
-		fl.Usage()
+	if msg := rf.missing("simulate", fl, nil); msg != "" {
+		fmt.Fprintln(stderr, msg)
 		return 2
 	}
 	eng, in, done, code := rf.start("simulate", stdin, stderr)
@@ -112,7 +129,7 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func writeSummary(w io.Writer, events, bad int, s engine.Stats) {
-	fmt.Fprintf(w, "\n%d events decided", events)
+	fmt.Fprintf(w, "\n%s decided", plural(events, "event"))
 	if bad > 0 {
 		fmt.Fprintf(w, ", %d bad lines skipped", bad)
 	}
@@ -140,17 +157,17 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	target := fl.String("event", "", "the `id` of the event to explain")
 	asJSON := fl.Bool("json", false, "print the trace as JSON")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard explain --rules DIR --events FILE --event ID\n       switchboard explain --data FILE --event ID\n\nReplays the events up to ID and shows why that one went where it went:\nevery rule, matched or not and why; every action and its outcome; for a group, every member.\nWith --data, explains an event of a service's stored log as the service decided it.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard explain --rules DIR --events FILE --event ID\n       switchboard explain --data FILE --event ID\n\nReplays the events up to ID and shows why that one went where it went:\nevery rule, matched or not and why; every action and its outcome; for a group, every member.\nWith --data, explains an event of a service's stored log as the service decided it.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fl, args, stdout); done {
+		return code
 	}
 	if *rf.data != "" && *target != "" && fl.NArg() == 0 && *rf.rules == "" && *rf.events == "" {
 		return explainStored(*rf.data, *target, *asJSON, stdout, stderr)
 	}
-	if *rf.rules == "" || *rf.events == "" || *target == "" || fl.NArg() > 0 {
-		fl.Usage()
+	if msg := rf.missing("explain", fl, target); msg != "" {
+		fmt.Fprintln(stderr, msg)
 		return 2
 	}
 	eng, in, done, code := rf.start("explain", stdin, stderr)

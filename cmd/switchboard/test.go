@@ -14,11 +14,11 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	update := fl.Bool("update", false, "rewrite each test's want.jsonl with what the rules decide now")
 	verbose := fl.Bool("v", false, "list every test")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard test [-update] [-v] DIR...\n\nRuns a rule set's tests: each DIR/tests/*.txtar holds events.jsonl and want.jsonl\n(and optionally seed); the decisions must equal want.jsonl. DIR/... tests every rule set below DIR.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard test [-update] [-v] DIR...\n\nRuns a rule set's tests: each DIR/tests/*.txtar holds events.jsonl and want.jsonl\n(and optionally seed); the decisions must equal want.jsonl. DIR/... tests every rule set below DIR.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fl, args, stdout); done {
+		return code
 	}
 	targets := fl.Args()
 	if len(targets) == 0 {
@@ -56,7 +56,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 			failed = true
 			fmt.Fprintf(stdout, "FAIL\t%s\n", s.dir)
 		} else {
-			fmt.Fprintf(stdout, "ok\t%s\t%d tests\n", s.dir, len(files))
+			fmt.Fprintf(stdout, "ok\t%s\t%s\n", s.dir, plural(len(files), "test"))
 		}
 	}
 	if failed {
