@@ -191,12 +191,17 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "switchboard explain: no event %q in %s\n", *target, *rf.events)
 		return 1
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
+	printTrace(stdout, trace, *asJSON)
+	return 0
+}
+
+// printTrace prints an explanation as text, or as indented JSON.
+func printTrace(w io.Writer, trace *engine.Trace, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(trace)
-		return 0
+		return
 	}
-	trace.WriteText(stdout)
-	return 0
+	trace.WriteText(w)
 }

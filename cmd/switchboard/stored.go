@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -121,12 +120,6 @@ func explainStored(path, id string, asJSON bool, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "switchboard explain: %s: %v\n", path, err)
 		return 1
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(trace)
-		return 0
-	}
-	trace.WriteText(stdout)
+	printTrace(stdout, trace, asJSON)
 	return 0
 }
