@@ -326,10 +326,12 @@ func (c *compiler) action(f *File, a *actionAST, kind triggers.Kind) Action {
 	case a.Bad != nil:
 		c.badAction(a.Bad)
 	}
-	if act == nil {
-		return nil
-	}
-	if !c.allowedIn(act, kind) {
+	if act == nil || !c.allowedIn(act, kind) {
+		if a.Else != nil {
+			// The fallback is still checked, so its problems are reported
+			// with this one's.
+			c.action(f, a.Else.Action, kind)
+		}
 		return nil
 	}
 	if a.Else != nil {
@@ -433,6 +435,7 @@ func (c *compiler) assign(a *assignAST, kind triggers.Kind) Action {
 			c.checkUser(name, npos)
 		case TargetGroup:
 			c.checkGroup(name, npos)
+			c.checkMembers(name, npos)
 		case TargetQueue:
 			c.checkQueue(name, npos)
 		}
@@ -593,6 +596,15 @@ func (c *compiler) checkGroup(name string, p Pos) {
 		hint = "add it under groups: in team.yaml"
 	}
 	c.d.errorf(p, CodeUnknownGroup, hint, "unknown group %q", name)
+}
+
+// checkMembers warns about assigning to a group that has nobody in it: the
+// conversation would wait there, or fall to the else, every time.
+func (c *compiler) checkMembers(name string, p Pos) {
+	if g := c.team.Group(name); g != nil && len(g.Members) == 0 {
+		c.d.warnf(p, CodeUnreachable, "list its agents under groups: in team.yaml",
+			"group %q has no members, so nobody in it can be assigned", name)
+	}
 }
 
 func (c *compiler) checkQueue(name string, p Pos) {

@@ -293,7 +293,9 @@ func (c *compiler) checkCall(cl call) {
 		}
 		h, err := ParseHours(cl.arg)
 		if err != nil {
-			c.d.errorf(cl.pos, CodeHours, "", "business_hours: %v", err)
+			for _, e := range unjoin(err) {
+				c.d.errorf(cl.pos, CodeHours, "", "business_hours: %v", e)
+			}
 			return
 		}
 		c.hours[cl.arg] = h
@@ -557,4 +559,18 @@ func tidy(src string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// unjoin flattens errors joined with errors.Join, so each is reported on
+// its own.
+func unjoin(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, unjoin(e)...)
+	}
+	return out
 }

@@ -39,6 +39,7 @@ var (
 	tokIdent   = lex.Symbols()["Ident"]
 	tokString  = lex.Symbols()["String"]
 	tokBad     = lex.Symbols()["BadString"]
+	tokNumber  = lex.Symbols()["Number"]
 )
 
 // The grammar is the AST: one struct per production. Each item (a rule or a

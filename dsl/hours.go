@@ -1,6 +1,7 @@
 package dsl
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,19 +31,22 @@ var dayNames = map[string]time.Weekday{
 // ParseHours parses a business_hours spec: one or more "DAYS HH:MM-HH:MM"
 // parts separated by commas, then an optional IANA time zone (UTC if none).
 // DAYS is a day (Mon) or a range (Mon-Fri); "daily" means every day.
+// Every problem in the spec is reported, joined (errors.Join), not only the
+// first.
 func ParseHours(spec string) (*Hours, error) {
 	h := &Hours{Spec: spec, Loc: time.UTC}
 	s := strings.TrimSpace(spec)
 	if s == "" {
 		return nil, fmt.Errorf("empty business hours; write e.g. %q", "Mon-Fri 09:00-17:00 Europe/Paris")
 	}
+	var errs []error
 	// The zone, if any, is the last word and contains a slash or is UTC.
 	if i := strings.LastIndexByte(s, ' '); i >= 0 {
 		last := s[i+1:]
 		if strings.Contains(last, "/") || last == "UTC" || last == "GMT" {
 			loc, err := time.LoadLocation(last)
 			if err != nil {
-				return nil, fmt.Errorf("unknown time zone %q; use an IANA name such as Europe/Paris", last)
+				errs = append(errs, fmt.Errorf("unknown time zone %q; use an IANA name such as Europe/Paris", last))
 			}
 			h.Loc = loc
 			s = strings.TrimSpace(s[:i])
@@ -50,16 +54,18 @@ func ParseHours(spec string) (*Hours, error) {
 	}
 	for part := range strings.SplitSeq(s, ",") {
 		sp, err := parseSpan(strings.TrimSpace(part))
-		if err != nil {
-			return nil, err
-		}
+		errs = append(errs, err)
 		h.Spans = append(h.Spans, sp)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return h, nil
 }
 
 func parseSpan(part string) (HoursSpan, error) {
 	var sp HoursSpan
+	var errs []error
 	fields := strings.Fields(part)
 	if len(fields) != 2 {
 		return sp, fmt.Errorf("%q should be days then hours, e.g. %q", part, "Mon-Fri 09:00-17:00")
@@ -78,9 +84,9 @@ func parseSpan(part string) (HoursSpan, error) {
 			d2, ok2 = dayNames[strings.ToLower(last)]
 		}
 		if !ok1 || !ok2 {
-			return sp, fmt.Errorf("%q is not a day or a day range; use Mon, Tue, Wed, Thu, Fri, Sat, Sun, e.g. Mon-Fri", days)
+			errs = append(errs, fmt.Errorf("%q is not a day or a day range; use Mon, Tue, Wed, Thu, Fri, Sat, Sun, e.g. Mon-Fri", days))
 		}
-		for d := d1; ; d = (d + 1) % 7 {
+		for d := d1; ok1 && ok2; d = (d + 1) % 7 {
 			sp.Days[d] = true
 			if d == d2 {
 				break
@@ -89,19 +95,17 @@ func parseSpan(part string) (HoursSpan, error) {
 	}
 	from, to, ok := strings.Cut(hours, "-")
 	if !ok {
-		return sp, fmt.Errorf("%q should be a time range such as 09:00-17:00", hours)
+		errs = append(errs, fmt.Errorf("%q should be a time range such as 09:00-17:00", hours))
+		return sp, errors.Join(errs...)
 	}
-	var err error
-	if sp.From, err = parseClock(from); err != nil {
-		return sp, err
+	var err1, err2 error
+	sp.From, err1 = parseClock(from)
+	sp.To, err2 = parseClock(to)
+	errs = append(errs, err1, err2)
+	if err1 == nil && err2 == nil && sp.From == sp.To {
+		errs = append(errs, fmt.Errorf("%q is an empty time range", hours))
 	}
-	if sp.To, err = parseClock(to); err != nil {
-		return sp, err
-	}
-	if sp.From == sp.To {
-		return sp, fmt.Errorf("%q is an empty time range", hours)
-	}
-	return sp, nil
+	return sp, errors.Join(errs...)
 }
 
 func parseClock(s string) (int, error) {

@@ -303,7 +303,10 @@ func (c *compiler) table(src Source, strict bool, declared []string) []*Rule {
 		if group == "" {
 			c.d.errorf(at(colGroup), CodeTable, "write the team from team.yaml that gets these customers", "row %d has no group", rw.n)
 		} else {
-			c.inCell(rw.n, colGroup, func() { c.checkGroup(group, at(colGroup)) })
+			c.inCell(rw.n, colGroup, func() {
+				c.checkGroup(group, at(colGroup))
+				c.checkMembers(group, at(colGroup))
+			})
 		}
 		alg := RoundRobin
 		if how := normalWords(rw.cells[colHow].text); how != "" {

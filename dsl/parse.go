@@ -206,6 +206,14 @@ func parseItem(name string, toks []lexer.Token) *Item {
 	return item
 }
 
+// durationWords maps units written as words to the duration unit.
+var durationWords = map[string]string{
+	"s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+	"m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+	"h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+	"d": "d", "day": "d", "days": "d",
+}
+
 // refineSyntax rewords two common mistakes that the parser only notices
 // later than the author made them.
 func refineSyntax(item *Item, toks []lexer.Token) {
@@ -234,6 +242,21 @@ func refineSyntax(item *Item, toks []lexer.Token) {
 		item.Err.Pos = posOf(prev.Pos)
 		item.Err.Message = fmt.Sprintf("%s is not a plain name", word)
 		item.Err.Hint = fmt.Sprintf("quote names that hold punctuation or spaces: %q", word)
+		return
+	}
+	// "unanswered 5 min": a number and a unit written as a word.
+	for i := 2; i < len(sig); i++ {
+		t, num := sig[i], sig[i-1]
+		if t.Pos.Offset != item.Err.Pos.Offset || t.Type != tokIdent || num.Type != tokNumber || sig[i-2].Value != "unanswered" {
+			continue
+		}
+		unit, known := durationWords[strings.ToLower(t.Value)]
+		if !known {
+			break
+		}
+		item.Err.Pos = posOf(num.Pos)
+		item.Err.Message = fmt.Sprintf("%q is not a duration", num.Value+" "+t.Value)
+		item.Err.Hint = fmt.Sprintf("write %s%s, with no space (units are s, m, h and d)", num.Value, unit)
 		return
 	}
 	// Actions with no rule around them.
