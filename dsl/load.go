@@ -32,6 +32,16 @@ func Load(dir string) (*RuleSet, Diagnostics) { return LoadStrict(dir, false) }
 // LoadStrict is Load; with strict, a mapping table may only use the custom
 // attributes team.yaml declares.
 func LoadStrict(dir string, strict bool) (*RuleSet, Diagnostics) {
+	switch info, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, Diagnostics{{Pos: Pos{File: dir}, Severity: Error, Code: CodeIO,
+			Message: "the rule set directory does not exist"}}
+	case err != nil:
+		return nil, Diagnostics{ioError(dir, err)}
+	case !info.IsDir():
+		return nil, Diagnostics{{Pos: Pos{File: dir}, Severity: Error, Code: CodeIO,
+			Message: "is a file; a rule set is a directory", Hint: "name the directory that holds it: " + filepath.Dir(dir)}}
+	}
 	files, err := RuleFiles(dir)
 	if err != nil {
 		return nil, Diagnostics{ioError(dir, err)}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -127,6 +128,9 @@ func ruleSets(targets []string) ([]ruleSet, error) {
 			if root == "" {
 				root = "."
 			}
+			if _, err := os.Stat(root); err != nil {
+				return nil, missing(root, err)
+			}
 			var found bool
 			err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 				if err != nil {
@@ -151,7 +155,7 @@ func ruleSets(targets []string) ([]ruleSet, error) {
 		}
 		info, err := os.Stat(t)
 		if err != nil {
-			return nil, err
+			return nil, missing(t, err)
 		}
 		if info.IsDir() {
 			add(filepath.Clean(t), "")
@@ -172,4 +176,12 @@ func ruleSets(targets []string) ([]ruleSet, error) {
 		}
 	}
 	return sets, nil
+}
+
+// missing words a path that cannot be read, naming it.
+func missing(path string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: no such file or directory", path)
+	}
+	return err
 }

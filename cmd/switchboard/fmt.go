@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 )
@@ -44,6 +45,10 @@ func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 		if !info.IsDir() {
+			if filepath.Ext(a) != ".rules" {
+				fmt.Fprintf(stderr, "switchboard fmt: %s: fmt formats only .rules files (check reads %s and mapping tables)\n", a, dsl.TeamFile)
+				return 2
+			}
 			files = append(files, a)
 			continue
 		}

@@ -87,6 +87,13 @@ func parseFlags(fl *flag.FlagSet, args []string, stdout io.Writer) (code int, do
 	return 0, false
 }
 
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fl *flag.FlagSet, name string) bool {
+	set := false
+	fl.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // version is the module version and the revision it was built from.
 func version() string {
 	info, ok := debug.ReadBuildInfo()

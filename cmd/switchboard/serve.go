@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -74,6 +76,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	if !flagSet(fl, "rules") {
+		if _, err := os.Stat(defaultRules); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "switchboard serve: no --rules given, and the default rule set %s is not here (it comes with the Switchboard repository; run serve from its root)\npass your rule set's directory: switchboard serve --rules DIR\n", defaultRules)
+			return 2
+		}
+	}
 	rs := loadRules(*rules, stderr)
 	if rs == nil {
 		return 1

@@ -5,8 +5,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -352,5 +354,27 @@ func TestServeSimulateAfterErasure(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"simulate", "--data", db}, nil, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "1 decisions differ where personal data was erased") {
 		t.Fatalf("simulate --data after an erasure: exit %d\n%s", code, errOut.String())
+	}
+}
+
+// TestServePortInUse: a busy port fails at once, before the database is
+// created or anything is replayed.
+func TestServePortInUse(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	rules := serveRules(t, dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	db := filepath.Join(dir, "sb.db")
+	cmd := exec.Command(bin, "serve", "--rules", rules, "--data", db, "--addr", ln.Addr().String())
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "cannot listen") {
+		t.Errorf("serve on a busy port: exit %d (%v)\n%s", code, err, out)
+	}
+	if _, err := os.Stat(db); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("serve on a busy port created %s (%v)", db, err)
 	}
 }

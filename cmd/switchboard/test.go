@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/switchboard-dev/switchboard/engine"
 )
@@ -13,8 +14,9 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	update := fl.Bool("update", false, "rewrite each test's want.jsonl with what the rules decide now")
 	verbose := fl.Bool("v", false, "list every test")
+	allowEmpty := fl.Bool("allow-empty", false, "a rule set without tests is not an error")
 	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: switchboard test [-update] [-v] DIR...\n\nRuns a rule set's tests: each DIR/tests/*.txtar holds events.jsonl and want.jsonl\n(and optionally seed); the decisions must equal want.jsonl. DIR/... tests every rule set below DIR.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard test [-update] [-v] [-allow-empty] DIR...\n\nRuns a rule set's tests: each DIR/tests/*.txtar holds events.jsonl and want.jsonl\n(and optionally seed); the decisions must equal want.jsonl. DIR/... tests every rule set below DIR.\nA rule set without tests fails (exit 1) unless -allow-empty.")
 		fl.PrintDefaults()
 	}
 	if code, done := parseFlags(fl, args, stdout); done {
@@ -33,7 +35,12 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	for _, s := range sets {
 		files := engine.TestFiles(s.dir)
 		if len(files) == 0 {
-			fmt.Fprintf(stdout, "?\t%s\t[no tests]\n", s.dir)
+			if *allowEmpty {
+				fmt.Fprintf(stdout, "?\t%s\t[no tests]\n", s.dir)
+				continue
+			}
+			fmt.Fprintf(stdout, "FAIL\t%s\t[no tests: add %s, or pass -allow-empty]\n", s.dir, filepath.Join(s.dir, "tests", "*.txtar"))
+			failed = true
 			continue
 		}
 		rs := loadRules(s.dir, stdout)
