@@ -69,8 +69,9 @@ type State struct {
 
 // Options say how far to load and what to do on the way.
 type Options struct {
-	// Upto is the last record to apply; 0: the log's end.
-	Upto int64
+	// Before: only the records before this one are applied; 0: the
+	// whole log. (Before 1 is the state before the first record.)
+	Before int64
 	// FromStart replays as much of the log as there is: from its start,
 	// or, when retention pruned its beginning, from the snapshot where the
 	// remaining records begin.
@@ -82,8 +83,8 @@ type Options struct {
 	Skipped func(info store.SnapshotInfo, err error)
 }
 
-// Load rebuilds the state at record o.Upto: the newest readable snapshot
-// at or before it, then the log after it.
+// Load rebuilds the state just before record o.Before (or at the log's
+// end): the newest readable snapshot before it, then the log after that.
 func (j *Journal) Load(ctx context.Context, o Options) (*State, error) {
 	st := &State{}
 	pruned, err := j.store.Pruned(ctx)
@@ -94,7 +95,13 @@ func (j *Journal) Load(ctx context.Context, o Options) (*State, error) {
 	if err := j.restore(ctx, st, o); err != nil {
 		return nil, err
 	}
-	err = j.store.Replay(ctx, st.Seq, o.Upto, func(r store.Record) error {
+	upto := int64(0) // the store's "to the end"
+	if o.Before > 0 {
+		if upto = o.Before - 1; upto <= st.Seq {
+			return st, nil
+		}
+	}
+	err = j.store.Replay(ctx, st.Seq, upto, func(r store.Record) error {
 		d, err := j.Apply(ctx, st, r)
 		if err != nil {
 			return err
@@ -113,8 +120,8 @@ func (j *Journal) Load(ctx context.Context, o Options) (*State, error) {
 	return st, nil
 }
 
-// restore starts st from the newest readable snapshot at or before
-// o.Upto, or from the log's start.
+// restore starts st from the newest readable snapshot before o.Before,
+// or from the log's start.
 func (j *Journal) restore(ctx context.Context, st *State, o Options) error {
 	if !o.FromStart || st.Pruned > 0 {
 		snaps, err := j.store.Snapshots(ctx)
@@ -125,7 +132,7 @@ func (j *Journal) restore(ctx context.Context, st *State, o Options) error {
 			slices.Reverse(snaps) // the oldest usable one
 		}
 		for _, in := range snaps {
-			if o.Upto > 0 && in.Seq > o.Upto || in.Seq < st.Pruned {
+			if o.Before > 0 && in.Seq >= o.Before || in.Seq < st.Pruned {
 				continue
 			}
 			eng, rs, err := j.Snapshot(ctx, in)
@@ -235,7 +242,7 @@ func (j *Journal) Explain(ctx context.Context, r store.Record) (*engine.Trace, e
 	case store.TypeReload, store.TypePrune, store.TypeErase:
 		return nil, ErrNotEvent
 	}
-	st, err := j.Load(ctx, Options{Upto: r.Seq - 1})
+	st, err := j.Load(ctx, Options{Before: r.Seq})
 	if err != nil {
 		return nil, err
 	}

@@ -124,6 +124,15 @@ func TestEventsAPI(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"matched":true`) {
 		t.Fatalf("explain: %d %s", code, body)
 	}
+	// Explaining any stored event, the first included, gives the decision
+	// that was stored for it, from the state just before it.
+	for _, id := range []string{"e1", "e2", "e4"} {
+		_, stored, _ := do(t, "GET", url+"/v1/events/"+id, "", "")
+		code, text, _ := do(t, "GET", url+"/v1/events/"+id+"/explain?format=text", "", "")
+		if code != 200 || !strings.Contains(text, "opens conversation "+id) || !strings.Contains(text, "decision: "+strings.TrimSpace(stored)+"\n") {
+			t.Errorf("explain %s: %d\n%s\nstored: %s", id, code, text, stored)
+		}
+	}
 	code, _, _ = do(t, "GET", url+"/v1/events/nope", "", "")
 	if code != 404 {
 		t.Fatalf("unknown event: %d", code)

@@ -97,7 +97,7 @@ func (p *snapshotter) take(ctx context.Context) error {
 	s := p.s
 	start := time.Now()
 	s.log.Info("taking a snapshot", "upto", p.committed.Load())
-	st, err := s.j.Load(ctx, journal.Options{Upto: p.committed.Load()})
+	st, err := s.j.Load(ctx, journal.Options{Before: p.committed.Load() + 1})
 	if err != nil {
 		s.m.snapshots.WithLabelValues("failed").Inc()
 		return err
