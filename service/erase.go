@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/switchboard-dev/switchboard/delivery"
 	"strconv"
 	"strings"
 	"time"
@@ -164,6 +165,10 @@ func (e *eraser) Learn(r store.Record) error {
 		}
 	}
 	return nil
+}
+
+func (e *eraser) RedactDelivery(d store.Delivery) ([]byte, error) {
+	return delivery.Redact(d, func(data []byte) ([]byte, error) { return redactDecision(data, e.convs) })
 }
 
 func (e *eraser) Redact(r store.Record) ([]byte, []byte, error) {

@@ -79,6 +79,41 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+	// 3: the outbox. Times are Unix milliseconds.
+	`CREATE TABLE deliveries (
+		id          TEXT PRIMARY KEY,          -- the same on every attempt
+		seq         INTEGER NOT NULL,          -- the record whose decision made it
+		n           INTEGER NOT NULL,          -- its place among the record's deliveries
+		destination TEXT NOT NULL,             -- platform, webhook:NAME or email
+		line        TEXT NOT NULL,             -- in order per destination and line (a conversation); '' for none
+		kind        TEXT NOT NULL,             -- decision, notify or email
+		contact     TEXT NOT NULL,             -- the contact it concerns, for erasure
+		body        BLOB NOT NULL,             -- what is sent
+		status      TEXT NOT NULL,             -- pending, failed, delivered or dead
+		attempts    INTEGER NOT NULL DEFAULT 0,
+		created     INTEGER NOT NULL,
+		due         INTEGER NOT NULL,          -- not tried before
+		expires     INTEGER NOT NULL,          -- dead if it fails after
+		done        INTEGER NOT NULL DEFAULT 0,
+		lease_until INTEGER NOT NULL DEFAULT 0,
+		lease_owner TEXT NOT NULL DEFAULT '',
+		code        INTEGER NOT NULL DEFAULT 0, -- the last answer's status
+		error       TEXT NOT NULL DEFAULT '',   -- the last error, or why it is dead
+		answer      TEXT NOT NULL DEFAULT ''    -- the start of the last answer's body
+	);
+	CREATE UNIQUE INDEX deliveries_seq ON deliveries(seq, n);
+	CREATE INDEX deliveries_open ON deliveries(due) WHERE status IN ('pending', 'failed');
+	CREATE INDEX deliveries_line ON deliveries(destination, line, seq, n) WHERE status IN ('pending', 'failed');
+	CREATE INDEX deliveries_status ON deliveries(status, seq);
+	CREATE TABLE delivery_attempts (
+		delivery TEXT NOT NULL,
+		n        INTEGER NOT NULL,
+		at       INTEGER NOT NULL,
+		took_ms  INTEGER NOT NULL,
+		code     INTEGER NOT NULL,
+		error    TEXT NOT NULL,
+		PRIMARY KEY (delivery, n)
+	) WITHOUT ROWID;`,
 }
 
 // SQLite is the built-in store: one database file in WAL mode, owned by
@@ -100,6 +135,9 @@ type SQLite struct {
 	insN *sql.Stmt // insert insertRows events
 	xc   *sql.Stmt // insert a contact of a record
 	xcN  *sql.Stmt // insert insertRows contacts
+	xd   *sql.Stmt // insert a delivery
+	xdN  *sql.Stmt // insert insertRows deliveries
+	ow   *sql.Conn // the outbox's writes: under wmu, without an fsync each
 	get  *sql.Stmt
 }
 
@@ -272,6 +310,8 @@ func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
 	s.insN = prep(insertEvents + eventValues + strings.Repeat(","+eventValues, insertRows-1))
 	s.xc = prep(`INSERT OR IGNORE INTO event_contacts (seq, contact) VALUES (?, ?)`)
 	s.xcN = prep(`INSERT OR IGNORE INTO event_contacts (seq, contact) VALUES (?, ?)` + strings.Repeat(", (?, ?)", insertRows-1))
+	s.xd = prep(insertDeliveries + deliveryValues)
+	s.xdN = prep(insertDeliveries + deliveryValues + strings.Repeat(","+deliveryValues, insertRows-1))
 	if err != nil {
 		s.w.Close()
 		return fail(err)
@@ -295,6 +335,10 @@ func openOwned(ctx context.Context, path string, o *owned) (*SQLite, error) {
 		return nil, err
 	}
 	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(blob), 0) FROM snapshots`).Scan(&s.blob); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.openOutbox(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -376,6 +420,12 @@ func formatTime(t time.Time) string {
 // so that statements prepared once on the connection are used as they
 // are instead of prepared again for every transaction.
 func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Conn) error) error {
+	return s.inTxOn(ctx, s.w, fn)
+}
+
+// inTxOn is inTx on a writing connection of the store's: s.w, or s.ow for
+// the outbox's bookkeeping.
+func (s *SQLite) inTxOn(ctx context.Context, c *sql.Conn, fn func(tx *sql.Conn) error) error {
 	if s.readOnly {
 		return errReadOnly
 	}
@@ -384,16 +434,16 @@ func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Conn) error) error {
 	if err := s.own.check(); err != nil {
 		return err
 	}
-	if _, err := s.w.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+	if _, err := c.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return err
 	}
-	err := fn(s.w)
+	err := fn(c)
 	if err == nil {
-		_, err = s.w.ExecContext(ctx, `COMMIT`)
+		_, err = c.ExecContext(ctx, `COMMIT`)
 	}
 	if err != nil {
 		// A failed COMMIT may leave the transaction open; end it either way.
-		s.w.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+		c.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
 		return err
 	}
 	return nil
@@ -420,6 +470,7 @@ func (s *SQLite) Check() error {
 
 // Append stores records in one transaction: one fsync for the lot.
 func (s *SQLite) Append(ctx context.Context, recs []Record) error {
+	all := recs
 	return s.inTx(ctx, func(tx *sql.Conn) error {
 		args := make([]any, 0, 11*insertRows)
 		var contacts []any // seq, contact, seq, contact...
@@ -464,7 +515,7 @@ func (s *SQLite) Append(ctx context.Context, recs []Record) error {
 				return err
 			}
 		}
-		return nil
+		return s.insertDeliveries(ctx, all)
 	})
 }
 
@@ -743,7 +794,10 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 			if clock.Valid {
 				before = formatTime(time.Unix(0, clock.Int64))
 			}
-			for _, q := range []string{`DELETE FROM events WHERE seq <= ?`, `DELETE FROM event_contacts WHERE seq <= ?`} {
+			for _, q := range []string{`DELETE FROM events WHERE seq <= ?`, `DELETE FROM event_contacts WHERE seq <= ?`,
+				// Deliveries still owed stay; the others go with their records.
+				`DELETE FROM delivery_attempts WHERE delivery IN (SELECT id FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead'))`,
+				`DELETE FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead')`} {
 				if _, err := tx.ExecContext(ctx, q, upto); err != nil {
 					return err
 				}
@@ -853,6 +907,9 @@ func (s *SQLite) Erase(ctx context.Context, contact string, through int64, e Era
 		if err != nil {
 			return err
 		}
+	}
+	if err := s.eraseDeliveries(ctx, contact, through, e); err != nil {
+		return err
 	}
 	snaps, err := s.Snapshots(ctx)
 	if err != nil {
@@ -996,13 +1053,15 @@ func (s *SQLite) Close() error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.get} {
+	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.xd, s.xdN, s.get} {
 		if st != nil {
 			st.Close()
 		}
 	}
-	if s.w != nil {
-		s.w.Close()
+	for _, c := range []*sql.Conn{s.w, s.ow} {
+		if c != nil {
+			c.Close()
+		}
 	}
 	err := s.db.Close()
 	if s.own != nil {

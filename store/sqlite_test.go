@@ -212,6 +212,10 @@ func (e *testEraser) Redact(r Record) ([]byte, []byte, error) {
 	e.redacted = append(e.redacted, r.Seq)
 	return bytes.ReplaceAll(r.Event, e.secret, nil), bytes.ReplaceAll(r.Decision, e.secret, nil), nil
 }
+func (e *testEraser) RedactDelivery(d Delivery) ([]byte, error) {
+	return []byte(`{"erased":true}`), nil
+}
+
 func (e *testEraser) Rewrite(_ SnapshotInfo, state []byte) ([]byte, error) {
 	return bytes.ReplaceAll(state, e.secret, nil), nil
 }

@@ -37,6 +37,9 @@ type Record struct {
 	// any whose conversation the decision touched. An erasure finds a
 	// contact's records by them.
 	Contacts []string
+	// Deliveries are the actions of the decision that leave the service;
+	// Append stores them with the record. Not read back by Replay.
+	Deliveries []Delivery
 }
 
 // Internal record types: records the service writes, not events.
@@ -85,6 +88,8 @@ type Eraser interface {
 	Redact(Record) (event, decision []byte, err error)
 	// Rewrite returns a snapshot's state without the data.
 	Rewrite(SnapshotInfo, []byte) ([]byte, error)
+	// RedactDelivery returns a delivery's body without the data.
+	RedactDelivery(Delivery) ([]byte, error)
 }
 
 // ErrDuplicate is returned by Append when an event id is already stored.
@@ -106,6 +111,8 @@ type Store interface {
 	Replay(ctx context.Context, after, upto int64, fn func(Record) error) error
 	// LastSeq is the seq of the log's last record; 0 when it is empty.
 	LastSeq(ctx context.Context) (int64, error)
+	// Records returns up to limit records after seq after, in order.
+	Records(ctx context.Context, after int64, limit int) ([]Record, error)
 
 	// SaveRuleSet stores a rule set's files under its version, once.
 	SaveRuleSet(ctx context.Context, version string, files []RuleSetFile) error
@@ -138,6 +145,9 @@ type Store interface {
 	Meta(ctx context.Context, prefix string) (map[string]string, error)
 	// SeqBefore is the seq of the last record decided before t; 0 if none.
 	SeqBefore(ctx context.Context, t time.Time) (int64, error)
+
+	// The outbox: deliveries, stored by Append with their records.
+	Outbox
 
 	// Check reports whether the store is still the one opened: its file
 	// not deleted or replaced. The service stops acknowledging when not.

@@ -1,0 +1,109 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Delivery is one action leaving the service, a webhook to post or an
+// email to send: the outbox row. It is stored with the decision that made
+// it, in the same transaction, so nothing is delivered that was not
+// committed, and it is worked until delivered or dead.
+type Delivery struct {
+	// ID is the same on every attempt, so receivers can drop duplicates.
+	ID string
+	// Seq is the record whose decision made it; N its place among that
+	// record's deliveries.
+	Seq int64
+	N   int
+	// Destination is where it goes: "platform", "webhook:NAME" or
+	// "email".
+	Destination string
+	// Line orders deliveries: within one destination, a delivery waits
+	// until the earlier ones of its line are delivered or dead. It is the
+	// conversation; "" puts the delivery in no line.
+	Line string
+	// Kind is what it carries: "decision", "notify" or "email".
+	Kind string
+	// Contact is the contact it concerns, for erasure; "" if none.
+	Contact string
+	// Body is what is sent: a CloudEvent, or an email as JSON.
+	Body []byte
+
+	Status   string // Pending, Failed, Delivered or Dead
+	Attempts int
+	Created  time.Time
+	Due      time.Time // not tried before then
+	Expires  time.Time // a failed delivery not delivered by then is dead
+	Done     time.Time // when it was delivered or given up; zero while open
+	// Code, Error and Answer are from the last attempt (Error also holds
+	// why a delivery is dead); Answer is the start of the receiver's body.
+	Code   int
+	Error  string
+	Answer string
+}
+
+// Delivery statuses.
+const (
+	Pending   = "pending"   // not tried yet
+	Failed    = "failed"    // tried, and tried again at Due
+	Delivered = "delivered" // a receiver took it
+	Dead      = "dead"      // given up: a refusal, too old, or nowhere to send it
+)
+
+// Attempt is one try at a delivery.
+type Attempt struct {
+	N     int // from 1
+	At    time.Time
+	Took  time.Duration
+	Code  int    // the receiver's status code; 0 when there was no answer
+	Error string // what went wrong; "" on success
+}
+
+// Outcome is how one claimed delivery went.
+type Outcome struct {
+	ID      string
+	Status  string    // Delivered, Failed (retried at Due) or Dead
+	Due     time.Time // the next attempt, for Failed
+	Attempt Attempt
+	Answer  string
+}
+
+// DeliveryFilter selects deliveries to list.
+type DeliveryFilter struct {
+	Status      string // "" for any
+	Destination string // "" for any
+	// After lists the deliveries made after this record; deliveries are
+	// listed in log order.
+	After int64
+	Limit int
+}
+
+// DeliveryStats summarises the deliveries not yet delivered or dead.
+type DeliveryStats struct {
+	Open   int       // pending or failed
+	Oldest time.Time // the creation of the oldest open one; zero if none
+}
+
+// Outbox is the part of a store that keeps deliveries. Claims hold a lease,
+// so that when several processes share a store each delivery is worked by
+// one at a time, and one that dies loses its claims when the lease ends.
+type Outbox interface {
+	// ClaimDeliveries leases up to limit deliveries that are due, for
+	// owner until now+lease: only the first open delivery of each line.
+	ClaimDeliveries(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Delivery, error)
+	// FinishDeliveries records outcomes of deliveries owner claimed, and
+	// lets their leases go. An outcome for a delivery owner no longer
+	// holds is ignored.
+	FinishDeliveries(ctx context.Context, owner string, outcomes []Outcome) error
+	// Deliveries lists deliveries, in log order.
+	Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+	// Delivery returns a delivery and its attempts.
+	Delivery(ctx context.Context, id string) (Delivery, []Attempt, bool, error)
+	// RetryDelivery makes a failed or dead delivery due at now again, with
+	// a new expiry; ok is false when there is no such delivery or it was
+	// delivered.
+	RetryDelivery(ctx context.Context, id string, now, expires time.Time) (ok bool, err error)
+	// DeliveryStats summarises the open deliveries.
+	DeliveryStats(ctx context.Context) (DeliveryStats, error)
+}

@@ -1,0 +1,145 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// deliv is a delivery of record seq for the outbox tests.
+func deliv(seq int64, n int, dest, line string, at time.Time) Delivery {
+	return Delivery{ID: fmt.Sprintf("d%d.%d", seq, n), Seq: seq, N: n, Destination: dest, Line: line, Kind: "decision",
+		Contact: "k1", Body: []byte(fmt.Sprintf(`{"seq":%d,"text":"secret"}`, seq)), Created: at, Due: at, Expires: at.Add(24 * time.Hour)}
+}
+
+func ids(ds []Delivery) string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.ID)
+	}
+	return strings.Join(out, " ")
+}
+
+func TestOutbox(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sb.db")
+	s := open(t, path)
+	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	r1, r2, r3 := rec(1, "e1", "k1"), rec(2, "e2", "k1"), rec(3, "e3", "k2")
+	r1.Deliveries = []Delivery{deliv(1, 0, "platform", "c1", t0), deliv(1, 1, "email", "c1", t0)}
+	r2.Deliveries = []Delivery{deliv(2, 0, "platform", "c1", t0), deliv(2, 1, "platform", "c2", t0)}
+	dead := deliv(3, 0, "webhook:crm", "c3", t0)
+	dead.Status, dead.Error, dead.Done = Dead, "no endpoint crm configured", t0
+	r3.Deliveries = []Delivery{dead, deliv(3, 1, "platform", "", t0)}
+	if err := s.Append(ctx, []Record{r1, r2, r3}); err != nil {
+		t.Fatal(err)
+	}
+	// A refused batch stores none of its deliveries.
+	bad := rec(4, "e1")
+	bad.Deliveries = []Delivery{deliv(4, 0, "platform", "", t0)}
+	if err := s.Append(ctx, []Record{bad}); err == nil {
+		t.Fatal("a duplicate id was stored")
+	}
+	if _, _, ok, _ := s.Delivery(ctx, "d4.0"); ok {
+		t.Fatal("a delivery of a refused record was stored")
+	}
+
+	// Only the head of each line is claimed: d2.0 waits behind d1.0.
+	got, err := s.ClaimDeliveries(ctx, "a", t0, time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids(got) != "d1.0 d1.1 d2.1 d3.1" {
+		t.Fatalf("claimed %q", ids(got))
+	}
+	// Claimed deliveries are not claimed again while leased.
+	if again, _ := s.ClaimDeliveries(ctx, "b", t0, time.Minute, 10); len(again) != 0 {
+		t.Fatalf("claimed twice: %q", ids(again))
+	}
+	at := t0.Add(time.Second)
+	err = s.FinishDeliveries(ctx, "a", []Outcome{
+		{ID: "d1.0", Status: Delivered, Attempt: Attempt{At: at, Code: 204, Took: 5 * time.Millisecond}},
+		{ID: "d1.1", Status: Failed, Due: t0.Add(time.Hour), Attempt: Attempt{At: at, Code: 0, Error: "connection refused"}},
+		{ID: "d2.1", Status: Dead, Attempt: Attempt{At: at, Code: 400, Error: "refused"}, Answer: `{"error":"bad"}`},
+		{ID: "d3.1", Status: Delivered, Attempt: Attempt{At: at, Code: 200}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's outcome is ignored.
+	if err := s.FinishDeliveries(ctx, "b", []Outcome{{ID: "d2.0", Status: Delivered, Attempt: Attempt{At: at}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.ClaimDeliveries(ctx, "a", at, time.Minute, 10)
+	if ids(got) != "d2.0" {
+		t.Fatalf("after the first round, claimed %q", ids(got))
+	}
+	d, attempts, ok, err := s.Delivery(ctx, "d2.1")
+	if err != nil || !ok || d.Status != Dead || d.Code != 400 || d.Answer != `{"error":"bad"}` || len(attempts) != 1 || attempts[0].Error != "refused" {
+		t.Fatalf("dead delivery: %+v %+v %v %v", d, attempts, ok, err)
+	}
+	// A lease that ran out lets another owner take the delivery; the first
+	// owner's late outcome is then ignored.
+	later := at.Add(2 * time.Minute)
+	got, _ = s.ClaimDeliveries(ctx, "b", later, time.Minute, 10)
+	if ids(got) != "d2.0" {
+		t.Fatalf("after the lease ran out, claimed %q", ids(got))
+	}
+	s.FinishDeliveries(ctx, "a", []Outcome{{ID: "d2.0", Status: Dead, Attempt: Attempt{At: later}}})
+	if d, _, _, _ := s.Delivery(ctx, "d2.0"); d.Status != Pending {
+		t.Fatalf("a stale owner's outcome counted: %+v", d)
+	}
+	s.FinishDeliveries(ctx, "b", []Outcome{{ID: "d2.0", Status: Delivered, Attempt: Attempt{At: later, Code: 200}}})
+
+	// Listing and stats.
+	list, err := s.Deliveries(ctx, DeliveryFilter{Status: Dead})
+	if err != nil || ids(list) != "d2.1 d3.0" {
+		t.Fatalf("dead: %q %v", ids(list), err)
+	}
+	if list, _ := s.Deliveries(ctx, DeliveryFilter{Destination: "platform", After: 1}); ids(list) != "d2.0 d2.1 d3.1" {
+		t.Fatalf("platform after 1: %q", ids(list))
+	}
+	st, err := s.DeliveryStats(ctx)
+	if err != nil || st.Open != 1 || !st.Oldest.Equal(t0) {
+		t.Fatalf("stats: %+v %v", st, err)
+	}
+	// A retry makes a dead delivery due again; a delivered one cannot be.
+	if ok, err := s.RetryDelivery(ctx, "d3.0", later, later.Add(24*time.Hour)); !ok || err != nil {
+		t.Fatalf("retry dead: %v %v", ok, err)
+	}
+	if ok, _ := s.RetryDelivery(ctx, "d1.0", later, later); ok {
+		t.Fatal("a delivered delivery was retried")
+	}
+	// Reopening keeps everything and lets every claim go (one process owns
+	// the file).
+	if got, _ := s.ClaimDeliveries(ctx, "a", later, time.Hour, 10); ids(got) != "d3.0" {
+		t.Fatalf("after the retry, claimed %q", ids(got))
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	if got, _ := s.ClaimDeliveries(ctx, "c", later, time.Hour, 10); ids(got) != "d3.0" {
+		t.Fatalf("after a restart, claimed %q", ids(got))
+	}
+	// Erasure rewrites the contact's bodies; pruning keeps what is owed.
+	if err := s.Erase(ctx, "k1", 3, &testEraser{}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, _, _ := s.Delivery(ctx, "d1.1"); strings.Contains(string(d.Body), "secret") {
+		t.Fatalf("an erased contact's delivery kept its data: %s", d.Body)
+	}
+	if err := s.Prune(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := s.Deliveries(ctx, DeliveryFilter{})
+	if ids(left) != "d1.1 d3.0" {
+		t.Fatalf("after pruning, left %q", ids(left))
+	}
+	recs, err := s.Records(ctx, 0, 10)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("records after pruning: %d %v", len(recs), err)
+	}
+}

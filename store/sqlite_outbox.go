@@ -1,0 +1,332 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The SQLite outbox. Deliveries are inserted by Append, in the records'
+// transaction, on the writing connection. The dispatcher's bookkeeping
+// (claims and outcomes) goes through a second connection with
+// synchronous=NORMAL: it is serialised with every other write by wmu, but
+// does not wait for an fsync. A crash may forget the last outcomes, and
+// the deliveries are then made again: at least once, as promised.
+
+const (
+	insertDeliveries = `INSERT INTO deliveries (id, seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error) VALUES `
+	deliveryValues   = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	deliveryColumns  = `id, seq, n, destination, line, kind, contact, body, status, attempts, created, due, expires, done, code, error, answer`
+)
+
+func (s *SQLite) openOutbox(ctx context.Context) error {
+	var err error
+	if s.ow, err = s.db.Conn(ctx); err != nil {
+		return err
+	}
+	if _, err := s.ow.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return err
+	}
+	// One process owns the file, so no claim of an earlier one still holds.
+	_, err = s.w.ExecContext(ctx, `UPDATE deliveries SET lease_until = 0, lease_owner = '' WHERE lease_until > 0`)
+	return err
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// insertDeliveries stores the records' deliveries; it runs inside Append's
+// transaction.
+func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
+	var all []*Delivery
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			all = append(all, &recs[i].Deliveries[j])
+		}
+	}
+	args := make([]any, 0, 14*insertRows)
+	for len(all) > 0 {
+		n, stmt := insertRows, s.xdN
+		if len(all) < insertRows {
+			n, stmt = 1, s.xd
+		}
+		args = args[:0]
+		for _, d := range all[:n] {
+			status := d.Status
+			if status == "" {
+				status = Pending
+			}
+			args = append(args, d.ID, d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, d.Body, status,
+				millis(d.Created), millis(d.Due), millis(d.Expires), millis(d.Done), d.Error)
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		all = all[n:]
+	}
+	return nil
+}
+
+func scanDelivery(scan func(...any) error) (Delivery, error) {
+	var d Delivery
+	var created, due, expires, done int64
+	err := scan(&d.ID, &d.Seq, &d.N, &d.Destination, &d.Line, &d.Kind, &d.Contact, &d.Body, &d.Status, &d.Attempts,
+		&created, &due, &expires, &done, &d.Code, &d.Error, &d.Answer)
+	d.Created, d.Due, d.Expires, d.Done = fromMillis(created), fromMillis(due), fromMillis(expires), fromMillis(done)
+	return d, err
+}
+
+// ClaimDeliveries leases the due deliveries that head their lines.
+func (s *SQLite) ClaimDeliveries(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Delivery, error) {
+	var out []Delivery
+	err := s.inTxOn(ctx, s.ow, func(tx *sql.Conn) error {
+		rows, err := tx.QueryContext(ctx, `UPDATE deliveries SET lease_until = ?, lease_owner = ?
+			WHERE id IN (
+				SELECT d.id FROM deliveries d
+				WHERE d.status IN ('pending', 'failed') AND d.due <= ? AND d.lease_until <= ?
+				AND (d.line = '' OR NOT EXISTS (
+					SELECT 1 FROM deliveries e
+					WHERE e.destination = d.destination AND e.line = d.line AND e.status IN ('pending', 'failed')
+					AND (e.seq < d.seq OR (e.seq = d.seq AND e.n < d.n))))
+				ORDER BY d.due, d.seq, d.n LIMIT ?)
+			RETURNING `+deliveryColumns,
+			millis(now.Add(lease)), owner, millis(now), millis(now), limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			d, err := scanDelivery(rows.Scan)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Delivery) int {
+		if a.Seq != b.Seq {
+			return cmpInt(a.Seq, b.Seq)
+		}
+		return a.N - b.N
+	})
+	return out, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// answerLimit is how much of a receiver's answer is kept.
+const answerLimit = 4096
+
+// FinishDeliveries records the outcomes of owner's claims, in one
+// transaction.
+func (s *SQLite) FinishDeliveries(ctx context.Context, owner string, outcomes []Outcome) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	return s.inTxOn(ctx, s.ow, func(tx *sql.Conn) error {
+		for _, o := range outcomes {
+			var done, due int64
+			switch o.Status {
+			case Delivered, Dead:
+				done = millis(o.Attempt.At)
+			case Failed:
+				due = millis(o.Due)
+			default:
+				return errors.New("store: an outcome must be delivered, failed or dead, not " + o.Status)
+			}
+			answer := o.Answer
+			if len(answer) > answerLimit {
+				answer = strings.ToValidUTF8(answer[:answerLimit], "")
+			}
+			var n int
+			err := tx.QueryRowContext(ctx, `UPDATE deliveries SET status = ?, attempts = attempts + 1,
+				due = CASE WHEN ? > 0 THEN ? ELSE due END, done = ?, code = ?, error = ?, answer = ?, lease_until = 0, lease_owner = ''
+				WHERE id = ? AND lease_owner = ? RETURNING attempts`,
+				o.Status, due, due, done, o.Attempt.Code, o.Attempt.Error, answer, o.ID, owner).Scan(&n)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // no longer ours: the lease ran out and another took it
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, ?, ?, ?, ?, ?)`,
+				o.ID, n, millis(o.Attempt.At), o.Attempt.Took.Milliseconds(), o.Attempt.Code, o.Attempt.Error); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Deliveries lists deliveries in log order.
+func (s *SQLite) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	q := `SELECT ` + deliveryColumns + ` FROM deliveries WHERE seq > ?`
+	args := []any{f.After}
+	if f.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, f.Status)
+	}
+	if f.Destination != "" {
+		q += ` AND destination = ?`
+		args = append(args, f.Destination)
+	}
+	q += ` ORDER BY seq, n LIMIT ?`
+	args = append(args, f.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Delivery returns a delivery and its attempts, in order.
+func (s *SQLite) Delivery(ctx context.Context, id string) (Delivery, []Attempt, bool, error) {
+	d, err := scanDelivery(s.db.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE id = ?`, id).Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, nil, false, nil
+	}
+	if err != nil {
+		return d, nil, false, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT n, at, took_ms, code, error FROM delivery_attempts WHERE delivery = ? ORDER BY n`, id)
+	if err != nil {
+		return d, nil, false, err
+	}
+	defer rows.Close()
+	var attempts []Attempt
+	for rows.Next() {
+		var a Attempt
+		var at, took int64
+		if err := rows.Scan(&a.N, &at, &took, &a.Code, &a.Error); err != nil {
+			return d, nil, false, err
+		}
+		a.At, a.Took = fromMillis(at), time.Duration(took)*time.Millisecond
+		attempts = append(attempts, a)
+	}
+	return d, attempts, true, rows.Err()
+}
+
+// RetryDelivery makes an undelivered delivery due again. It is an
+// operator's request, so it is committed with an fsync.
+func (s *SQLite) RetryDelivery(ctx context.Context, id string, now, expires time.Time) (bool, error) {
+	var ok bool
+	err := s.inTx(ctx, func(tx *sql.Conn) error {
+		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END,
+			due = ?, expires = ?, done = 0, lease_until = 0, lease_owner = ''
+			WHERE id = ? AND status != 'delivered'`, millis(now), millis(expires), id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		ok = n == 1
+		return err
+	})
+	return ok, err
+}
+
+// DeliveryStats counts the open deliveries.
+func (s *SQLite) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
+	var st DeliveryStats
+	var oldest int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MIN(created), 0) FROM deliveries WHERE status IN ('pending', 'failed')`).Scan(&st.Open, &oldest)
+	st.Oldest = fromMillis(oldest)
+	return st, err
+}
+
+// Records returns up to limit records after seq after.
+func (s *SQLite) Records(ctx context.Context, after int64, limit int) ([]Record, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		r, err := scanRecord(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// eraseDeliveries rewrites the bodies of the contact's deliveries made up to
+// record through, and forgets the receivers' answers to them.
+func (s *SQLite) eraseDeliveries(ctx context.Context, contact string, through int64, e Eraser) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE contact = ? AND seq <= ?`, contact, through)
+	if err != nil {
+		return err
+	}
+	var ds []Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows.Scan)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		ds = append(ds, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for len(ds) > 0 {
+		part := ds[:min(eraseChunk, len(ds))]
+		ds = ds[len(part):]
+		err := s.inTx(ctx, func(tx *sql.Conn) error {
+			for _, d := range part {
+				body, err := e.RedactDelivery(d)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET body = ?, answer = '' WHERE id = ?`, body, d.ID); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
