@@ -592,6 +592,9 @@ func (c *compiler) checkGroup(name string, p Pos) {
 		return
 	}
 	hint := didYouMean(name, c.team.groupNames())
+	if slices.Contains(c.team.Queues, name) {
+		hint = fmt.Sprintf("%s is a queue in team.yaml: write assign queue %s", name, name)
+	}
 	if hint == "" {
 		hint = "add it under groups: in team.yaml"
 	}

@@ -195,7 +195,7 @@ func plainExprMessage(msg string) (string, string) {
 	if m := reUnknownName.FindStringSubmatch(msg); m != nil {
 		hint := didYouMean(m[1], envNames)
 		if hint == "" {
-			hint = "conditions see message, contact, conversation, agent, now, lang, channel, text, country and the functions online, is_online, available, in_segment, business_hours"
+			hint = fmt.Sprintf("to compare with the text %s, quote it: '%s'; conditions see message, contact, conversation, agent, now, lang, channel, text, country and the functions online, is_online, available, in_segment, business_hours", m[1], m[1])
 		}
 		return fmt.Sprintf("unknown name %q", m[1]), hint
 	}
@@ -220,7 +220,11 @@ func plainExprMessage(msg string) (string, string) {
 		return fmt.Sprintf("cannot use %s between %s and %s", m[1], m[2], m[3]), hint
 	}
 	if m := reUnexpected.FindStringSubmatch(msg); m != nil {
-		return fmt.Sprintf("unexpected %q in the expression", m[1]), ""
+		hint := ""
+		if m[1] == "=" {
+			hint = "compare with == (one = is not a comparison)"
+		}
+		return fmt.Sprintf("unexpected %q in the expression", m[1]), hint
 	}
 	if m := reExpected.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("the value must be %s, but this is %s", m[1], m[2]), ""

@@ -68,6 +68,9 @@ func parseSpan(part string) (HoursSpan, error) {
 	var errs []error
 	fields := strings.Fields(part)
 	if len(fields) != 2 {
+		if len(fields) > 2 {
+			return sp, fmt.Errorf("%q should be days then hours, e.g. %q; separate spans with commas, and end with a time zone as an IANA name such as America/New_York (abbreviations like EST and offsets like +02:00 are not zones)", part, "Mon-Fri 09:00-17:00")
+		}
 		return sp, fmt.Errorf("%q should be days then hours, e.g. %q", part, "Mon-Fri 09:00-17:00")
 	}
 	days, hours := fields[0], fields[1]

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/alecthomas/participle/v2"
@@ -240,6 +241,20 @@ func refineSyntax(item *Item, toks []lexer.Token) {
 			break // trailing punctuation, not a joined word
 		}
 		item.Err.Pos = posOf(prev.Pos)
+		if i >= 2 && sig[i-2].Value == "by" {
+			// by round-robin: an algorithm, not a name.
+			item.Err.Message = fmt.Sprintf("unknown algorithm %q", word)
+			norm := strings.NewReplacer("-", "_", " ", "_").Replace(word)
+			item.Err.Hint = didYouMean(norm, algorithmWords())
+			if slices.Contains(algorithmWords(), norm) {
+				item.Err.Hint = "write by " + norm
+			}
+			if item.Err.Hint == "" {
+				item.Err.Hint = "algorithms are " + quoteList(algorithmWords(), "or")
+			}
+			item.Err.Code = CodeAlgorithm
+			return
+		}
 		item.Err.Message = fmt.Sprintf("%s is not a plain name", word)
 		item.Err.Hint = fmt.Sprintf("quote names that hold punctuation or spaces: %q", word)
 		return
@@ -250,13 +265,34 @@ func refineSyntax(item *Item, toks []lexer.Token) {
 		if t.Pos.Offset != item.Err.Pos.Offset || t.Type != tokIdent || num.Type != tokNumber || sig[i-2].Value != "unanswered" {
 			continue
 		}
-		unit, known := durationWords[strings.ToLower(t.Value)]
-		if !known {
-			break
+		written := num.Value + " " + t.Value
+		if num.Pos.Offset+len(num.Value) == t.Pos.Offset {
+			written = num.Value + t.Value
 		}
 		item.Err.Pos = posOf(num.Pos)
-		item.Err.Message = fmt.Sprintf("%q is not a duration", num.Value+" "+t.Value)
-		item.Err.Hint = fmt.Sprintf("write %s%s, with no space (units are s, m, h and d)", num.Value, unit)
+		item.Err.Message = fmt.Sprintf("%q is not a duration", written)
+		word := strings.ToLower(t.Value)
+		if unit, known := durationWords[word]; known {
+			item.Err.Hint = fmt.Sprintf("write %s%s (units are s, m, h and d)", num.Value, unit)
+		} else if n, err := strconv.Atoi(num.Value); err == nil && slices.Contains([]string{"w", "wk", "wks", "week", "weeks"}, word) {
+			item.Err.Hint = fmt.Sprintf("write %dd; units are s, m, h and d", 7*n)
+		} else {
+			item.Err.Hint = "units are s, m, h and d, e.g. 90s, 5m, 1h30m or 2d"
+		}
+		return
+	}
+	// rule NAME WITH SPACES: the name runs into the trigger.
+	if len(sig) > 2 && sig[0].Value == "rule" && sig[1].Type == tokIdent && item.Err.Pos.Offset == sig[2].Pos.Offset && sig[2].Value != "on" {
+		name := sig[1].Value
+		for _, t := range sig[2:] {
+			if t.Type != tokIdent || t.Value == "on" || t.Pos.Line != sig[1].Pos.Line {
+				break
+			}
+			name += " " + t.Value
+		}
+		item.Err.Pos = posOf(sig[1].Pos)
+		item.Err.Message = fmt.Sprintf("the rule name %s has spaces", name)
+		item.Err.Hint = fmt.Sprintf("quote it: rule %q", name)
 		return
 	}
 	// Actions with no rule around them.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,8 +67,17 @@ const attrsPrefix = "contact.attrs."
 // parseTemplate splits text into literal parts and placeholders. raw is the
 // string as written (with its quotes) and at its position, so that a bad
 // placeholder is reported where it stands.
+var singleBrace = regexp.MustCompile(`(?:^|[^{]){\s*([a-z_]+\.[a-z_.]+)\s*}(?:[^}]|$)`)
+
 func parseTemplate(text, raw string, at Pos, d *diags) *Template {
 	t := &Template{Source: text}
+	// {contact.name} with single braces would go out as written.
+	if m := singleBrace.FindStringSubmatchIndex(text); m != nil {
+		field := text[m[2]:m[3]]
+		if slices.Contains(placeholders, field) || strings.HasPrefix(field, attrsPrefix) {
+			d.warnf(at, CodePlaceholder, "write {{"+field+"}}", "{%s} has single braces, so it is sent as written, not filled in", field)
+		}
+	}
 	rawSearch := 0
 	for rest := text; rest != ""; {
 		i := strings.Index(rest, "{{")

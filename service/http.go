@@ -179,6 +179,7 @@ type lineResult struct {
 	Replayed bool            `json:"replayed,omitempty"`
 	Error    string          `json:"error,omitempty"`
 	Field    string          `json:"field,omitempty"`
+	Status   int             `json:"status,omitempty"` // with an error: what a single event would have been answered
 }
 
 // postEvents takes one event (a JSON object) or a batch (JSON lines) and
@@ -224,7 +225,7 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 		in, err := accept(l)
 		if err != nil {
 			e := toAPIError(err)
-			answers[i].Error, answers[i].Field = e.Error, e.Field
+			answers[i].Error, answers[i].Field, answers[i].Status = e.Error, e.Field, http.StatusBadRequest
 			continue
 		}
 		events = append(events, in)
@@ -242,7 +243,7 @@ func (s *Service) postEvents(w http.ResponseWriter, r *http.Request) {
 			dec, st, err := s.outcome(r.Context(), events[j], res)
 			if err != nil {
 				e := toAPIError(err)
-				a.Error, a.Field = e.Error, e.Field
+				a.Error, a.Field, a.Status = e.Error, e.Field, st
 				if st == http.StatusServiceUnavailable {
 					status = st
 				}
@@ -290,6 +291,10 @@ func (a *lineResult) appendJSON(b []byte) []byte {
 	}
 	str("error", a.Error)
 	str("field", a.Field)
+	if a.Error != "" && a.Status != 0 {
+		b = append(b, `,"status":`...)
+		b = strconv.AppendInt(b, int64(a.Status), 10)
+	}
 	return append(b, '}', '\n')
 }
 
@@ -397,13 +402,18 @@ func (s *Service) explainEvent(w http.ResponseWriter, r *http.Request) {
 		s.noEvent(w, ctx, id)
 		return
 	}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "text" && format != "json" {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("format %q: ask for format=text, or format=json (the default)", format), Field: "format"})
+		return
+	}
 	trace, err := s.j.Explain(ctx, rec)
 	switch {
 	case errors.Is(err, journal.ErrNotEvent):
 		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: fmt.Sprintf("%s is a %s record the service made, not an event: there is nothing to explain", id, rec.Type)})
 	case err != nil:
 		writeErr(w, http.StatusServiceUnavailable, err)
-	case r.URL.Query().Get("format") == "text":
+	case format == "text":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		trace.WriteText(w)
 	default:
@@ -521,15 +531,18 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: `the body must be {"status": "online" | "away" | "offline"}, and nothing after it`})
 		return
 	}
-	if req.ID == "" {
-		req.ID = fmt.Sprintf("status-%s-%d", r.PathValue("id"), time.Now().UnixNano())
+	given := req.ID != ""
+	if !given {
+		// The service's own id, in its reserved namespace, so that it
+		// never meets a client's.
+		req.ID = fmt.Sprintf("%sstatus:%s:%d", store.IDPrefix, r.PathValue("id"), time.Now().UnixNano())
 	}
 	ev := &triggers.Event{ID: req.ID, Type: triggers.TypeAgentStatus, Agent: r.PathValue("id"), Status: req.Status}
 	if err := ev.Validate(false); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	if err := checkClientEvent(ev); err != nil {
+	if err := checkClientEvent(ev); given && err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}

@@ -94,6 +94,9 @@ func fieldErr(field, format string, args ...any) error {
 // the caller to fill.
 func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
+		if trimmed[0] == '[' {
+			return nil, &FieldError{Message: "not an event: a JSON array; send one event as a JSON object, or several as JSON lines (one object per line)"}
+		}
 		return nil, &FieldError{Message: "not an event: an event is a JSON object, {\"id\": ..., \"type\": ..., \"at\": ...}"}
 	}
 	// goccy/go-json decodes like encoding/json, four times faster, which

@@ -7,7 +7,7 @@ func TestDecodeEventErrors(t *testing.T) {
 		{``, `empty event`},
 		{`{"id":"e1",`, `malformed JSON: the event ends too early`},
 		{`{"id":"e1" "type":"tick"}`, `malformed JSON at byte 12: '"' after object key:value pair`},
-		{`[1]`, `not an event: an event is a JSON object, {"id": ..., "type": ..., "at": ...}`},
+		{`[1]`, `not an event: a JSON array; send one event as a JSON object, or several as JSON lines (one object per line)`},
 		{`not json`, `not an event: an event is a JSON object, {"id": ..., "type": ..., "at": ...}`},
 		{`{"type":"tick","at":"2026-01-05T09:00:00Z"}`, `field "id": missing; every event needs a unique id`},
 		{`{"id":5}`, `field "id": expected text, got number`},

@@ -20,14 +20,16 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	asJSON := fl.Bool("json", false, "print the diagnostics as a JSON array")
 	strict := fl.Bool("strict", false, "mapping tables may only use the custom attributes team.yaml declares")
+	var named []string
+	fl.Func("rules", "a rule set `directory` to check (the same as naming it after the flags)", func(s string) error { named = append(named, s); return nil })
 	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: switchboard check [--json] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard check [--json] [--strict] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
 		fl.PrintDefaults()
 	}
 	if code, done := parseFlags(fl, args, stdout); done {
 		return code
 	}
-	targets := fl.Args()
+	targets := append(named, fl.Args()...)
 	if len(targets) == 0 {
 		targets = []string{"."}
 	}

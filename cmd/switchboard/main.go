@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/switchboard-dev/switchboard/internal/suggest"
 )
 
 func main() {
@@ -31,6 +33,8 @@ Usage:
 
 Run "switchboard help COMMAND" (or "switchboard COMMAND -h") for a command's options.
 `
+
+var commands = []string{"check", "fmt", "simulate", "explain", "test", "serve", "version", "help"}
 
 // run is the whole program, minus the process: it returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -62,7 +66,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usageText)
 		return 0
 	}
-	fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", cmd, usageText)
+	hint := ""
+	if s := suggest.Closest(cmd, commands); s != "" {
+		hint = fmt.Sprintf("; did you mean %q?", s)
+	}
+	fmt.Fprintf(stderr, "switchboard: unknown command %q%s\n\n%s", cmd, hint, usageText)
 	return 2
 }
 
@@ -78,12 +86,28 @@ func parseFlags(fl *flag.FlagSet, args []string, stdout io.Writer) (code int, do
 			fl.SetOutput(stdout)
 		}
 	}
-	switch err := fl.Parse(args); {
-	case errors.Is(err, flag.ErrHelp):
-		return 0, true
-	case err != nil:
-		return 2, true
+	// Flags may come after the paths too (check DIR --json), as people
+	// type them: parse, set a path aside, parse the rest.
+	var paths []string
+	for {
+		switch err := fl.Parse(args); {
+		case errors.Is(err, flag.ErrHelp):
+			return 0, true
+		case err != nil:
+			return 2, true
+		}
+		rest := fl.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			paths = append(paths, rest...) // after --, everything is a path
+			break
+		}
+		paths = append(paths, rest[0])
+		args = rest[1:]
 	}
+	fl.Parse(append([]string{"--"}, paths...))
 	return 0, false
 }
 

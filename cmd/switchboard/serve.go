@@ -71,6 +71,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	case *readTimeout <= 0:
 		fmt.Fprintf(stderr, "switchboard serve: --read-timeout %v: write a positive duration such as 1m\n", *readTimeout)
 		return 2
+	case !strings.Contains(*addr, ":"):
+		fmt.Fprintf(stderr, "switchboard serve: --addr %s: write HOST:PORT, e.g. 127.0.0.1:%s (or :%s for every interface)\n", *addr, *addr, *addr)
+		return 2
 	case *grace < 0:
 		fmt.Fprintf(stderr, "switchboard serve: --shutdown-grace %v: write a duration such as 5s\n", *grace)
 		return 2

@@ -15,6 +15,8 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	update := fl.Bool("update", false, "rewrite each test's want.jsonl with what the rules decide now")
 	verbose := fl.Bool("v", false, "list every test")
 	allowEmpty := fl.Bool("allow-empty", false, "a rule set without tests is not an error")
+	var named []string
+	fl.Func("rules", "a rule set `directory` to test (the same as naming it after the flags)", func(s string) error { named = append(named, s); return nil })
 	fl.Usage = func() {
 		fmt.Fprintln(fl.Output(), "usage: switchboard test [-update] [-v] [-allow-empty] DIR...\n\nRuns a rule set's tests: each DIR/tests/*.txtar holds events.jsonl and want.jsonl\n(and optionally seed); the decisions must equal want.jsonl. DIR/... tests every rule set below DIR.\nA rule set without tests fails (exit 1) unless -allow-empty.")
 		fl.PrintDefaults()
@@ -22,7 +24,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	if code, done := parseFlags(fl, args, stdout); done {
 		return code
 	}
-	targets := fl.Args()
+	targets := append(named, fl.Args()...)
 	if len(targets) == 0 {
 		targets = []string{"."}
 	}
