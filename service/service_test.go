@@ -133,6 +133,18 @@ func TestEventsAPI(t *testing.T) {
 			t.Errorf("explain %s: %d\n%s\nstored: %s", id, code, text, stored)
 		}
 	}
+	// Batch lines that fail carry the status a single event would get.
+	_, body, _ = do(t, "POST", url+"/v1/events", "", `{"id":"b1","type":"nope"}`+"\n"+`{"id":"b2","type":"agent.status","agent":"zed","status":"online"}`+"\n"+msg("b3", "k9"))
+	if lines := strings.Split(strings.TrimSpace(body), "\n"); len(lines) != 3 || !strings.Contains(lines[0], `"status":400`) || !strings.Contains(lines[1], `"status":422`) || strings.Contains(lines[2], `"status"`) {
+		t.Errorf("batch statuses:\n%s", body)
+	}
+	if code, body, _ := do(t, "GET", url+"/v1/events/e2/explain?format=txt", "", ""); code != 400 || !strings.Contains(body, `"field":"format"`) {
+		t.Errorf("explain with an unknown format: %d %s", code, body)
+	}
+	// A status change without an id gets one in the service's namespace.
+	if code, body, _ := do(t, "PUT", url+"/v1/agents/b/status", "", `{"status":"away"}`); code != 200 || !strings.Contains(body, `"event":"sb:status:b:`) {
+		t.Errorf("PUT status: %d %s", code, body)
+	}
 	code, _, _ = do(t, "GET", url+"/v1/events/nope", "", "")
 	if code != 404 {
 		t.Fatalf("unknown event: %d", code)
