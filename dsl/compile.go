@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"fmt"
+	"net/mail"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -20,6 +21,7 @@ type compiler struct {
 	segmentNames []string
 	hours        map[string]*Hours
 	ruleNames    map[string]Pos
+	endpoints    []string // nil: not known
 }
 
 // compile checks parsed files against the team (nil when the rule set has
@@ -33,6 +35,7 @@ func compile(files []*File, team *Team, set Sources) (*RuleSet, Diagnostics) {
 		segments:  map[string]*Segment{},
 		hours:     map[string]*Hours{},
 		ruleNames: map[string]Pos{},
+		endpoints: set.Endpoints,
 	}
 	c.rs = &RuleSet{Files: files, Team: team, Hours: c.hours, segments: c.segments}
 
@@ -601,6 +604,34 @@ func (c *compiler) checkGroup(name string, p Pos) {
 	c.d.errorf(p, CodeUnknownGroup, hint, "unknown group %q", name)
 }
 
+// checkEmail reports agents told by email who have no address in
+// team.yaml. The agent and the owner are known only when the rule runs; an
+// email to one without an address is then dead, with the reason.
+func (c *compiler) checkEmail(n *Notify) {
+	if c.team == nil {
+		return
+	}
+	var ids []string
+	switch n.To {
+	case NotifyUser:
+		ids = []string{n.Name}
+	case NotifyGroup:
+		if g := c.team.Group(n.Name); g != nil {
+			ids = g.Members
+		}
+	}
+	var missing []string
+	for _, id := range ids {
+		if a := c.team.Agent(id); a != nil && a.Email == "" {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		c.d.errorf(n.Pos, CodeNotifyRecipient, "add email: to "+quoteList(missing, "and")+" in team.yaml",
+			"%s %s no email address in team.yaml, so cannot be told by email", quoteList(missing, "and"), map[bool]string{true: "has", false: "have"}[len(missing) == 1])
+	}
+}
+
 // checkMembers warns about assigning to a group that has nobody in it: the
 // conversation would wait there, or fall to the else, every time.
 func (c *compiler) checkMembers(name string, p Pos) {
@@ -676,6 +707,36 @@ func (c *compiler) notify(n *notifyAST) Action {
 		}
 		out.Name = name
 		c.checkGroup(name, posOf(n.Group.Pos))
+	case n.Endpoint != nil:
+		out.To, out.Via = NotifyEndpoint, "webhook"
+		name, ok := c.name(n.Endpoint)
+		if !ok {
+			return nil
+		}
+		out.Name = name
+		if eps := c.endpoints; eps != nil && !slices.Contains(eps, name) {
+			hint := didYouMean(name, eps)
+			if hint == "" && len(eps) == 0 {
+				hint = "the configuration names no endpoints; add it under endpoints:"
+			} else if hint == "" {
+				hint = "endpoints are " + quoteList(eps, "and")
+			}
+			c.d.errorf(posOf(n.Endpoint.Pos), CodeNotifyRecipient, hint, "unknown webhook endpoint %q", name)
+		}
+	case n.Address != nil:
+		out.To, out.Via = NotifyAddress, "email"
+		addr, err := unquote(n.Address.Value)
+		if err == nil {
+			var a *mail.Address
+			if a, err = mail.ParseAddress(addr); err == nil {
+				addr = a.Address
+			}
+		}
+		if err != nil {
+			c.d.errorf(posOf(n.Address.Pos), CodeNotifyRecipient, `write e.g. notify email "ops@example.com"`, "%s is not an email address", n.Address.Value)
+			return nil
+		}
+		out.Name = addr
 	case n.Who != nil && (n.Who.Value == "agent" || n.Who.Value == "owner"):
 		out.To = Recipient(n.Who.Value)
 	case n.Who != nil:
@@ -690,6 +751,20 @@ func (c *compiler) notify(n *notifyAST) Action {
 		c.d.errorf(posOf(n.Who.Pos), CodeNotifyRecipient, hint, "unknown recipient %q", n.Who.Value)
 		return nil
 	}
+	if out.To == NotifyEndpoint || out.To == NotifyAddress {
+		if n.Channel != nil || n.Via {
+			c.d.errorf(out.Pos, CodeAction, "leave via out: notify webhook NAME posts, notify email \"ADDRESS\" emails", "notify %s says how already", out.To)
+			return nil
+		}
+		if n.With != nil {
+			t, ok := c.text(*n.With)
+			if !ok {
+				return nil
+			}
+			out.Text = t
+		}
+		return out
+	}
 	if n.Channel == nil {
 		c.d.errorf(out.Pos, CodeAction, "write e.g. notify agent via email", "notify needs a channel: email or webhook")
 		return nil
@@ -703,6 +778,9 @@ func (c *compiler) notify(n *notifyAST) Action {
 		return nil
 	}
 	out.Via = n.Channel.Value
+	if out.Via == "email" {
+		c.checkEmail(out)
+	}
 	if n.With != nil {
 		t, ok := c.text(*n.With)
 		if !ok {

@@ -241,6 +241,10 @@ func (p *printer) notify(n *notifyAST) string {
 		parts = append(parts, "user", p.name(n.User))
 	case n.Group != nil:
 		parts = append(parts, "group", p.name(n.Group))
+	case n.Endpoint != nil:
+		parts = append(parts, "webhook", p.name(n.Endpoint))
+	case n.Address != nil:
+		parts = append(parts, "email", n.Address.Value)
 	case n.Who != nil:
 		parts = append(parts, n.Who.Value)
 	}

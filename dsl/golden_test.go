@@ -14,13 +14,17 @@ import (
 const corpus = "../testdata/dsl"
 
 // compileArchive compiles the files of a txtar archive as one rule set:
-// every *.rules file in archive order, and team.yaml when present.
+// every *.rules file in archive order, team.yaml when present, and the
+// service's webhook endpoints when an "endpoints" file lists them.
 func compileArchive(t testing.TB, ar *txtar.Archive) (*dsl.RuleSet, dsl.Diagnostics, []*dsl.File) {
 	t.Helper()
 	var rules []dsl.Source
 	var team, mappings *dsl.Source
+	var endpoints []string
 	for _, f := range ar.Files {
 		switch {
+		case f.Name == "endpoints":
+			endpoints = append([]string{}, strings.Fields(string(f.Data))...)
 		case f.Name == dsl.TeamFile:
 			team = &dsl.Source{Name: f.Name, Text: f.Data}
 		case f.Name == dsl.MappingsCSV || f.Name == dsl.MappingsYAML:
@@ -29,7 +33,7 @@ func compileArchive(t testing.TB, ar *txtar.Archive) (*dsl.RuleSet, dsl.Diagnost
 			rules = append(rules, dsl.Source{Name: f.Name, Text: f.Data})
 		}
 	}
-	rs, ds := dsl.Build(dsl.Sources{Rules: rules, Team: team, Mappings: mappings})
+	rs, ds := dsl.Build(dsl.Sources{Rules: rules, Team: team, Mappings: mappings, Endpoints: endpoints})
 	var files []*dsl.File
 	if rs != nil {
 		files = rs.Files

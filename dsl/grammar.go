@@ -191,13 +191,15 @@ type stringAST struct {
 }
 
 type notifyAST struct {
-	Pos     lexer.Position
-	User    *nameAST    `parser:"'notify' ( 'user' @@"`
-	Group   *nameAST    `parser:"  | 'group' @@"`
-	Who     *tokenIdent `parser:"  | @@ )"`
-	Via     bool        `parser:"@'via'?"`
-	Channel *tokenIdent `parser:"@@?"`
-	With    *stringAST  `parser:"( 'with' @@ )?"`
+	Pos      lexer.Position
+	User     *nameAST    `parser:"'notify' ( 'user' @@"`
+	Group    *nameAST    `parser:"  | 'group' @@"`
+	Endpoint *nameAST    `parser:"  | 'webhook' @@"`
+	Address  *stringAST  `parser:"  | 'email' @@"`
+	Who      *tokenIdent `parser:"  | @@ )"`
+	Via      bool        `parser:"@'via'?"`
+	Channel  *tokenIdent `parser:"( (?! 'with') @@ )?"`
+	With     *stringAST  `parser:"( 'with' @@ )?"`
 }
 
 type tagAST struct {

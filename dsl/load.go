@@ -32,6 +32,22 @@ func Load(dir string) (*RuleSet, Diagnostics) { return LoadStrict(dir, false) }
 // LoadStrict is Load; with strict, a mapping table may only use the custom
 // attributes team.yaml declares.
 func LoadStrict(dir string, strict bool) (*RuleSet, Diagnostics) {
+	return LoadWith(dir, Options{Strict: strict})
+}
+
+// Options are what a rule set is checked against beyond its own files.
+type Options struct {
+	// Strict makes a mapping table use only the custom attributes
+	// team.yaml declares.
+	Strict bool
+	// Endpoints are the webhook endpoints of the service's configuration,
+	// which notify webhook NAME may name; nil when not known (no
+	// configuration given), and then NAME is not checked.
+	Endpoints []string
+}
+
+// LoadWith is Load with options.
+func LoadWith(dir string, o Options) (*RuleSet, Diagnostics) {
 	switch info, err := os.Stat(dir); {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, Diagnostics{{Pos: Pos{File: dir}, Severity: Error, Code: CodeIO,
@@ -49,7 +65,7 @@ func LoadStrict(dir string, strict bool) (*RuleSet, Diagnostics) {
 	if len(files) == 0 && tableFile(dir) == "" {
 		return nil, Diagnostics{{Pos: Pos{File: dir}, Severity: Error, Code: CodeIO, Message: "no .rules files and no mappings.csv in this directory"}}
 	}
-	return loadFiles(dir, files, strict)
+	return loadFiles(dir, files, o)
 }
 
 // IsRuleSet reports whether dir holds a rule set: .rules files or a table.
@@ -72,12 +88,12 @@ func tableFile(dir string) string {
 // LoadFiles compiles the given rule files as one rule set, with dir's
 // team.yaml and mapping table when there are.
 func LoadFiles(dir string, paths []string) (*RuleSet, Diagnostics) {
-	return loadFiles(dir, paths, false)
+	return loadFiles(dir, paths, Options{})
 }
 
-func loadFiles(dir string, paths []string, strict bool) (*RuleSet, Diagnostics) {
+func loadFiles(dir string, paths []string, o Options) (*RuleSet, Diagnostics) {
 	var all Diagnostics
-	set := Sources{Strict: strict}
+	set := Sources{Strict: o.Strict, Endpoints: o.Endpoints}
 	read := func(p string) *Source {
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -132,6 +148,9 @@ type Sources struct {
 	// Strict makes a mapping table use only the custom attributes team.yaml
 	// declares (as listing attributes: there does).
 	Strict bool
+	// Endpoints, when not nil, are the webhook endpoints rules may name.
+	// They are the service's, not the rule set's: not part of its version.
+	Endpoints []string
 }
 
 // Build parses and compiles a rule set from its sources. Every problem is

@@ -185,9 +185,15 @@ const (
 	NotifyOwner Recipient = "owner" // the contact's owner
 	NotifyUser  Recipient = "user"  // a named agent
 	NotifyGroup Recipient = "group" // every member of a group
+	// NotifyEndpoint is a named webhook endpoint of the service's
+	// configuration (notify webhook NAME), and NotifyAddress an email
+	// address outside the team (notify email "ADDRESS"): Name holds it.
+	NotifyEndpoint Recipient = "webhook"
+	NotifyAddress  Recipient = "email"
 )
 
-// Notify tells an agent about the conversation by email or webhook.
+// Notify tells an agent, an endpoint or an address about the conversation,
+// by email or webhook.
 type Notify struct {
 	Pos  Pos       `json:"-"`
 	To   Recipient `json:"to"`

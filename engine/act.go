@@ -445,6 +445,10 @@ func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 		send(ctx.contact.owner.String())
 	case dsl.NotifyUser:
 		send(n.Name)
+	case dsl.NotifyEndpoint:
+		e.out = append(e.out, Action{Type: ActNotify, Rule: r.Name, Endpoint: n.Name, Via: n.Via, Conversation: convID, Text: text})
+	case dsl.NotifyAddress:
+		e.out = append(e.out, Action{Type: ActNotify, Rule: r.Name, Address: n.Name, Via: n.Via, Conversation: convID, Text: text})
 	case dsl.NotifyGroup:
 		g := e.pool.Group(n.Name)
 		if g == nil || len(g.Members) == 0 {

@@ -40,6 +40,8 @@ type Action struct {
 	From         string // reassign: the previous agent
 	FromQueue    bool   // placed from a waiting line by a later event
 	Target       string // notify: the agent told
+	Endpoint     string // notify webhook NAME: the endpoint
+	Address      string // notify email "ADDRESS": the address
 	Via          string
 	Text         string
 	Tag          string
@@ -98,6 +100,8 @@ func (a *Action) appendJSON(b []byte) []byte {
 		b = append(b, `,"from_queue":true`...)
 	}
 	field("target", a.Target)
+	field("endpoint", a.Endpoint)
+	field("address", a.Address)
 	field("via", a.Via)
 	field("text", a.Text)
 	field("tag", a.Tag)
