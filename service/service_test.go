@@ -145,6 +145,9 @@ func TestEventsAPI(t *testing.T) {
 	if code, body, _ := do(t, "PUT", url+"/v1/agents/b/status", "", `{"status":"away"}`); code != 200 || !strings.Contains(body, `"event":"sb:status:b:`) {
 		t.Errorf("PUT status: %d %s", code, body)
 	}
+	if code, body, _ := do(t, "PUT", url+"/v1/agents/zed/status", "", `{"status":"online"}`); code != 404 || !strings.Contains(body, `"field":"agent"`) {
+		t.Errorf("PUT status of an unknown agent: %d %s", code, body)
+	}
 	code, _, _ = do(t, "GET", url+"/v1/events/nope", "", "")
 	if code != 404 {
 		t.Fatalf("unknown event: %d", code)

@@ -195,6 +195,9 @@ func TestServeOwnsItsData(t *testing.T) {
 	if !strings.Contains(first.logs.String(), "created a new, empty database") {
 		t.Errorf("a new database is not logged:\n%s", first.logs.String())
 	}
+	if logs := first.logs.String(); !strings.Contains(logs, `"took_ms":`) || strings.Contains(logs, `"took":`) {
+		t.Errorf("durations in the log do not name their unit:\n%s", logs)
+	}
 	run := func(data string) (int, string) {
 		cmd := exec.Command(bin, "serve", "--rules", rules, "--data", data, "--addr", freeAddr(t))
 		var out bytes.Buffer
