@@ -156,3 +156,33 @@ func (e *Engine) NextDue() (t time.Time, ok bool) {
 
 // Clock is the time of the latest event.
 func (e *Engine) Clock() time.Time { return e.clock }
+
+// AboutView is what is known of a conversation and its contact, for a
+// notification made about it.
+type AboutView struct {
+	Contact                          string
+	ContactName, ContactEmail, Phone string
+	// The rest is known while the conversation is open.
+	Open         bool
+	Channel, To  string
+	Where        string    // "with ana", "waiting in group Support", ...
+	Message      string    // the last message the contact wrote
+	WaitingSince time.Time // the oldest unanswered message; zero if answered
+}
+
+// About describes a conversation for a notification, right after the
+// decision that made it: the conversation if it is open, and the contact
+// (contact names it when the conversation is closed and gone).
+func (e *Engine) About(conv, contact string) AboutView {
+	var v AboutView
+	c := e.convs[conv]
+	if c != nil {
+		contact = c.contact.id
+		v.Open, v.Channel, v.To, v.Where = true, c.channel, c.to, c.where()
+		v.Message, v.WaitingSince = c.lastMessage.Text, c.waitingSince
+	}
+	if k := e.contacts.byID[contact]; k != nil {
+		v.Contact, v.ContactName, v.ContactEmail, v.Phone = k.id, k.name, k.email, k.phone
+	}
+	return v
+}
