@@ -215,8 +215,11 @@ smtp: {host: 127.0.0.1, port: %d, security: none, from: "Switchboard <switchboar
 	if d.Status != store.Dead || d.Error != "agent ben has no email address in team.yaml" {
 		t.Errorf("the email to an agent without an address: %+v", d)
 	}
-	if d, _, _, _ := o.st.Delivery(context.Background(), "sb-1-0"); d.Attempts != 2 || d.Status != store.Delivered {
-		t.Errorf("the email after a 451: %+v", d)
+	// One of the two sent took a 451 first (they go out together).
+	d1, _, _, _ := o.st.Delivery(context.Background(), "sb-1-0")
+	d3, _, _, _ := o.st.Delivery(context.Background(), "sb-3-0")
+	if d1.Status != store.Delivered || d3.Status != store.Delivered || d1.Attempts+d3.Attempts != 3 {
+		t.Errorf("after a 451: %s %s %d, %s %s %d", d1.ID, d1.Status, d1.Attempts, d3.ID, d3.Status, d3.Attempts)
 	}
 
 	// A final refusal is dead at once.

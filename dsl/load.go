@@ -91,6 +91,11 @@ func LoadFiles(dir string, paths []string) (*RuleSet, Diagnostics) {
 	return loadFiles(dir, paths, Options{})
 }
 
+// LoadFilesWith is LoadFiles with options.
+func LoadFilesWith(dir string, paths []string, o Options) (*RuleSet, Diagnostics) {
+	return loadFiles(dir, paths, o)
+}
+
 func loadFiles(dir string, paths []string, o Options) (*RuleSet, Diagnostics) {
 	var all Diagnostics
 	set := Sources{Strict: o.Strict, Endpoints: o.Endpoints}

@@ -59,6 +59,11 @@ func (s *Service) Handler() http.Handler {
 	v1("DELETE /v1/contacts/{id}", s.deleteContact)
 	v1("GET /v1/queues", s.getQueues)
 	v1("POST /v1/rules/reload", s.postReload)
+	v1("GET /v1/decisions", s.getDecisions)
+	v1("GET /v1/decisions/stream", s.streamDecisions)
+	v1("GET /v1/deliveries", s.getDeliveries)
+	v1("GET /v1/deliveries/{id}", s.getDelivery)
+	v1("POST /v1/deliveries/{id}/retry", s.retryDelivery)
 	// Liveness: never waits for the commit loop or the store.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "rules": *s.version.Load()})

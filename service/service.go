@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"github.com/switchboard-dev/switchboard/delivery"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -62,6 +63,11 @@ type Config struct {
 	CheckInterval time.Duration
 	// Explains is how many explanations may be computed at once (default 2).
 	Explains int
+	// Delivery says where actions go (webhooks, email); nil: nowhere yet,
+	// and notifications are recorded dead with the reason.
+	Delivery *delivery.Config
+	// DeliveryOptions tune the dispatcher (tests shorten its retries).
+	DeliveryOptions delivery.Options
 }
 
 // Service is a running Switchboard.
@@ -105,6 +111,14 @@ type Service struct {
 	snap     *snapshotter
 	eraseMu  sync.Mutex // one erasure at a time
 	m        *metrics
+
+	plan *delivery.Planner    // a decision's deliveries, made with it
+	disp *delivery.Dispatcher // works the outbox
+
+	bcast        sync.Mutex
+	committed    chan struct{} // closed at a commit: streams wait on it
+	streamsDone  chan struct{} // closed to end the decision streams
+	closeStreams sync.Once
 }
 
 // known is what the service knows of a stored event id.
@@ -193,6 +207,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		explains: make(chan struct{}, cfg.Explains), pending: map[string]known{}}
 	s.idle = sync.NewCond(&s.mu)
 	s.m = newMetrics(s)
+	s.committed, s.streamsDone = make(chan struct{}), make(chan struct{})
+	s.plan = delivery.NewPlanner(cfg.Delivery)
+	opts := cfg.DeliveryOptions
+	opts.Registerer = s.m.reg
+	if opts.Now == nil {
+		opts.Now = cfg.Now
+	}
+	s.disp = delivery.NewDispatcher(cfg.Store, s.plan.Config(), cfg.Log, opts)
 	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
 	// The log's seed is the one its decisions were made with: a replay
 	// needs it, whatever --seed says now.
@@ -329,9 +351,10 @@ func (s *Service) Run(ctx context.Context) {
 	defer close(s.stopped)
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.watch(bg) }()
 	go func() { defer wg.Done(); s.snap.run(bg) }()
+	go func() { defer wg.Done(); s.runDeliveries(bg) }()
 	defer func() { stopBg(); wg.Wait() }()
 
 	timer := time.NewTimer(time.Hour)
@@ -523,6 +546,8 @@ type flight struct {
 	seq   int64 // its last record
 	rules string
 	done  chan error
+	// deliveries counts the records' deliveries, to wake the dispatcher.
+	deliveries int
 }
 
 // maxGroup is how many records the next group gathers while one is
@@ -536,6 +561,7 @@ func (s *Service) merge(into, f *flight) {
 	into.batch = append(into.batch, f.batch...)
 	into.recs = append(into.recs, f.recs...)
 	into.acts = append(into.acts, f.acts...)
+	into.deliveries += f.deliveries
 	into.seq, into.rules = f.seq, f.rules
 	s.inflight--
 }
@@ -645,8 +671,12 @@ func (s *Service) prepare(ctx context.Context, batch []*request) *flight {
 			seq++
 			f.acts = append(f.acts, d.Actions...)
 			dec := d.AppendJSON(nil)
-			f.recs = append(f.recs, store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
-				Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, &d)})
+			rec := store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
+				Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, &d)}
+			rec.Deliveries = s.plan.Plan(delivery.Decision{Seq: seq, At: now, Event: id, Conversation: d.Conversation, Contact: first(rec.Contacts), JSON: dec, Actions: d.Actions},
+				rs.Team, func(conv string) engine.AboutView { return eng.About(conv, first(rec.Contacts)) })
+			f.deliveries += len(rec.Deliveries)
+			f.recs = append(f.recs, rec)
 			inBatch[id] = seq
 			r.results[i] = result{decision: dec, seq: seq, rules: rs.Version}
 		}
@@ -699,6 +729,12 @@ func (s *Service) finish(f *flight, err error) {
 		s.m.count(f.acts)
 		s.snap.committedTo(f.seq)
 	}
+	if err == nil && len(f.recs) > 0 {
+		s.signalCommit()
+		if f.deliveries > 0 {
+			s.disp.Wake()
+		}
+	}
 	if s.inflight == 0 && s.poisoned {
 		s.poisoned = false
 		s.rebuild(context.Background())
@@ -706,6 +742,13 @@ func (s *Service) finish(f *flight, err error) {
 	s.idle.Broadcast()
 	s.mu.Unlock()
 	s.answer(f.batch)
+}
+
+func first(list []string) string {
+	if len(list) == 0 {
+		return ""
+	}
+	return list[0]
 }
 
 // internalRecord is a record the service makes itself.

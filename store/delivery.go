@@ -101,8 +101,8 @@ type Outbox interface {
 	// Delivery returns a delivery and its attempts.
 	Delivery(ctx context.Context, id string) (Delivery, []Attempt, bool, error)
 	// RetryDelivery makes a failed or dead delivery due at now again, with
-	// a new expiry; ok is false when there is no such delivery or it was
-	// delivered.
+	// a new expiry; ok is false when there is no such delivery, it was
+	// delivered, or an attempt at it is in flight.
 	RetryDelivery(ctx context.Context, id string, now, expires time.Time) (ok bool, err error)
 	// DeliveryStats summarises the open deliveries.
 	DeliveryStats(ctx context.Context) (DeliveryStats, error)

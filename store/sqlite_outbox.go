@@ -244,14 +244,15 @@ func (s *SQLite) Delivery(ctx context.Context, id string) (Delivery, []Attempt, 
 	return d, attempts, true, rows.Err()
 }
 
-// RetryDelivery makes an undelivered delivery due again. It is an
-// operator's request, so it is committed with an fsync.
+// RetryDelivery makes an undelivered delivery due again, unless an
+// attempt at it is in flight. It is an operator's request, so it is
+// committed with an fsync.
 func (s *SQLite) RetryDelivery(ctx context.Context, id string, now, expires time.Time) (bool, error) {
 	var ok bool
 	err := s.inTx(ctx, func(tx *sql.Conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END,
 			due = ?, expires = ?, done = 0, lease_until = 0, lease_owner = ''
-			WHERE id = ? AND status != 'delivered'`, millis(now), millis(expires), id)
+			WHERE id = ? AND status != 'delivered' AND lease_until <= ?`, millis(now), millis(expires), id, millis(now))
 		if err != nil {
 			return err
 		}

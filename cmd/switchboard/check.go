@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/switchboard-dev/switchboard/delivery"
 	"github.com/switchboard-dev/switchboard/dsl"
 )
 
@@ -20,10 +21,11 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	asJSON := fl.Bool("json", false, "print the diagnostics as a JSON array")
 	strict := fl.Bool("strict", false, "mapping tables may only use the custom attributes team.yaml declares")
+	config := fl.String("config", os.Getenv("SWITCHBOARD_CONFIG"), "the service's configuration `file`: notify webhook NAME must name one of its endpoints")
 	var named []string
 	fl.Func("rules", "a rule set `directory` to check (the same as naming it after the flags)", func(s string) error { named = append(named, s); return nil })
 	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: switchboard check [--json] [--strict] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard check [--json] [--strict] [--config FILE] DIR|FILE...\n\nParses, compiles and checks rule sets; prints one line per problem as file:line:col: message.\nDIR/... checks every rule set below DIR. Exit status 1 when there is an error.")
 		fl.PrintDefaults()
 	}
 	if code, done := parseFlags(fl, args, stdout); done {
@@ -39,13 +41,27 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	all := dsl.Diagnostics{}
+	opts := dsl.Options{Strict: *strict}
+	if *config != "" {
+		// The secrets may not be where rules are checked: not read.
+		cfg, ds := delivery.LoadConfig(*config, nil)
+		all = append(all, ds...)
+		if !*asJSON {
+			for _, d := range ds {
+				fmt.Fprintln(stdout, d)
+			}
+		}
+		if cfg != nil {
+			opts.Endpoints = cfg.EndpointNames()
+		}
+	}
 	for _, s := range sets {
 		var rs *dsl.RuleSet
 		var ds dsl.Diagnostics
 		if s.files == nil {
-			rs, ds = dsl.LoadStrict(s.dir, *strict)
+			rs, ds = dsl.LoadWith(s.dir, opts)
 		} else {
-			rs, ds = dsl.LoadFiles(s.dir, s.files)
+			rs, ds = dsl.LoadFilesWith(s.dir, s.files, opts)
 		}
 		all = append(all, ds...)
 		if *asJSON {

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	deliverypkg "github.com/switchboard-dev/switchboard/delivery"
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/store"
@@ -40,6 +41,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	snapEvery := fl.Int64("snapshot-every", 10_000, "take a snapshot of the state after this many `records`")
 	snapInterval := fl.Duration("snapshot-interval", time.Minute, "take a snapshot at least this often while events come")
 	readTimeout := fl.Duration("read-timeout", time.Minute, "longest time to read a request, body included")
+	config := fl.String("config", os.Getenv("SWITCHBOARD_CONFIG"), "configuration `file`: where decisions, webhooks and emails go (default $SWITCHBOARD_CONFIG; none: decisions are only streamed)")
 	grace := fl.Duration("shutdown-grace", 5*time.Second, "on SIGTERM, how long requests in flight may take before their connections are closed (at most 8s)")
 	fl.Usage = func() {
 		fmt.Fprintln(fl.Output(), "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
@@ -85,7 +87,24 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rs := loadRules(*rules, stderr)
+	var delivery *deliverypkg.Config
+	opts := dsl.Options{}
+	if *config != "" {
+		var ds dsl.Diagnostics
+		delivery, ds = deliverypkg.LoadConfig(*config, os.Getenv)
+		for _, d := range ds {
+			fmt.Fprintln(stderr, d)
+		}
+		if delivery == nil {
+			return 1
+		}
+		opts.Endpoints = delivery.EndpointNames()
+	}
+	loadWith := func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.LoadWith(*rules, opts) }
+	rs, ds := loadWith()
+	for _, d := range ds {
+		fmt.Fprintln(stderr, d)
+	}
 	if rs == nil {
 		return 1
 	}
@@ -108,9 +127,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if st.Created() {
 		log.Info("created a new, empty database", "data", *data)
 	}
-	load := func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(*rules) }
-	svc, err := service.New(ctx, service.Config{Rules: rs, Load: load, Store: st, Token: *token, Log: log, Seed: *seed,
-		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval})
+	logDelivery(log, delivery)
+	svc, err := service.New(ctx, service.Config{Rules: rs, Load: loadWith, Store: st, Token: *token, Log: log, Seed: *seed,
+		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval, Delivery: delivery})
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before serving")
@@ -145,6 +164,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// the read timeout leaves a 4 MiB batch time on a slow link.
 	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: *readTimeout,
 		WriteTimeout: *readTimeout + 30*time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv.RegisterOnShutdown(svc.CloseStreams)
 	runCtx, stopRun := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
 	go func() { svc.Run(runCtx); close(runDone) }()
@@ -221,4 +241,20 @@ func fingerprint(dir string) string {
 		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
 	}
 	return b.String()
+}
+
+// logDelivery says where actions go; never a secret.
+func logDelivery(log *slog.Logger, c *deliverypkg.Config) {
+	if c == nil {
+		log.Info("no --config: decisions are streamed (GET /v1/decisions/stream); emails and webhooks are recorded as dead until configured")
+		return
+	}
+	platform, smtp := "none", "none"
+	if c.Platform != nil {
+		platform = c.Platform.URL
+	}
+	if c.SMTP != nil {
+		smtp = net.JoinHostPort(c.SMTP.Host, strconv.Itoa(c.SMTP.Port))
+	}
+	log.Info("deliveries", "config", c.File, "platform", platform, "endpoints", c.EndpointNames(), "smtp", smtp, "max_age", c.MaxAge.String())
 }

@@ -11,10 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/quotedprintable"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"mime/quotedprintable"
 	"net/mail"
 	"strconv"
 	"strings"
@@ -57,7 +57,7 @@ type Receiver struct {
 
 	mu    sync.Mutex
 	hits  []Hit
-	plan  []Reply                  // replies for the next requests, in order
+	plan  []Reply                   // replies for the next requests, in order
 	reply func(h Hit) (Reply, bool) // decides when set; false: use the plan
 }
 

@@ -1,0 +1,353 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// What leaves the service: the decision cursor and stream, and the
+// deliveries' view and repair.
+
+// heartbeat is how often an idle stream says it is alive.
+const heartbeat = 15 * time.Second
+
+// commitSignal is closed at each commit and replaced: streams wait on it.
+func (s *Service) commitSignal() <-chan struct{} {
+	s.bcast.Lock()
+	defer s.bcast.Unlock()
+	return s.committed
+}
+
+func (s *Service) signalCommit() {
+	s.bcast.Lock()
+	close(s.committed)
+	s.committed = make(chan struct{})
+	s.bcast.Unlock()
+}
+
+// CloseStreams ends the decision streams, so that a shutdown does not wait
+// for them; their clients reconnect with Last-Event-ID.
+func (s *Service) CloseStreams() { s.closeStreams.Do(func() { close(s.streamsDone) }) }
+
+// streamed is a decision as the cursor and the stream give it.
+type streamed struct {
+	Seq      int64           `json:"seq"`
+	Event    string          `json:"event"`
+	Type     string          `json:"type"`
+	At       time.Time       `json:"at"` // the service's clock when it decided
+	Rules    string          `json:"rules"`
+	Decision json.RawMessage `json:"decision"`
+}
+
+func decisionOf(r store.Record) (streamed, bool) {
+	switch r.Type {
+	case store.TypeReload, store.TypePrune, store.TypeErase:
+		return streamed{}, false
+	}
+	return streamed{Seq: r.Seq, Event: r.ID, Type: r.Type, At: r.Clock, Rules: r.RuleSet, Decision: r.Decision}, true
+}
+
+// seqParam reads a cursor; ok is false after answering 400.
+func seqParam(w http.ResponseWriter, v, name string) (int64, bool) {
+	if v == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("%s %q: write a record number, 0 or more", name, v), Field: name})
+		return 0, false
+	}
+	return n, true
+}
+
+func limitParam(w http.ResponseWriter, r *http.Request) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return 100, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("limit %q: write a number from 1 to 1000", v), Field: "limit"})
+		return 0, false
+	}
+	return n, true
+}
+
+// getDecisions lists committed decisions after a record, in log order:
+// those made by timers and waiting lines included.
+func (s *Service) getDecisions(w http.ResponseWriter, r *http.Request) {
+	after, ok := seqParam(w, r.URL.Query().Get("after"), "after")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(w, r)
+	if !ok {
+		return
+	}
+	recs, err := s.cfg.Store.Records(r.Context(), after, limit)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	out := struct {
+		Decisions []streamed `json:"decisions"`
+		Next      int64      `json:"next"` // pass as after for the next page
+	}{Decisions: []streamed{}, Next: after}
+	for _, rec := range recs {
+		if d, ok := decisionOf(rec); ok {
+			out.Decisions = append(out.Decisions, d)
+		}
+		out.Next = rec.Seq
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// streamDecisions is Server-Sent Events: one event per committed decision,
+// its id the record's seq, resumable with Last-Event-ID (or ?after=). A
+// new stream without either starts at the decisions committed from now on.
+func (s *Service) streamDecisions(w http.ResponseWriter, r *http.Request) {
+	from := r.Header.Get("Last-Event-ID")
+	name := "Last-Event-ID"
+	if from == "" {
+		from, name = r.URL.Query().Get("after"), "after"
+	}
+	after, ok := seqParam(w, from, name)
+	if !ok {
+		return
+	}
+	if from == "" {
+		after = s.committedSeq()
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	write := func(b []byte) bool {
+		rc.SetWriteDeadline(time.Now().Add(heartbeat + 30*time.Second))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !write([]byte(": switchboard decisions\nretry: 2000\n\n")) {
+		return
+	}
+	for {
+		wait := s.commitSignal()
+		recs, err := s.cfg.Store.Records(r.Context(), after, 500)
+		if err != nil {
+			if r.Context().Err() == nil {
+				write([]byte(": the log cannot be read now; reconnect\n\n"))
+			}
+			return
+		}
+		var buf []byte
+		for _, rec := range recs {
+			after = rec.Seq
+			d, ok := decisionOf(rec)
+			if !ok {
+				continue
+			}
+			data, _ := json.Marshal(d)
+			buf = fmt.Appendf(buf, "id: %d\nevent: decision\ndata: %s\n\n", rec.Seq, data)
+		}
+		if len(buf) > 0 && !write(buf) {
+			return
+		}
+		if len(recs) == 500 {
+			continue
+		}
+		timer := time.NewTimer(heartbeat)
+		select {
+		case <-wait:
+		case <-timer.C:
+			if !write([]byte(": heartbeat\n\n")) {
+				timer.Stop()
+				return
+			}
+		case <-r.Context().Done():
+		case <-s.streamsDone:
+		}
+		timer.Stop()
+		if r.Context().Err() != nil {
+			return
+		}
+		select {
+		case <-s.streamsDone:
+			return
+		default:
+		}
+	}
+}
+
+// committedSeq is the last record committed.
+func (s *Service) committedSeq() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq
+}
+
+// deliveryView is a delivery as the API shows it.
+type deliveryView struct {
+	ID           string          `json:"id"`
+	Seq          int64           `json:"seq"`
+	Destination  string          `json:"destination"`
+	Conversation string          `json:"conversation,omitempty"`
+	Kind         string          `json:"kind"`
+	Status       string          `json:"status"`
+	Attempts     int             `json:"attempts"`
+	Created      time.Time       `json:"created"`
+	Due          *time.Time      `json:"next_attempt,omitempty"`
+	Expires      time.Time       `json:"expires"`
+	Done         *time.Time      `json:"done,omitempty"`
+	Code         int             `json:"code,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	Answer       string          `json:"answer,omitempty"`
+	Body         json.RawMessage `json:"body,omitempty"`
+	History      []attemptView   `json:"history,omitempty"`
+}
+
+type attemptView struct {
+	N      int       `json:"n"`
+	At     time.Time `json:"at"`
+	TookMS int64     `json:"took_ms"`
+	Code   int       `json:"code,omitempty"`
+	Error  string    `json:"error,omitempty"`
+}
+
+func viewDelivery(d store.Delivery) deliveryView {
+	v := deliveryView{ID: d.ID, Seq: d.Seq, Destination: d.Destination, Conversation: d.Line, Kind: d.Kind, Status: d.Status,
+		Attempts: d.Attempts, Created: d.Created, Expires: d.Expires, Code: d.Code, Error: d.Error, Answer: d.Answer}
+	if d.Status == store.Pending || d.Status == store.Failed {
+		due := d.Due
+		v.Due = &due
+	} else if !d.Done.IsZero() {
+		done := d.Done
+		v.Done = &done
+	}
+	return v
+}
+
+var deliveryStatuses = []string{store.Pending, store.Failed, store.Delivered, store.Dead}
+
+// getDeliveries lists deliveries in log order, by status and destination.
+func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.DeliveryFilter{Status: q.Get("status"), Destination: q.Get("destination")}
+	if f.Status != "" && !contains(deliveryStatuses, f.Status) {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("status %q: write pending, failed, delivered or dead", f.Status), Field: "status"})
+		return
+	}
+	var ok bool
+	if f.After, ok = seqParam(w, q.Get("after"), "after"); !ok {
+		return
+	}
+	if f.Limit, ok = limitParam(w, r); !ok {
+		return
+	}
+	ds, err := s.cfg.Store.Deliveries(r.Context(), f)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	out := struct {
+		Deliveries []deliveryView `json:"deliveries"`
+		Next       int64          `json:"next,omitempty"` // pass as after for the next page
+	}{Deliveries: []deliveryView{}}
+	for _, d := range ds {
+		out.Deliveries = append(out.Deliveries, viewDelivery(d))
+	}
+	if len(ds) == f.Limit {
+		out.Next = ds[len(ds)-1].Seq - 1 // a record's deliveries are listed whole
+		if out.Next < f.After+1 {
+			out.Next = ds[len(ds)-1].Seq
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// getDelivery shows a delivery, what it carries and every attempt.
+func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
+	d, attempts, ok, err := s.cfg.Store.Delivery(r.Context(), r.PathValue("id"))
+	switch {
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	case !ok:
+		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no delivery %q", r.PathValue("id")), Field: "id"})
+		return
+	}
+	v := viewDelivery(d)
+	if json.Valid(d.Body) {
+		v.Body = d.Body
+	}
+	for _, a := range attempts {
+		v.History = append(v.History, attemptView{N: a.N, At: a.At, TookMS: a.Took.Milliseconds(), Code: a.Code, Error: a.Error})
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// retryDelivery makes a failed or dead delivery due now, with a new
+// maximum age: after a receiver is fixed, or the configuration completed.
+func (s *Service) retryDelivery(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	d, _, found, err := s.cfg.Store.Delivery(r.Context(), id)
+	if err == nil && !found {
+		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no delivery %q", id), Field: "id"})
+		return
+	}
+	if err == nil && d.Status == store.Delivered {
+		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("delivery %s was delivered already", id), Field: "id"})
+		return
+	}
+	now := s.cfg.Now()
+	var ok bool
+	if err == nil {
+		ok, err = s.cfg.Store.RetryDelivery(r.Context(), id, now, now.Add(s.plan.Config().MaxAge))
+	}
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if !ok {
+		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("delivery %s is being attempted now; ask again once the attempt is over", id), Field: "id"})
+		return
+	}
+	s.disp.Wake()
+	d, _, _, _ = s.cfg.Store.Delivery(r.Context(), id)
+	writeJSON(w, http.StatusOK, viewDelivery(d))
+}
+
+// runDeliveries works the outbox and keeps its gauges fresh until ctx
+// ends.
+func (s *Service) runDeliveries(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.disp.Run(ctx); close(done) }()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		s.disp.Stats(ctx)
+		select {
+		case <-ctx.Done():
+			<-done
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package service
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/delivery"
+	"github.com/switchboard-dev/switchboard/delivery/deliverytest"
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// TestDeliveries: decisions reach the platform and the stream, timers and
+// waiting lines included; notifications reach their endpoint and their
+// agent's mailbox; a refused delivery can be retried.
+func TestDeliveries(t *testing.T) {
+	whsec := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	platform, _ := deliverytest.NewReceiver(whsec)
+	defer platform.Close()
+	crm, _ := deliverytest.NewReceiver(whsec)
+	defer crm.Close()
+	crm.Then(deliverytest.Reply{Status: 400, Body: "no such account"})
+	smtp, err := deliverytest.NewMailServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smtp.Close()
+	cfg, ds := delivery.ParseConfig("switchboard.yaml", []byte(fmt.Sprintf(`
+platform: {url: %s, secret_env: S}
+endpoints: {crm: {url: %s, secret_env: S}}
+smtp: {host: 127.0.0.1, port: %d, security: none, from: switchboard@example.com}
+`, platform.URL, crm.URL, smtp.Port())), func(string) string { return whsec })
+	if cfg == nil {
+		t.Fatal(ds)
+	}
+	rs, ds := dsl.Build(dsl.Sources{
+		Rules: []dsl.Source{{Name: "r.rules", Text: []byte(`rule "vip"
+on new conversation where 'vip' in contact.tags -> notify webhook crm with "VIP {{contact.name}}"
+rule "route"
+on new conversation -> assign group G
+rule "escalate"
+on unanswered 1s -> notify agent via email`)}},
+		Team:      &dsl.Source{Name: "team.yaml", Text: []byte("agents:\n  - {id: a, email: a@example.com, capacity: 1, status: online}\n  - {id: b, capacity: 1, status: offline}\ngroups:\n  G: [a, b]\n")},
+		Endpoints: cfg.EndpointNames(),
+	})
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	svc, err := New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Delivery: cfg,
+		DeliveryOptions: delivery.Options{RetryBase: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+
+	// A stream from the start of the log.
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/decisions/stream", nil)
+	req.Header.Set("Last-Event-ID", "0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	streamed := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				streamed <- data
+			}
+		}
+		close(streamed)
+	}()
+
+	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1","name":"Kim","tags":["vip"]},"message":{"text":"where is my order?"}}`)
+	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e2","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k2","name":"Lee"}}`)
+	// e1 escalates by the wall clock, with no request in flight.
+	waitFor(t, "the escalation email", func() bool { return len(smtp.To("a@example.com")) == 1 })
+	m := smtp.To("a@example.com")[0]
+	if !strings.Contains(m.Body, "where is my order?") || !strings.Contains(m.Body, `the rule "escalate"`) {
+		t.Errorf("the escalation email:\n%s", m.Body)
+	}
+	// b comes online and takes e2 from the waiting line: the platform and
+	// the stream learn who has it.
+	do(t, "PUT", srv.URL+"/v1/agents/b/status", "", `{"status":"online"}`)
+	waitFor(t, "the from-queue assignment at the platform", func() bool {
+		for _, h := range platform.Accepted() {
+			if strings.Contains(string(h.Body), `"from_queue":true`) && h.Verified {
+				return true
+			}
+		}
+		return false
+	})
+	var got []string
+	for len(got) == 0 || !strings.Contains(got[len(got)-1], `"from_queue":true`) {
+		select {
+		case d := <-streamed:
+			got = append(got, d)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the stream gave %d decisions:\n%s", len(got), strings.Join(got, "\n"))
+		}
+	}
+	if len(got) != 5 || !strings.Contains(got[2], `"type":"tick"`) || !strings.Contains(got[2], `"rule":"escalate"`) {
+		t.Errorf("the stream:\n%s", strings.Join(got, "\n"))
+	}
+	// The cursor gives the same decisions.
+	_, page, _ := do(t, "GET", srv.URL+"/v1/decisions?after=1&limit=2", "", "")
+	if !strings.Contains(page, `"event":"e2"`) || !strings.Contains(page, `"type":"tick"`) || !strings.Contains(page, `"next":3`) {
+		t.Errorf("the cursor: %s", page)
+	}
+	// The CRM refused the VIP notice: dead, with its answer; once fixed,
+	// a retry delivers it under the same id.
+	waitFor(t, "the refused delivery", func() bool {
+		_, body, _ := do(t, "GET", srv.URL+"/v1/deliveries?status=dead", "", "")
+		return strings.Contains(body, `"destination":"webhook:crm"`)
+	})
+	_, body, _ := do(t, "GET", srv.URL+"/v1/deliveries/sb-1-1", "", "")
+	if !strings.Contains(body, `"status":"dead"`) || !strings.Contains(body, `"answer":"no such account"`) || !strings.Contains(body, `"code":400`) || !strings.Contains(body, `VIP Kim`) {
+		t.Errorf("the dead delivery: %s", body)
+	}
+	if code, body, _ := do(t, "POST", srv.URL+"/v1/deliveries/sb-1-1/retry", "", ""); code != 200 || !strings.Contains(body, `"status":"failed"`) {
+		t.Errorf("retry: %d %s", code, body)
+	}
+	waitFor(t, "the retried delivery", func() bool {
+		_, body, _ := do(t, "GET", srv.URL+"/v1/deliveries/sb-1-1", "", "")
+		return strings.Contains(body, `"status":"delivered"`)
+	})
+	if hits := crm.Hits(); hits[0].ID != hits[1].ID || !hits[1].Verified {
+		t.Errorf("the retry is not the same delivery: %+v", hits)
+	}
+	if code, _, _ := do(t, "POST", srv.URL+"/v1/deliveries/sb-1-1/retry", "", ""); code != 409 {
+		t.Errorf("a delivered delivery retried: %d", code)
+	}
+	if code, _, _ := do(t, "GET", srv.URL+"/v1/deliveries?status=lost", "", ""); code != 400 {
+		t.Errorf("an unknown status: %d", code)
+	}
+	_, metrics, _ := do(t, "GET", srv.URL+"/metrics", "", "")
+	if !strings.Contains(metrics, `switchboard_deliveries_total{destination="platform",outcome="delivered"}`) {
+		t.Errorf("no delivery metrics")
+	}
+}
