@@ -26,8 +26,11 @@ type Waiting struct {
 	EvenIfOffline bool
 	// Except is never chosen: the agent a reassign moved the work from.
 	Except *Agent
-	// Then is sent once the work is placed: a greeting "after assignment".
-	Then *dsl.Reply
+	// Then is sent once the work is placed: a greeting "after assignment",
+	// or a reply that names the agent. ThenRule is the rule that made it;
+	// "" for the rule that queued the work.
+	Then     *dsl.Reply
+	ThenRule string
 }
 
 // Before orders waiting work: lowest priority number first, then oldest,

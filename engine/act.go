@@ -33,6 +33,14 @@ func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
 			}
 			break
 		}
+		// A reply that names the agent while the conversation only waits
+		// for one would name nobody: it is held, and sent naming the agent
+		// who takes it (one held reply per conversation).
+		if w := ctx.conv.waiting; w != nil && ctx.conv.assignee == nil && w.Then == nil && namesAgent(a.Text) {
+			w.Then, w.ThenRule = a, r.Name
+			at.set("held until placed: it names the agent, and the conversation waits for one")
+			break
+		}
 		text := e.render(a.Text, ctx)
 		e.out = append(e.out, Action{Type: ActReply, Rule: r.Name, Conversation: ctx.conv.id, Text: text})
 		at.set("sent")
@@ -384,7 +392,10 @@ func (e *Engine) drain() {
 			return
 		}
 		conv := e.convs[best.Conversation]
-		then := best.Then
+		then, thenRule := best.Then, best.ThenRule
+		if thenRule == "" {
+			thenRule = best.Rule
+		}
 		wait := e.clock.Sub(best.Since)
 		e.stats.waited++
 		e.stats.waitTotal += wait
@@ -400,7 +411,7 @@ func (e *Engine) drain() {
 		if then != nil {
 			ctx := evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
 			e.setEnv(&ctx)
-			e.out = append(e.out, Action{Type: ActReply, Rule: best.Rule, Conversation: conv.id, Text: e.render(then.Text, &ctx)})
+			e.out = append(e.out, Action{Type: ActReply, Rule: thenRule, Conversation: conv.id, Text: e.render(then.Text, &ctx)})
 		}
 	}
 }
@@ -624,4 +635,14 @@ func (e *Engine) placeholder(field string, ctx *evalCtx) string {
 		return get(env)
 	}
 	return ""
+}
+
+// namesAgent reports whether a text fills in the assigned agent.
+func namesAgent(t *dsl.Template) bool {
+	for _, p := range t.Parts {
+		if strings.HasPrefix(p.Field, "agent.") {
+			return true
+		}
+	}
+	return false
 }

@@ -42,7 +42,10 @@ import (
 
 // SnapshotFormat is the version of the snapshot format this build writes
 // and reads.
-const SnapshotFormat = 1
+//
+// 2: a reply held for a waiting conversation keeps the rule that made it.
+// Format 1 is still read.
+const SnapshotFormat = 2
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -242,6 +245,7 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) {
 				w.str(p.Text)
 				w.str(p.Field)
 			}
+			w.str(wt.ThenRule)
 		} else {
 			w.bool(false)
 		}
@@ -277,14 +281,15 @@ func Restore(rs *dsl.RuleSet, data []byte) (*Engine, error) {
 	if len(data) < snapshotHeader {
 		return nil, fmt.Errorf("%w: %d bytes, the header alone takes %d", ErrSnapshotCorrupt, len(data), snapshotHeader)
 	}
-	if v := binary.LittleEndian.Uint32(data[len(snapshotMagic):]); v != SnapshotFormat {
-		return nil, fmt.Errorf("%w: format version %d; this build reads version %d", ErrSnapshotFormat, v, SnapshotFormat)
+	v := binary.LittleEndian.Uint32(data[len(snapshotMagic):])
+	if v != SnapshotFormat && v != 1 {
+		return nil, fmt.Errorf("%w: format version %d; this build reads versions 1 to %d", ErrSnapshotFormat, v, SnapshotFormat)
 	}
 	body := data[snapshotHeader:]
 	if sum := binary.LittleEndian.Uint32(data[snapshotHeader-4:]); sum != crc32.Checksum(body, castagnoli) {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrSnapshotCorrupt)
 	}
-	d := &decoder{b: body, text: string(body)}
+	d := &decoder{b: body, text: string(body), format: v}
 	if v := d.str(); d.err == nil && v != rs.Version {
 		return nil, fmt.Errorf("the snapshot was taken on rule set version %q, not %q", v, rs.Version)
 	}
@@ -502,6 +507,9 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 	w.Except = e.agentAt(d)
 	if d.bool() {
 		w.Then = d.reply()
+		if d.format >= 2 {
+			w.ThenRule = d.str()
+		}
 	}
 	if d.err != nil {
 		return nil

@@ -194,6 +194,8 @@ type decoder struct {
 	zones map[zone]*time.Location
 	// replies are the held replies read so far (see reply).
 	replies []*dsl.Reply
+	// format is the snapshot's format version.
+	format uint32
 	// syms remembers interned values by a hash of their text.
 	syms [256]sym
 }
