@@ -2,6 +2,7 @@ package service
 
 import (
 	"bufio"
+	"encoding/json"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -158,4 +159,79 @@ on unanswered 1s -> notify agent via email`)}},
 	if !strings.Contains(metrics, `switchboard_deliveries_total{destination="platform",outcome="delivered"}`) {
 		t.Errorf("no delivery metrics")
 	}
+}
+
+// TestSeedEmails: the seeds' emails reach a real SMTP server: HubSpot's
+// email to an offline owner and its offline fallback user, and the
+// segments automation's "notify agent email".
+func TestSeedEmails(t *testing.T) {
+	smtp, err := deliverytest.NewMailServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smtp.Close()
+	cfg, ds := delivery.ParseConfig("switchboard.yaml", []byte(fmt.Sprintf(
+		"smtp: {host: 127.0.0.1, port: %d, security: none, from: switchboard@example.com}\n", smtp.Port())), nil)
+	if cfg == nil {
+		t.Fatal(ds)
+	}
+	run := func(dir string) (url string, stop func()) {
+		rs, ds := dsl.Load(filepath.Join("..", "rules", "examples", dir))
+		if rs == nil {
+			t.Fatal(ds)
+		}
+		st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sb.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Delivery: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { svc.Run(ctx); close(done) }()
+		srv := httptest.NewServer(svc.Handler())
+		return srv.URL, func() { srv.Close(); cancel(); <-done; st.Close() }
+	}
+	mailTo := func(addr, text string) {
+		t.Helper()
+		waitFor(t, "an email to "+addr, func() bool {
+			for _, m := range smtp.To(addr) {
+				if strings.Contains(m.Body, text) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+
+	url, stop := run("hubspot")
+	// Rotate to owner: the owner is offline, so the message is emailed.
+	do(t, "POST", url+"/v1/events", "", `{"id":"h1","type":"message.received","channel":"webchat","to":"site","contact":{"id":"v1","name":"Vic","owner":"fay"},"message":{"text":"Is my quote ready?"}}`)
+	mailTo("fay@example.com", "Vic wrote: Is my quote ready?")
+	// Nobody of Sales online: the offline fallback user gets it.
+	do(t, "PUT", url+"/v1/agents/dana/status", "", `{"status":"offline"}`)
+	do(t, "PUT", url+"/v1/agents/eli/status", "", `{"status":"offline"}`)
+	do(t, "POST", url+"/v1/events", "", `{"id":"h2","type":"message.received","channel":"webchat","to":"site","contact":{"id":"v2","email":"wes@example.org"},"message":{"text":"Do you ship to Canada?"}}`)
+	mailTo("dana@example.com", "Offline message from wes@example.org: Do you ship to Canada?")
+	stop()
+
+	url, stop = run("segments")
+	defer stop()
+	_, body, _ := do(t, "POST", url+"/v1/events", "", `{"id":"s1","type":"message.received","channel":"whatsapp","to":"+1","contact":{"id":"k1","name":"Zoé","lang":"fr"},"message":{"text":"Bonjour","lang":"fr"}}`)
+	var d struct {
+		Actions []struct{ Type, Agent, Target string }
+	}
+	json.Unmarshal([]byte(body), &d)
+	var told string
+	for _, a := range d.Actions {
+		if a.Type == "notify" {
+			told = a.Target
+		}
+	}
+	if told == "" {
+		t.Fatalf("the segments rule notified nobody: %s", body)
+	}
+	mailTo(told+"@example.com", "Bonjour")
 }
