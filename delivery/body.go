@@ -95,9 +95,43 @@ type Mail struct {
 }
 
 // cloudEvent renders a CloudEvent's body.
+// It is written by hand, field by field as CloudEvent marshals: it is
+// made for every decision, in the commit loop, and data (a decision) is
+// JSON already.
 func cloudEvent(typ, source, id, subject string, at time.Time, seq int64, data []byte) []byte {
-	return marshal(CloudEvent{SpecVersion: "1.0", Type: typ, Source: source, ID: id, Time: at.UTC(),
-		Subject: subject, DataContentType: "application/json", Sequence: strconv.FormatInt(seq, 10), Data: data})
+	b := make([]byte, 0, 200+len(source)+len(subject)+len(data))
+	b = append(b, `{"specversion":"1.0","type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"source":`...)
+	b = appendJSONString(b, source)
+	b = append(b, `,"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"time":"`...)
+	b = at.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if subject != "" {
+		b = append(b, `,"subject":`...)
+		b = appendJSONString(b, subject)
+	}
+	b = append(b, `,"datacontenttype":"application/json","sequence":"`...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it
+// without HTML escaping.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q := marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // marshal is json.Marshal without HTML escaping: texts stay as written.

@@ -22,12 +22,13 @@ const (
 	firstRetry = time.Second // after the first failure; doubled after each
 	lastRetry  = time.Hour   // the longest wait between two attempts
 	pollEvery  = time.Second // the outbox is looked at at least this often
+	// yieldFor is how long deliveries wait between claims while the
+	// service is busy accepting events.
+	yieldFor = 50 * time.Millisecond
 	// workers is how many deliveries are in flight at once.
-	workers = 32
-	// finishBatch and finishWait bound how outcomes are gathered into one
-	// transaction.
-	finishBatch = 64
-	finishWait  = 20 * time.Millisecond
+	workers = 64
+	// finishBatch is the most outcomes one transaction records.
+	finishBatch = 256
 )
 
 // Dispatcher works the outbox: it claims due deliveries, sends them, and
@@ -44,6 +45,7 @@ type Dispatcher struct {
 	wake      chan struct{}
 	m         *metrics
 	retryBase time.Duration
+	busy      func() bool
 
 	mu  sync.Mutex
 	rnd *mrand.Rand
@@ -63,6 +65,10 @@ type Options struct {
 	// RetryBase is the wait after a first failure, doubled after each;
 	// 0 is a second.
 	RetryBase time.Duration
+	// Busy, when set, says the service is busy accepting events:
+	// deliveries then yield, claiming at most every yieldFor, and catch up
+	// when the burst is over.
+	Busy func() bool
 }
 
 // NewDispatcher makes a dispatcher for a store's outbox.
@@ -71,7 +77,12 @@ func NewDispatcher(out store.Outbox, cfg *Config, log *slog.Logger, o Options) *
 		cfg = NewConfig()
 	}
 	if o.Client == nil {
-		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		// Connections to a receiver are kept for every worker, not the
+		// two the default transport keeps: a busy receiver is not dialled
+		// again for each delivery.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = workers
+		o.Client = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -86,7 +97,7 @@ func NewDispatcher(out store.Outbox, cfg *Config, log *slog.Logger, o Options) *
 	rand.Read(id[:])
 	host, _ := os.Hostname()
 	d := &Dispatcher{out: out, cfg: cfg, log: log, client: o.Client, userAgent: o.UserAgent, now: o.Now,
-		owner: host + "/" + hex.EncodeToString(id[:]), wake: make(chan struct{}, 1), retryBase: o.RetryBase,
+		owner: host + "/" + hex.EncodeToString(id[:]), wake: make(chan struct{}, 1), retryBase: o.RetryBase, busy: o.Busy,
 		rnd: mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 	d.m = newMetrics(o.Registerer)
 	return d
@@ -137,6 +148,14 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		<-finished
 	}()
 	for {
+		if d.busy != nil && d.busy() {
+			// Accepting events comes first: claim once a while.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(yieldFor):
+			}
+		}
 		// Claim as many as there are free workers.
 		n := len(free)
 		var claimed []store.Delivery
@@ -203,26 +222,26 @@ func (d *Dispatcher) finish(outcomes <-chan store.Outcome, free chan<- struct{})
 		batch = batch[:0]
 		d.Wake()
 	}
-	var timer <-chan time.Time
-	for {
-		select {
-		case o, ok := <-outcomes:
-			if !ok {
-				flush()
-				return
+	// Outcomes are recorded as they come: each flush takes every outcome
+	// that arrived meanwhile, so batches grow with the load, and nothing
+	// waits for a batch to fill.
+	for o := range outcomes {
+		batch = append(batch, o)
+	more:
+		for len(batch) < finishBatch {
+			select {
+			case o, ok := <-outcomes:
+				if !ok {
+					break more
+				}
+				batch = append(batch, o)
+			default:
+				break more
 			}
-			batch = append(batch, o)
-			if len(batch) >= finishBatch {
-				flush()
-				timer = nil
-			} else if timer == nil {
-				timer = time.After(finishWait)
-			}
-		case <-timer:
-			flush()
-			timer = nil
 		}
+		flush()
 	}
+	flush()
 }
 
 // attempt makes one attempt at a delivery and says what comes next.

@@ -3,8 +3,10 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/switchboard-dev/switchboard/delivery"
 	"io"
 	"log/slog"
 	"net/http"
@@ -117,22 +119,28 @@ func BenchmarkHTTP(b *testing.B) {
 // import would: every answered event is committed.
 func BenchmarkIngestBatch(b *testing.B) {
 	url := startBench(b, filepath.Join(b.TempDir(), "sb.db"))
+	b.ResetTimer()
+	b.ReportMetric(ingestBatches(b, url, b.N, ""), "events/s")
+}
+
+// ingestBatches posts n events in batches of 1,000 from four clients and
+// returns the durable events per second.
+func ingestBatches(b *testing.B, url string, total int, prefix string) float64 {
 	const size, clients = 1000, 4
 	var bodies [][]byte
 	n := 0
-	for range (b.N + size - 1) / size {
+	for range (total + size - 1) / size {
 		var buf bytes.Buffer
 		for range size / 2 {
 			// Opens, then closes, so the team never fills up.
-			fmt.Fprintf(&buf, `{"id":"e%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d","name":"Kim","lang":"fr"},"message":{"text":"Bonjour"}}`+"\n", n, n)
-			fmt.Fprintf(&buf, `{"id":"c%d","type":"conversation.closed","conversation":"e%d"}`+"\n", n, n)
+			fmt.Fprintf(&buf, `{"id":"%se%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d","name":"Kim","lang":"fr"},"message":{"text":"Bonjour"}}`+"\n", prefix, n, n)
+			fmt.Fprintf(&buf, `{"id":"%sc%d","type":"conversation.closed","conversation":"%se%d"}`+"\n", prefix, n, prefix, n)
 			n++
 		}
 		bodies = append(bodies, buf.Bytes())
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	b.ResetTimer()
 	begin := time.Now()
 	for range clients {
 		wg.Add(1)
@@ -158,19 +166,64 @@ func BenchmarkIngestBatch(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	b.ReportMetric(float64(2*n)/time.Since(begin).Seconds(), "events/s")
+	return float64(2*n) / time.Since(begin).Seconds()
+}
+
+// BenchmarkDelivery measures what delivering costs: batches ingested with
+// no delivery configured, then the same with every decision sent to a
+// platform endpoint on loopback (signed), in the same run; and how many
+// deliveries per second the dispatcher makes to that receiver.
+func BenchmarkDelivery(b *testing.B) {
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer receiver.Close()
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("bench-secret-bench-secret-bench!"))
+	cfg, ds := delivery.ParseConfig("bench.yaml", []byte("platform: {url: "+receiver.URL+", secret_env: S}\n"), func(string) string { return secret })
+	if cfg == nil {
+		b.Fatal(ds)
+	}
+	offURL := startBench(b, filepath.Join(b.TempDir(), "off.db"))
+	onURL, onStore := startBenchWith(b, filepath.Join(b.TempDir(), "on.db"), cfg)
+	b.ResetTimer()
+	off := ingestBatches(b, offURL, b.N, "")
+	begin := time.Now()
+	on := ingestBatches(b, onURL, b.N, "")
+	for {
+		st, err := onStore.DeliveryStats(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Open == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	drained := time.Since(begin)
+	b.StopTimer()
+	b.ReportMetric(off, "off-events/s")
+	b.ReportMetric(on, "on-events/s")
+	b.ReportMetric(on/off, "ratio")
+	b.ReportMetric(float64(b.N)/drained.Seconds(), "deliveries/s")
 }
 
 // startBench runs a service as serve does (default limits and snapshots,
 // the wall clock) for a benchmark.
 func startBench(b *testing.B, path string) string {
+	url, _ := startBenchWith(b, path, nil)
+	return url
+}
+
+// startBenchWith is startBench with a delivery configuration.
+func startBenchWith(b *testing.B, path string, cfg *delivery.Config) (string, store.Store) {
 	b.Helper()
 	st, err := store.OpenSQLite(context.Background(), path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	svc, err := New(context.Background(), Config{Rules: buildRules(b, defaultTestRules), Store: st,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Delivery: cfg})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -179,7 +232,7 @@ func startBench(b *testing.B, path string) string {
 	go func() { svc.Run(ctx); close(done) }()
 	srv := httptest.NewServer(svc.Handler())
 	b.Cleanup(func() { srv.Close(); cancel(); <-done; st.Close() })
-	return srv.URL
+	return srv.URL, st
 }
 
 // historyRules route a desk of 20,000 customers who come back again and

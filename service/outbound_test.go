@@ -2,9 +2,9 @@ package service
 
 import (
 	"bufio"
-	"encoding/json"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"

@@ -114,12 +114,19 @@ type Service struct {
 
 	plan *delivery.Planner    // a decision's deliveries, made with it
 	disp *delivery.Dispatcher // works the outbox
+	// lastRequest is when a request last came (Unix ns): deliveries yield
+	// to a burst of events.
+	lastRequest atomic.Int64
 
 	bcast        sync.Mutex
 	committed    chan struct{} // closed at a commit: streams wait on it
 	streamsDone  chan struct{} // closed to end the decision streams
 	closeStreams sync.Once
 }
+
+// busyFor is how long after a request the service counts as busy
+// accepting events, for deliveries to yield to it.
+const busyFor = 10 * time.Millisecond
 
 // known is what the service knows of a stored event id.
 type known struct {
@@ -213,6 +220,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	opts.Registerer = s.m.reg
 	if opts.Now == nil {
 		opts.Now = cfg.Now
+	}
+	if opts.Busy == nil {
+		opts.Busy = func() bool { return time.Now().UnixNano()-s.lastRequest.Load() < int64(busyFor) }
 	}
 	s.disp = delivery.NewDispatcher(cfg.Store, s.plan.Config(), cfg.Log, opts)
 	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
@@ -324,6 +334,7 @@ func (s *Service) Submit(ctx context.Context, events []*incoming) ([]result, err
 
 // enqueue hands r to the commit loop and waits for its answer.
 func (s *Service) enqueue(ctx context.Context, r *request) error {
+	s.lastRequest.Store(time.Now().UnixNano())
 	select {
 	case s.reqs <- r:
 	case <-s.stopped:

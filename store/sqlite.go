@@ -102,7 +102,7 @@ var migrations = []string{
 		answer      TEXT NOT NULL DEFAULT ''    -- the start of the last answer's body
 	);
 	CREATE UNIQUE INDEX deliveries_seq ON deliveries(seq, n);
-	CREATE INDEX deliveries_open ON deliveries(due) WHERE status IN ('pending', 'failed');
+	CREATE INDEX deliveries_open ON deliveries(due, seq, n) WHERE status IN ('pending', 'failed');
 	CREATE INDEX deliveries_line ON deliveries(destination, line, seq, n) WHERE status IN ('pending', 'failed');
 	CREATE INDEX deliveries_status ON deliveries(status, seq);
 	CREATE TABLE delivery_attempts (
@@ -138,7 +138,9 @@ type SQLite struct {
 	xd   *sql.Stmt // insert a delivery
 	xdN  *sql.Stmt // insert insertRows deliveries
 	ow   *sql.Conn // the outbox's writes: under wmu, without an fsync each
-	get  *sql.Stmt
+	// The outbox's statements, prepared on ow.
+	claim, outcome, attempt *sql.Stmt
+	get                     *sql.Stmt
 }
 
 // sqliteMagic starts every SQLite database file.
@@ -1053,7 +1055,7 @@ func (s *SQLite) Close() error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.xd, s.xdN, s.get} {
+	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.xd, s.xdN, s.get, s.claim, s.outcome, s.attempt} {
 		if st != nil {
 			st.Close()
 		}

@@ -30,6 +30,14 @@ func (s *SQLite) openOutbox(ctx context.Context) error {
 	if _, err := s.ow.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
 		return err
 	}
+	for _, p := range []struct {
+		st **sql.Stmt
+		q  string
+	}{{&s.claim, claimQuery}, {&s.outcome, outcomeQuery}, {&s.attempt, attemptQuery}} {
+		if *p.st, err = s.ow.PrepareContext(ctx, p.q); err != nil {
+			return err
+		}
+	}
 	// One process owns the file, so no claim of an earlier one still holds.
 	_, err = s.w.ExecContext(ctx, `UPDATE deliveries SET lease_until = 0, lease_owner = '' WHERE lease_until > 0`)
 	return err
@@ -90,21 +98,30 @@ func scanDelivery(scan func(...any) error) (Delivery, error) {
 	return d, err
 }
 
+// claimQuery leases the due deliveries that head their lines, in due order.
+const claimQuery = `UPDATE deliveries SET lease_until = ?, lease_owner = ?
+	WHERE id IN (
+		SELECT d.id FROM deliveries d INDEXED BY deliveries_open -- in due order, so that LIMIT stops early
+		WHERE d.status IN ('pending', 'failed') AND d.due <= ? AND d.lease_until <= ?
+		AND (d.line = '' OR NOT EXISTS (
+			SELECT 1 FROM deliveries e
+			WHERE e.destination = d.destination AND e.line = d.line AND e.status IN ('pending', 'failed')
+			AND (e.seq < d.seq OR (e.seq = d.seq AND e.n < d.n))))
+		ORDER BY d.due, d.seq, d.n LIMIT ?)
+	RETURNING ` + deliveryColumns
+
+// outcomeQuery records an attempt's outcome, if the claim still holds.
+const outcomeQuery = `UPDATE deliveries SET status = ?, attempts = attempts + 1,
+	due = CASE WHEN ? > 0 THEN ? ELSE due END, done = ?, code = ?, error = ?, answer = ?, lease_until = 0, lease_owner = ''
+	WHERE id = ? AND lease_owner = ? RETURNING attempts`
+
+const attemptQuery = `INSERT OR REPLACE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, ?, ?, ?, ?, ?)`
+
 // ClaimDeliveries leases the due deliveries that head their lines.
 func (s *SQLite) ClaimDeliveries(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Delivery, error) {
 	var out []Delivery
 	err := s.inTxOn(ctx, s.ow, func(tx *sql.Conn) error {
-		rows, err := tx.QueryContext(ctx, `UPDATE deliveries SET lease_until = ?, lease_owner = ?
-			WHERE id IN (
-				SELECT d.id FROM deliveries d
-				WHERE d.status IN ('pending', 'failed') AND d.due <= ? AND d.lease_until <= ?
-				AND (d.line = '' OR NOT EXISTS (
-					SELECT 1 FROM deliveries e
-					WHERE e.destination = d.destination AND e.line = d.line AND e.status IN ('pending', 'failed')
-					AND (e.seq < d.seq OR (e.seq = d.seq AND e.n < d.n))))
-				ORDER BY d.due, d.seq, d.n LIMIT ?)
-			RETURNING `+deliveryColumns,
-			millis(now.Add(lease)), owner, millis(now), millis(now), limit)
+		rows, err := s.claim.QueryContext(ctx, millis(now.Add(lease)), owner, millis(now), millis(now), limit)
 		if err != nil {
 			return err
 		}
@@ -165,18 +182,14 @@ func (s *SQLite) FinishDeliveries(ctx context.Context, owner string, outcomes []
 				answer = strings.ToValidUTF8(answer[:answerLimit], "")
 			}
 			var n int
-			err := tx.QueryRowContext(ctx, `UPDATE deliveries SET status = ?, attempts = attempts + 1,
-				due = CASE WHEN ? > 0 THEN ? ELSE due END, done = ?, code = ?, error = ?, answer = ?, lease_until = 0, lease_owner = ''
-				WHERE id = ? AND lease_owner = ? RETURNING attempts`,
-				o.Status, due, due, done, o.Attempt.Code, o.Attempt.Error, answer, o.ID, owner).Scan(&n)
+			err := s.outcome.QueryRowContext(ctx, o.Status, due, due, done, o.Attempt.Code, o.Attempt.Error, answer, o.ID, owner).Scan(&n)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // no longer ours: the lease ran out and another took it
 			}
 			if err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, ?, ?, ?, ?, ?)`,
-				o.ID, n, millis(o.Attempt.At), o.Attempt.Took.Milliseconds(), o.Attempt.Code, o.Attempt.Error); err != nil {
+			if _, err := s.attempt.ExecContext(ctx, o.ID, n, millis(o.Attempt.At), o.Attempt.Took.Milliseconds(), o.Attempt.Code, o.Attempt.Error); err != nil {
 				return err
 			}
 		}
