@@ -145,6 +145,16 @@ func marshal(v any) []byte {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
+// Body is what a delivery sends: its own body, or for a decision sent as
+// the log holds it, the CloudEvent made from the record. source names the
+// sender.
+func Body(d store.Delivery, source string) []byte {
+	if len(d.Body) > 0 || d.Kind != KindDecision {
+		return d.Body
+	}
+	return cloudEvent(TypeDecision, source, d.ID, d.Line, d.Clock, d.Seq, d.Decision)
+}
+
 // ErasedText replaces erased personal data.
 const ErasedText = "[erased]"
 
@@ -160,6 +170,9 @@ func Redact(d store.Delivery, decision func([]byte) ([]byte, error)) ([]byte, er
 		m.Subject, m.Text = "Switchboard notification "+ErasedText, ErasedText
 		return marshal(m), nil
 	case KindDecision, KindNotify:
+		if len(d.Body) == 0 {
+			return d.Body, nil // made from the record, which is erased with the log
+		}
 		var ce CloudEvent
 		if err := json.Unmarshal(d.Body, &ce); err != nil {
 			return nil, fmt.Errorf("delivery %s: %w", d.ID, err)

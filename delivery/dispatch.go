@@ -260,7 +260,12 @@ func (d *Dispatcher) attempt(ctx context.Context, del store.Delivery) store.Outc
 		if ep == nil {
 			r = result{err: "no endpoint " + del.Destination + " configured"}
 		} else {
-			r = post(ctx, d.client, ep, del, start, d.userAgent)
+			body := Body(del, d.cfg.Source)
+			if len(body) == 0 {
+				r = result{err: "the decision's record is gone from the log"}
+			} else {
+				r = post(ctx, d.client, ep, del.ID, body, start, d.userAgent)
+			}
 		}
 	}
 	end := d.now()

@@ -61,8 +61,9 @@ func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engin
 		out = append(out, del)
 	}
 	if p.cfg.Platform != nil {
-		id := DeliveryID(d.Seq, len(out))
-		add(Platform, d.Conversation, KindDecision, cloudEvent(TypeDecision, p.cfg.Source, id, d.Conversation, d.At, d.Seq, d.JSON), "")
+		// No body: it is made from the record when sent (Body), so the
+		// decision is not stored twice.
+		add(Platform, d.Conversation, KindDecision, nil, "")
 	}
 	for i := range d.Actions {
 		a := &d.Actions[i]

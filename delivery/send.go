@@ -35,19 +35,19 @@ func (r result) ok() bool { return r.err == "" }
 const answerLimit = 4096
 
 // post sends a webhook delivery to an endpoint, signed.
-func post(ctx context.Context, client *http.Client, ep *Endpoint, d store.Delivery, now time.Time, userAgent string) result {
+func post(ctx context.Context, client *http.Client, ep *Endpoint, id string, body []byte, now time.Time, userAgent string) result {
 	ctx, cancel := context.WithTimeout(ctx, ep.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(d.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
 	if err != nil {
 		return result{err: err.Error()}
 	}
 	req.Header.Set("Content-Type", "application/cloudevents+json; charset=utf-8")
 	req.Header.Set("User-Agent", userAgent)
-	req.Header.Set("webhook-id", d.ID)
+	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
 	if len(ep.Secrets) > 0 {
-		req.Header.Set("webhook-signature", Signature(ep.Secrets, d.ID, now, d.Body))
+		req.Header.Set("webhook-signature", Signature(ep.Secrets, id, now, body))
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -62,9 +62,9 @@ func post(ctx context.Context, client *http.Client, ep *Endpoint, d store.Delive
 		return result{err: msg, retry: true}
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, answerLimit))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, answerLimit))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
-	r := result{code: resp.StatusCode, answer: string(body)}
+	r := result{code: resp.StatusCode, answer: string(answer)}
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
 		return r

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/switchboard-dev/switchboard/delivery"
 	"net/http"
 	"strconv"
 	"time"
@@ -294,8 +295,8 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewDelivery(d)
-	if json.Valid(d.Body) {
-		v.Body = d.Body
+	if body := delivery.Body(d, s.plan.Config().Source); json.Valid(body) {
+		v.Body = body
 	}
 	for _, a := range attempts {
 		v.History = append(v.History, attemptView{N: a.N, At: a.At, TookMS: a.Took.Milliseconds(), Code: a.Code, Error: a.Error})

@@ -27,8 +27,14 @@ type Delivery struct {
 	Kind string
 	// Contact is the contact it concerns, for erasure; "" if none.
 	Contact string
-	// Body is what is sent: a CloudEvent, or an email as JSON.
-	Body []byte
+	// Body is what is sent: a CloudEvent, or an email as JSON. It is empty
+	// for a decision sent as it is in the log: the body is then made from
+	// Decision and Clock, which the store fills in from the record when it
+	// returns the delivery (so that it is not stored twice, and an erasure
+	// of the record is an erasure of the delivery).
+	Body     []byte
+	Decision []byte
+	Clock    time.Time
 
 	Status   string // Pending, Failed, Delivered or Dead
 	Attempts int

@@ -138,8 +138,33 @@ func TestOutbox(t *testing.T) {
 	if ids(left) != "d1.1 d3.0" {
 		t.Fatalf("after pruning, left %q", ids(left))
 	}
+	// The records of deliveries still owed stay, the others go.
 	recs, err := s.Records(ctx, 0, 10)
-	if err != nil || len(recs) != 0 {
+	if err != nil || len(recs) != 2 || recs[0].Seq != 1 || recs[1].Seq != 3 {
 		t.Fatalf("records after pruning: %d %v", len(recs), err)
+	}
+}
+
+// A decision sent as the log holds it is not stored twice: the delivery
+// comes back with its record's decision and clock.
+func TestOutboxBodyFromLog(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "sb.db"))
+	defer s.Close()
+	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	r := rec(1, "e1", "k1")
+	d := deliv(1, 0, "platform", "c1", t0)
+	d.Body = nil
+	r.Deliveries = []Delivery{d}
+	if err := s.Append(ctx, []Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ClaimDeliveries(ctx, "a", t0, time.Minute, 1)
+	if err != nil || len(got) != 1 || string(got[0].Decision) != string(r.Decision) || !got[0].Clock.Equal(r.Clock) || len(got[0].Body) != 0 {
+		t.Fatalf("claimed %+v %v", got, err)
+	}
+	one, _, _, _ := s.Delivery(ctx, "d1.0")
+	if string(one.Decision) != string(r.Decision) {
+		t.Fatalf("Delivery: %+v", one)
 	}
 }

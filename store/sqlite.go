@@ -104,7 +104,9 @@ var migrations = []string{
 	CREATE UNIQUE INDEX deliveries_seq ON deliveries(seq, n);
 	CREATE INDEX deliveries_open ON deliveries(due, seq, n) WHERE status IN ('pending', 'failed');
 	CREATE INDEX deliveries_line ON deliveries(destination, line, seq, n) WHERE status IN ('pending', 'failed');
-	CREATE INDEX deliveries_status ON deliveries(status, seq);
+	-- the deliveries in trouble, for the API; a delivery enters it only
+	-- once an attempt failed, so appending costs nothing here.
+	CREATE INDEX deliveries_trouble ON deliveries(status, seq, n) WHERE status IN ('failed', 'dead');
 	CREATE TABLE delivery_attempts (
 		delivery TEXT NOT NULL,
 		n        INTEGER NOT NULL,
@@ -796,7 +798,11 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 			if clock.Valid {
 				before = formatTime(time.Unix(0, clock.Int64))
 			}
-			for _, q := range []string{`DELETE FROM events WHERE seq <= ?`, `DELETE FROM event_contacts WHERE seq <= ?`,
+			for _, q := range []string{
+				// A record whose decision is still owed to a receiver stays
+				// until it is delivered or dead: the delivery is made from it.
+				`DELETE FROM events WHERE seq <= ? AND seq NOT IN (SELECT seq FROM deliveries INDEXED BY deliveries_open WHERE status IN ('pending', 'failed'))`,
+				`DELETE FROM event_contacts WHERE seq <= ? AND seq NOT IN (SELECT seq FROM deliveries INDEXED BY deliveries_open WHERE status IN ('pending', 'failed'))`,
 				// Deliveries still owed stay; the others go with their records.
 				`DELETE FROM delivery_attempts WHERE delivery IN (SELECT id FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead'))`,
 				`DELETE FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead')`} {

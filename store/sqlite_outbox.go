@@ -78,7 +78,11 @@ func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 			if status == "" {
 				status = Pending
 			}
-			args = append(args, d.ID, d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, d.Body, status,
+			body := d.Body
+			if body == nil {
+				body = []byte{}
+			}
+			args = append(args, d.ID, d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status,
 				millis(d.Created), millis(d.Due), millis(d.Expires), millis(d.Done), d.Error)
 		}
 		if _, err := stmt.ExecContext(ctx, args...); err != nil {
@@ -136,6 +140,9 @@ func (s *SQLite) ClaimDeliveries(ctx context.Context, owner string, now time.Tim
 		return rows.Err()
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.fillFromLog(ctx, out); err != nil {
 		return nil, err
 	}
 	slices.SortFunc(out, func(a, b Delivery) int {
@@ -204,9 +211,13 @@ func (s *SQLite) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, 
 	}
 	q := `SELECT ` + deliveryColumns + ` FROM deliveries WHERE seq > ?`
 	args := []any{f.After}
-	if f.Status != "" {
-		q += ` AND status = ?`
-		args = append(args, f.Status)
+	switch f.Status {
+	case "":
+	case Pending, Failed, Delivered, Dead:
+		// Written out, so that the planner can use the partial indexes.
+		q += ` AND status = '` + f.Status + `'`
+	default:
+		return nil, errors.New("store: no delivery status " + f.Status)
 	}
 	if f.Destination != "" {
 		q += ` AND destination = ?`
@@ -239,6 +250,11 @@ func (s *SQLite) Delivery(ctx context.Context, id string) (Delivery, []Attempt, 
 	if err != nil {
 		return d, nil, false, err
 	}
+	one := []Delivery{d}
+	if err := s.fillFromLog(ctx, one); err != nil {
+		return d, nil, false, err
+	}
+	d = one[0]
 	rows, err := s.db.QueryContext(ctx, `SELECT n, at, took_ms, code, error FROM delivery_attempts WHERE delivery = ? ORDER BY n`, id)
 	if err != nil {
 		return d, nil, false, err
@@ -340,6 +356,29 @@ func (s *SQLite) eraseDeliveries(ctx context.Context, contact string, through in
 		})
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// fillFromLog gives the deliveries without a body of their own the
+// decision and clock of their record.
+func (s *SQLite) fillFromLog(ctx context.Context, ds []Delivery) error {
+	for i := range ds {
+		d := &ds[i]
+		if len(d.Body) > 0 {
+			continue
+		}
+		var clock sql.NullInt64
+		err := s.db.QueryRowContext(ctx, `SELECT clock, decision FROM events WHERE seq = ?`, d.Seq).Scan(&clock, &d.Decision)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // gone: the sender says so
+		}
+		if err != nil {
+			return err
+		}
+		if clock.Valid {
+			d.Clock = time.Unix(0, clock.Int64).UTC()
 		}
 	}
 	return nil
