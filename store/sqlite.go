@@ -81,7 +81,7 @@ var migrations = []string{
 	);`,
 	// 3: the outbox. Times are Unix milliseconds.
 	`CREATE TABLE deliveries (
-		id          TEXT PRIMARY KEY,          -- the same on every attempt
+		id          TEXT NOT NULL UNIQUE,      -- the same on every attempt
 		seq         INTEGER NOT NULL,          -- the record whose decision made it
 		n           INTEGER NOT NULL,          -- its place among the record's deliveries
 		destination TEXT NOT NULL,             -- platform, webhook:NAME or email
@@ -99,9 +99,9 @@ var migrations = []string{
 		lease_owner TEXT NOT NULL DEFAULT '',
 		code        INTEGER NOT NULL DEFAULT 0, -- the last answer's status
 		error       TEXT NOT NULL DEFAULT '',   -- the last error, or why it is dead
-		answer      TEXT NOT NULL DEFAULT ''    -- the start of the last answer's body
-	);
-	CREATE UNIQUE INDEX deliveries_seq ON deliveries(seq, n);
+		answer      TEXT NOT NULL DEFAULT '',   -- the start of the last answer's body
+		PRIMARY KEY (seq, n)
+	) WITHOUT ROWID;
 	CREATE INDEX deliveries_open ON deliveries(due, seq, n) WHERE status IN ('pending', 'failed');
 	CREATE INDEX deliveries_line ON deliveries(destination, line, seq, n) WHERE status IN ('pending', 'failed');
 	-- the deliveries in trouble, for the API; a delivery enters it only
