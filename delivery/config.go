@@ -120,9 +120,11 @@ func ParseConfig(file string, data []byte, getenv func(string) string) (*Config,
 		case "console_url":
 			c.ConsoleURL = p.url(v, "console_url")
 		case "max_age":
-			c.MaxAge = p.duration(v, "max_age")
+			if c.MaxAge = p.duration(v, "max_age"); c.MaxAge > 0 && c.MaxAge < minMaxAge {
+				p.errorf(v, "", "max_age: %v is too short to retry anything; write at least %v", c.MaxAge, minMaxAge)
+			}
 		case "timeout":
-			p.timeout = p.duration(v, "timeout")
+			p.timeout = p.timeoutOf(v, "timeout")
 		}
 	})
 	// Endpoints take the default timeout, so read them after it.
@@ -137,6 +139,10 @@ func ParseConfig(file string, data []byte, getenv func(string) string) (*Config,
 			}
 			for i := 0; i+1 < len(v.Content); i += 2 {
 				name := v.Content[i].Value
+				if c.Endpoints[name] != nil {
+					p.errorf(v.Content[i], "keep one", "endpoint %q is given twice", name)
+					continue
+				}
 				if !validName(name) {
 					p.errorf(v.Content[i], "", "endpoint name %q: use letters, digits, '_' and '-' only, as rules name it in notify webhook NAME", name)
 					continue
@@ -153,6 +159,7 @@ func ParseConfig(file string, data []byte, getenv func(string) string) (*Config,
 	if c.MaxAge == 0 {
 		c.MaxAge = DefaultMaxAge
 	}
+	p.list.Sort()
 	if p.list.HasErrors() {
 		return nil, p.list
 	}
@@ -199,8 +206,14 @@ func (p *configParser) mapping(n *yaml.Node, what string, keys []string, fn func
 		}
 		return
 	}
+	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if prev, dup := seen[k.Value]; dup && keys != nil {
+			p.errorf(k, "keep one", "%q is given twice in %s (first at line %d)", k.Value, what, prev.Line)
+			continue
+		}
+		seen[k.Value] = k
 		if keys != nil && !slices.Contains(keys, k.Value) {
 			hint := ""
 			if s := suggest.Closest(k.Value, keys); s != "" {
@@ -226,6 +239,22 @@ func (p *configParser) scalar(n *yaml.Node, what string) string {
 	return strings.TrimSpace(n.Value)
 }
 
+// Bounds of the durations: a timeout (a claim outlives three attempts)
+// and a maximum age.
+const (
+	maxTimeout = 5 * time.Minute
+	minMaxAge  = time.Minute
+)
+
+func (p *configParser) timeoutOf(n *yaml.Node, what string) time.Duration {
+	d := p.duration(n, what)
+	if d > maxTimeout {
+		p.errorf(n, "", "%s: %v is longer than %v; a receiver that slow is down", what, d, maxTimeout)
+		return 0
+	}
+	return d
+}
+
 func (p *configParser) duration(n *yaml.Node, what string) time.Duration {
 	s := p.scalar(n, what)
 	if s == "" {
@@ -246,12 +275,13 @@ func (p *configParser) duration(n *yaml.Node, what string) time.Duration {
 
 func (p *configParser) url(n *yaml.Node, what string) string {
 	s := p.scalar(n, what)
-	if s == "" {
+	u, err := url.Parse(s)
+	if s == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		p.errorf(n, "write e.g. https://platform.example.com/hooks/switchboard", "%s: %q is not an http or https URL", what, s)
 		return ""
 	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		p.errorf(n, "write e.g. https://platform.example.com/hooks/switchboard", "%s: %q is not an http or https URL", what, s)
+	if u.User != nil {
+		p.errorf(n, "sign with secret_env or secret_file instead; the URL is logged", "%s: a URL must not hold a user name or password", what)
 		return ""
 	}
 	if u.Scheme == "http" && !loopback(u.Hostname()) {
@@ -320,7 +350,7 @@ func (p *configParser) endpoint(n *yaml.Node, name string) *Endpoint {
 				e.Secrets = append(e.Secrets, s)
 			}
 		case "timeout":
-			e.Timeout = p.duration(v, what+" timeout")
+			e.Timeout = p.timeoutOf(v, what+" timeout")
 		}
 	})
 	if urlNode == nil && n.Kind == yaml.MappingNode {
@@ -363,13 +393,13 @@ func (p *configParser) smtp(n *yaml.Node) *SMTP {
 				p.errorf(v, "write e.g. Switchboard <switchboard@example.com>", "smtp from: %q is not an email address", m.From)
 			}
 		case "timeout":
-			m.Timeout = p.duration(v, "smtp timeout")
+			m.Timeout = p.timeoutOf(v, "smtp timeout")
 		}
 	})
 	if n.Kind != yaml.MappingNode {
 		return m
 	}
-	if hostNode == nil {
+	if hostNode == nil || m.Host == "" {
 		p.errorf(n, "add host: smtp.example.com", "smtp has no host")
 	}
 	if fromNode == nil {

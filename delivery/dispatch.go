@@ -277,17 +277,17 @@ func (d *Dispatcher) attempt(ctx context.Context, del store.Delivery) store.Outc
 		o.Status = store.Delivered
 	case !r.retry:
 		o.Status = store.Dead
+	case !end.Before(del.Expires):
+		o.Status = store.Dead
+		o.Attempt.Error = r.err + "; not delivered within its maximum age, given up"
 	default:
 		wait := d.backoff(del.Attempts + 1)
 		if r.after > wait {
 			wait = r.after
 		}
-		if next := end.Add(wait); next.After(del.Expires) {
-			o.Status = store.Dead
-			o.Attempt.Error = r.err + "; not delivered within " + d.cfg.MaxAge.String() + ", given up"
-		} else {
-			o.Status, o.Due = store.Failed, next
-		}
+		// A last attempt at the expiry rather than none: a Retry-After
+		// past it, or a long backoff, still leaves one more try.
+		o.Status, o.Due = store.Failed, minTime(end.Add(wait), del.Expires)
 	}
 	d.m.outcomes.WithLabelValues(del.Destination, o.Status).Inc()
 	if o.Status == store.Dead {
@@ -362,4 +362,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.attempts, m.outcomes, m.took, m.open, m.oldest)
 	}
 	return m
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

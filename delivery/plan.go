@@ -52,9 +52,9 @@ func DeliveryID(seq int64, n int) string { return fmt.Sprintf("sb-%d-%d", seq, n
 // be retried once the configuration is complete.
 func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engine.AboutView) []store.Delivery {
 	var out []store.Delivery
-	add := func(dest, line, kind string, body []byte, deadWhy string) {
+	add := func(dest, line, kind, contact string, body []byte, deadWhy string) {
 		del := store.Delivery{ID: DeliveryID(d.Seq, len(out)), Seq: d.Seq, N: len(out), Destination: dest, Line: line, Kind: kind,
-			Contact: d.Contact, Body: body, Created: d.At, Due: d.At, Expires: d.At.Add(p.cfg.MaxAge)}
+			Contact: contact, Body: body, Created: d.At, Due: d.At, Expires: d.At.Add(p.cfg.MaxAge)}
 		if deadWhy != "" {
 			del.Status, del.Error, del.Done = store.Dead, deadWhy, d.At
 		}
@@ -62,8 +62,14 @@ func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engin
 	}
 	if p.cfg.Platform != nil {
 		// No body: it is made from the record when sent (Body), so the
-		// decision is not stored twice.
-		add(Platform, d.Conversation, KindDecision, nil, "")
+		// decision is not stored twice, and erasing the record erases it.
+		// A decision of no conversation of its own (a timer firing, an
+		// agent coming online) is ordered with the first it acts on.
+		line := d.Conversation
+		for i := 0; line == "" && i < len(d.Actions); i++ {
+			line = d.Actions[i].Conversation
+		}
+		add(Platform, line, KindDecision, d.Contact, nil, "")
 	}
 	for i := range d.Actions {
 		a := &d.Actions[i]
@@ -82,7 +88,7 @@ func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engin
 				why = "no platform endpoint configured (notify … via webhook goes to the platform)"
 			}
 			n := p.notice(d, a, team, about)
-			add(dest, a.Conversation, KindNotify, cloudEvent(TypeNotify, p.cfg.Source, DeliveryID(d.Seq, len(out)), a.Conversation, d.At, d.Seq, marshal(n)), why)
+			add(dest, a.Conversation, KindNotify, n.About.Contact.ID, cloudEvent(TypeNotify, p.cfg.Source, DeliveryID(d.Seq, len(out)), a.Conversation, d.At, d.Seq, marshal(n)), why)
 		case a.Via == "email":
 			to, why := a.Address, ""
 			if to == "" {
@@ -104,7 +110,9 @@ func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engin
 				rcpt = []string{to}
 			}
 			m := p.mail(d, a, rcpt, about)
-			add(Email, a.Conversation, KindEmail, marshal(m), why)
+			// The email is about the contact of its conversation, whatever
+			// the event was: an erasure of that contact finds it.
+			add(Email, a.Conversation, KindEmail, firstOf(about(a.Conversation).Contact, d.Contact), marshal(m), why)
 		}
 	}
 	return out

@@ -3,10 +3,12 @@ package delivery
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -79,14 +81,19 @@ func post(ctx context.Context, client *http.Client, ep *Endpoint, id string, bod
 	return r
 }
 
+// maxRetryAfter bounds a Retry-After, in seconds: a week, longer than any
+// maximum age.
+const maxRetryAfter = 7 * 24 * 3600
+
 // retryAfter reads a Retry-After header: seconds, or an HTTP date.
 func retryAfter(h string, now time.Time) time.Duration {
 	h = strings.TrimSpace(h)
 	if h == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(h); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
+	if s, err := strconv.ParseInt(h, 10, 64); err == nil && s >= 0 {
+		// Bounded before it becomes a duration, which would overflow.
+		return time.Duration(min(s, maxRetryAfter)) * time.Second
 	}
 	if t, err := http.ParseTime(h); err == nil && t.After(now) {
 		return t.Sub(now)
@@ -113,7 +120,34 @@ func sendMail(ctx context.Context, m *SMTP, d store.Delivery) result {
 	// drop a duplicate.
 	msg.SetMessageIDWithValue(d.ID + "@switchboard")
 	msg.SetGenHeader("X-Switchboard-Delivery", d.ID)
-	opts := []gomail.Option{gomail.WithPort(m.Port), gomail.WithTimeout(m.Timeout)}
+	// The whole exchange is bounded, not only the dial: a server that
+	// accepts and never greets must not hold a worker (nor a shutdown).
+	// (The context go-mail dials with ends with the dial; the attempt's
+	// is watched instead.)
+	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
+	defer cancel()
+	deadline := time.Now().Add(m.Timeout)
+	dial := func(dialCtx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{Timeout: m.Timeout}).DialContext(dialCtx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn.SetDeadline(deadline)
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		if m.Security == "tls" {
+			// Implicit TLS (port 465): the handshake is ours, as the dial
+			// is; certificates are verified.
+			tc := tls.Client(conn, &tls.Config{ServerName: m.Host, MinVersion: tls.VersionTLS12})
+			if err := tc.HandshakeContext(dialCtx); err != nil {
+				stop()
+				conn.Close()
+				return nil, err
+			}
+			return &stopConn{Conn: tc, stop: stop}, nil
+		}
+		return &stopConn{Conn: conn, stop: stop}, nil
+	}
+	opts := []gomail.Option{gomail.WithPort(m.Port), gomail.WithTimeout(m.Timeout), gomail.WithDialContextFunc(dial)}
 	switch m.Security {
 	case "tls":
 		opts = append(opts, gomail.WithSSL())
@@ -129,8 +163,6 @@ func sendMail(ctx context.Context, m *SMTP, d store.Delivery) result {
 	if err != nil {
 		return result{err: "smtp: " + err.Error()}
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
-	defer cancel()
 	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
 		r := result{err: "smtp: " + err.Error(), retry: true}
 		var serr *gomail.SendError
@@ -143,4 +175,15 @@ func sendMail(ctx context.Context, m *SMTP, d store.Delivery) result {
 		return r
 	}
 	return result{code: 250}
+}
+
+// stopConn stops watching the context when the connection is closed.
+type stopConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *stopConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }

@@ -142,6 +142,7 @@ type SQLite struct {
 	ow   *sql.Conn // the outbox's writes: under wmu, without an fsync each
 	// The outbox's statements, prepared on ow.
 	claim, outcome, attempt *sql.Stmt
+	candidates              *sql.Stmt // on the readers
 	get                     *sql.Stmt
 }
 
@@ -1061,7 +1062,7 @@ func (s *SQLite) Close() error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.xd, s.xdN, s.get, s.claim, s.outcome, s.attempt} {
+	for _, st := range []*sql.Stmt{s.ins, s.insN, s.xc, s.xcN, s.xd, s.xdN, s.get, s.claim, s.outcome, s.attempt, s.candidates} {
 		if st != nil {
 			st.Close()
 		}

@@ -38,6 +38,9 @@ func (s *SQLite) openOutbox(ctx context.Context) error {
 			return err
 		}
 	}
+	if s.candidates, err = s.db.PrepareContext(ctx, candidatesQuery); err != nil {
+		return err
+	}
 	// One process owns the file, so no claim of an earlier one still holds.
 	_, err = s.w.ExecContext(ctx, `UPDATE deliveries SET lease_until = 0, lease_owner = '' WHERE lease_until > 0`)
 	return err
@@ -102,16 +105,21 @@ func scanDelivery(scan func(...any) error) (Delivery, error) {
 	return d, err
 }
 
-// claimQuery leases the due deliveries that head their lines, in due order.
+// candidatesQuery finds the due deliveries that head their lines, in due
+// order. It is read beside the writers: the search never holds the write
+// lock, so a deep backlog does not hold up commits.
+const candidatesQuery = `SELECT d.seq, d.n FROM deliveries d INDEXED BY deliveries_open -- in due order, so that LIMIT stops early
+	WHERE d.status IN ('pending', 'failed') AND d.due <= ? AND d.lease_until <= ?
+	AND (d.line = '' OR NOT EXISTS (
+		SELECT 1 FROM deliveries e
+		WHERE e.destination = d.destination AND e.line = d.line AND e.status IN ('pending', 'failed')
+		AND (e.seq < d.seq OR (e.seq = d.seq AND e.n < d.n))))
+	ORDER BY d.due, d.seq, d.n LIMIT ?`
+
+// claimQuery leases one candidate, if it is still open, due and free: it
+// may have been taken meanwhile, by this process or another.
 const claimQuery = `UPDATE deliveries SET lease_until = ?, lease_owner = ?
-	WHERE id IN (
-		SELECT d.id FROM deliveries d INDEXED BY deliveries_open -- in due order, so that LIMIT stops early
-		WHERE d.status IN ('pending', 'failed') AND d.due <= ? AND d.lease_until <= ?
-		AND (d.line = '' OR NOT EXISTS (
-			SELECT 1 FROM deliveries e
-			WHERE e.destination = d.destination AND e.line = d.line AND e.status IN ('pending', 'failed')
-			AND (e.seq < d.seq OR (e.seq = d.seq AND e.n < d.n))))
-		ORDER BY d.due, d.seq, d.n LIMIT ?)
+	WHERE seq = ? AND n = ? AND status IN ('pending', 'failed') AND due <= ? AND lease_until <= ?
 	RETURNING ` + deliveryColumns
 
 // outcomeQuery records an attempt's outcome, if the claim still holds.
@@ -123,21 +131,40 @@ const attemptQuery = `INSERT OR REPLACE INTO delivery_attempts (delivery, n, at,
 
 // ClaimDeliveries leases the due deliveries that head their lines.
 func (s *SQLite) ClaimDeliveries(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Delivery, error) {
-	var out []Delivery
-	err := s.inTxOn(ctx, s.ow, func(tx *sql.Conn) error {
-		rows, err := s.claim.QueryContext(ctx, millis(now.Add(lease)), owner, millis(now), millis(now), limit)
-		if err != nil {
-			return err
+	type key struct {
+		seq int64
+		n   int
+	}
+	var cands []key
+	rows, err := s.candidates.QueryContext(ctx, millis(now), millis(now), limit)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.seq, &k.n); err != nil {
+			rows.Close()
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := scanDelivery(rows.Scan)
+		cands = append(cands, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(cands) == 0 {
+		return nil, err
+	}
+	var out []Delivery
+	err = s.inTxOn(ctx, s.ow, func(tx *sql.Conn) error {
+		for _, k := range cands {
+			d, err := scanDelivery(s.claim.QueryRowContext(ctx, millis(now.Add(lease)), owner, k.seq, k.n, millis(now), millis(now)).Scan)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
 			if err != nil {
 				return err
 			}
 			out = append(out, d)
 		}
-		return rows.Err()
+		return nil
 	})
 	if err != nil {
 		return nil, err

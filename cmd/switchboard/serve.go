@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -252,6 +253,9 @@ func logDelivery(log *slog.Logger, c *deliverypkg.Config) {
 	platform, smtp := "none", "none"
 	if c.Platform != nil {
 		platform = c.Platform.URL
+		if u, err := url.Parse(platform); err == nil {
+			platform = u.Scheme + "://" + u.Host // a path or query may hold a token
+		}
 	}
 	if c.SMTP != nil {
 		smtp = net.JoinHostPort(c.SMTP.Host, strconv.Itoa(c.SMTP.Port))
