@@ -1,12 +1,15 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/switchboard-dev/switchboard/delivery"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/store"
@@ -25,11 +28,60 @@ func (s *Service) commitSignal() <-chan struct{} {
 	return s.committed
 }
 
-func (s *Service) signalCommit() {
+// signalCommit wakes the streams; while there are any, the committed
+// records' frames are kept in memory first, so that streams read them from
+// there rather than each from the store.
+func (s *Service) signalCommit(recs []store.Record) {
 	s.bcast.Lock()
+	if s.streams.Load() > 0 {
+		for _, r := range recs {
+			s.tail = append(s.tail, frame{seq: r.Seq, data: sseFrame(r)})
+		}
+		if n := len(s.tail); n > tailSize {
+			s.tail = append(s.tail[:0], s.tail[n-tailSize:]...)
+		}
+	} else {
+		s.tail = s.tail[:0]
+	}
 	close(s.committed)
 	s.committed = make(chan struct{})
 	s.bcast.Unlock()
+}
+
+// tailSize is how many recent records the streams find in memory.
+const tailSize = 4096
+
+// maxStreams is how many decision streams may be open at once.
+const maxStreams = 256
+
+// frame is a committed record as a stream sends it; nil data for records
+// that are not decisions.
+type frame struct {
+	seq  int64
+	data []byte
+}
+
+// fromTail returns the frames after seq after, if memory holds them all.
+func (s *Service) fromTail(after int64, limit int) ([]frame, bool) {
+	s.bcast.Lock()
+	defer s.bcast.Unlock()
+	if len(s.tail) == 0 || s.tail[0].seq > after+1 {
+		return nil, false
+	}
+	i, _ := slices.BinarySearchFunc(s.tail, after+1, func(f frame, seq int64) int { return cmp.Compare(f.seq, seq) })
+	end := min(len(s.tail), i+limit)
+	return slices.Clone(s.tail[i:end]), true
+}
+
+// sseFrame is a record as one Server-Sent Event; nil when it is not a
+// decision.
+func sseFrame(r store.Record) []byte {
+	d, ok := decisionOf(r)
+	if !ok {
+		return nil
+	}
+	data, _ := json.Marshal(d)
+	return fmt.Appendf(nil, "id: %d\nevent: decision\ndata: %s\n\n", r.Seq, data)
 }
 
 // CloseStreams ends the decision streams, so that a shutdown does not wait
@@ -122,9 +174,21 @@ func (s *Service) streamDecisions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if from == "" {
-		after = s.committedSeq()
+	head := s.committedSeq()
+	switch {
+	case from == "":
+		after = head
+	case after > head:
+		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("%s %d is after the last decision (%d): it is from another database; reconnect without it", name, after, head), Field: name})
+		return
 	}
+	if s.streams.Add(1) > maxStreams {
+		s.streams.Add(-1)
+		w.Header().Set("Retry-After", "10")
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: fmt.Sprintf("%d decision streams are open already; use GET /v1/decisions to page, or try again later", maxStreams)})
+		return
+	}
+	defer s.streams.Add(-1)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -142,27 +206,29 @@ func (s *Service) streamDecisions(w http.ResponseWriter, r *http.Request) {
 	}
 	for {
 		wait := s.commitSignal()
-		recs, err := s.cfg.Store.Records(r.Context(), after, 500)
-		if err != nil {
-			if r.Context().Err() == nil {
-				write([]byte(": the log cannot be read now; reconnect\n\n"))
+		frames, ok := s.fromTail(after, 500)
+		if !ok {
+			recs, err := s.cfg.Store.Records(r.Context(), after, 500)
+			if err != nil {
+				if r.Context().Err() == nil {
+					write([]byte(": the log cannot be read now; reconnect\n\n"))
+				}
+				return
 			}
-			return
+			frames = frames[:0]
+			for _, rec := range recs {
+				frames = append(frames, frame{seq: rec.Seq, data: sseFrame(rec)})
+			}
 		}
 		var buf []byte
-		for _, rec := range recs {
-			after = rec.Seq
-			d, ok := decisionOf(rec)
-			if !ok {
-				continue
-			}
-			data, _ := json.Marshal(d)
-			buf = fmt.Appendf(buf, "id: %d\nevent: decision\ndata: %s\n\n", rec.Seq, data)
+		for _, f := range frames {
+			after = f.seq
+			buf = append(buf, f.data...)
 		}
 		if len(buf) > 0 && !write(buf) {
 			return
 		}
-		if len(recs) == 500 {
+		if len(frames) == 500 {
 			continue
 		}
 		timer := time.NewTimer(heartbeat)
@@ -247,7 +313,14 @@ func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ok bool
-	if f.After, ok = seqParam(w, q.Get("after"), "after"); !ok {
+	if after := q.Get("after"); strings.HasPrefix(after, "sb-") {
+		// After a delivery: the next page starts within its record.
+		if _, err := fmt.Sscanf(after, "sb-%d-%d", &f.After, &f.N); err != nil || after != delivery.DeliveryID(f.After, f.N) {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("after %q: write a record number or a delivery id", after), Field: "after"})
+			return
+		}
+		f.Within = true
+	} else if f.After, ok = seqParam(w, after, "after"); !ok {
 		return
 	}
 	if f.Limit, ok = limitParam(w, r); !ok {
@@ -260,16 +333,13 @@ func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	out := struct {
 		Deliveries []deliveryView `json:"deliveries"`
-		Next       int64          `json:"next,omitempty"` // pass as after for the next page
+		Next       string         `json:"next,omitempty"` // pass as after for the next page
 	}{Deliveries: []deliveryView{}}
 	for _, d := range ds {
 		out.Deliveries = append(out.Deliveries, viewDelivery(d))
 	}
 	if len(ds) == f.Limit {
-		out.Next = ds[len(ds)-1].Seq - 1 // a record's deliveries are listed whole
-		if out.Next < f.After+1 {
-			out.Next = ds[len(ds)-1].Seq
-		}
+		out.Next = ds[len(ds)-1].ID
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -152,6 +152,26 @@ on unanswered 1s -> notify agent via email`)}},
 	if code, _, _ := do(t, "POST", srv.URL+"/v1/deliveries/sb-1-1/retry", "", ""); code != 409 {
 		t.Errorf("a delivered delivery retried: %d", code)
 	}
+	// Paging goes through a record's deliveries one by one if need be.
+	var ids []string
+	for after := "0"; after != ""; {
+		_, body, _ := do(t, "GET", srv.URL+"/v1/deliveries?limit=1&after="+after, "", "")
+		var page struct {
+			Deliveries []struct{ ID string }
+			Next       string
+		}
+		json.Unmarshal([]byte(body), &page)
+		for _, d := range page.Deliveries {
+			ids = append(ids, d.ID)
+		}
+		after = page.Next
+		if len(ids) > 50 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(ids) < 6 || ids[0] != "sb-1-0" || ids[1] != "sb-1-1" {
+		t.Errorf("paged through %v", ids)
+	}
 	if code, _, _ := do(t, "GET", srv.URL+"/v1/deliveries?status=lost", "", ""); code != 400 {
 		t.Errorf("an unknown status: %d", code)
 	}

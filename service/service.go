@@ -120,6 +120,8 @@ type Service struct {
 
 	bcast        sync.Mutex
 	committed    chan struct{} // closed at a commit: streams wait on it
+	tail         []frame       // the last records committed, while streams are open
+	streams      atomic.Int64  // decision streams open
 	streamsDone  chan struct{} // closed to end the decision streams
 	closeStreams sync.Once
 }
@@ -741,7 +743,7 @@ func (s *Service) finish(f *flight, err error) {
 		s.snap.committedTo(f.seq)
 	}
 	if err == nil && len(f.recs) > 0 {
-		s.signalCommit()
+		s.signalCommit(f.recs)
 		if f.deliveries > 0 {
 			s.disp.Wake()
 		}

@@ -79,10 +79,13 @@ type Outcome struct {
 type DeliveryFilter struct {
 	Status      string // "" for any
 	Destination string // "" for any
-	// After lists the deliveries made after this record; deliveries are
-	// listed in log order.
-	After int64
-	Limit int
+	// After lists the deliveries made after this record; with Within, the
+	// deliveries of record After after its N-th too. Deliveries are listed
+	// in log order.
+	After  int64
+	Within bool
+	N      int
+	Limit  int
 }
 
 // DeliveryStats summarises the deliveries not yet delivered or dead.

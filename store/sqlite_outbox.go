@@ -238,6 +238,10 @@ func (s *SQLite) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, 
 	}
 	q := `SELECT ` + deliveryColumns + ` FROM deliveries WHERE seq > ?`
 	args := []any{f.After}
+	if f.Within {
+		q = `SELECT ` + deliveryColumns + ` FROM deliveries WHERE (seq, n) > (?, ?)`
+		args = append(args, f.N)
+	}
 	switch f.Status {
 	case "":
 	case Pending, Failed, Delivered, Dead:
