@@ -93,7 +93,13 @@ on unanswered 1s -> notify agent via email`)}},
 		close(streamed)
 	}()
 
+	// The platform is down for a while: the service stays ready.
+	platform.Then(deliverytest.Reply{Status: 503}, deliverytest.Reply{Status: 503})
 	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1","name":"Kim","tags":["vip"]},"message":{"text":"where is my order?"}}`)
+	waitFor(t, "a failed attempt at the platform", func() bool { return len(platform.Hits()) > 0 })
+	if code, body, _ := do(t, "GET", srv.URL+"/readyz", "", ""); code != 200 {
+		t.Errorf("/readyz with the platform down: %d %s", code, body)
+	}
 	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e2","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k2","name":"Lee"}}`)
 	// e1 escalates by the wall clock, with no request in flight.
 	waitFor(t, "the escalation email", func() bool { return len(smtp.To("a@example.com")) == 1 })
