@@ -42,7 +42,7 @@ func (p *Planner) Config() *Config { return p.cfg }
 
 // DeliveryID is the id of a record's n-th delivery: the same on every
 // attempt, and unique across the log.
-func DeliveryID(seq int64, n int) string { return fmt.Sprintf("sb-%d-%d", seq, n) }
+func DeliveryID(seq int64, n int) string { return store.DeliveryID(seq, n) }
 
 // Plan returns the deliveries a decision owes: the decision itself to the
 // platform's endpoint, and each notify action to its endpoint or by email.

@@ -11,7 +11,7 @@ import (
 
 // deliv is a delivery of record seq for the outbox tests.
 func deliv(seq int64, n int, dest, line string, at time.Time) Delivery {
-	return Delivery{ID: fmt.Sprintf("d%d.%d", seq, n), Seq: seq, N: n, Destination: dest, Line: line, Kind: "decision",
+	return Delivery{ID: DeliveryID(seq, n), Seq: seq, N: n, Destination: dest, Line: line, Kind: "decision",
 		Contact: "k1", Body: []byte(fmt.Sprintf(`{"seq":%d,"text":"secret"}`, seq)), Created: at, Due: at, Expires: at.Add(24 * time.Hour)}
 }
 
@@ -43,16 +43,16 @@ func TestOutbox(t *testing.T) {
 	if err := s.Append(ctx, []Record{bad}); err == nil {
 		t.Fatal("a duplicate id was stored")
 	}
-	if _, _, ok, _ := s.Delivery(ctx, "d4.0"); ok {
+	if _, _, ok, _ := s.Delivery(ctx, "sb-4-0"); ok {
 		t.Fatal("a delivery of a refused record was stored")
 	}
 
-	// Only the head of each line is claimed: d2.0 waits behind d1.0.
+	// Only the head of each line is claimed: sb-2-0 waits behind sb-1-0.
 	got, err := s.ClaimDeliveries(ctx, "a", t0, time.Minute, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids(got) != "d1.0 d1.1 d2.1 d3.1" {
+	if ids(got) != "sb-1-0 sb-1-1 sb-2-1 sb-3-1" {
 		t.Fatalf("claimed %q", ids(got))
 	}
 	// Claimed deliveries are not claimed again while leased.
@@ -61,23 +61,23 @@ func TestOutbox(t *testing.T) {
 	}
 	at := t0.Add(time.Second)
 	err = s.FinishDeliveries(ctx, "a", []Outcome{
-		{ID: "d1.0", Status: Delivered, Attempt: Attempt{At: at, Code: 204, Took: 5 * time.Millisecond}},
-		{ID: "d1.1", Status: Failed, Due: t0.Add(time.Hour), Attempt: Attempt{At: at, Code: 0, Error: "connection refused"}},
-		{ID: "d2.1", Status: Dead, Attempt: Attempt{At: at, Code: 400, Error: "refused"}, Answer: `{"error":"bad"}`},
-		{ID: "d3.1", Status: Delivered, Attempt: Attempt{At: at, Code: 200}},
+		{ID: "sb-1-0", Status: Delivered, Attempt: Attempt{At: at, Code: 204, Took: 5 * time.Millisecond}},
+		{ID: "sb-1-1", Status: Failed, Due: t0.Add(time.Hour), Attempt: Attempt{At: at, Code: 0, Error: "connection refused"}},
+		{ID: "sb-2-1", Status: Dead, Attempt: Attempt{At: at, Code: 400, Error: "refused"}, Answer: `{"error":"bad"}`},
+		{ID: "sb-3-1", Status: Delivered, Attempt: Attempt{At: at, Code: 200}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Someone else's outcome is ignored.
-	if err := s.FinishDeliveries(ctx, "b", []Outcome{{ID: "d2.0", Status: Delivered, Attempt: Attempt{At: at}}}); err != nil {
+	if err := s.FinishDeliveries(ctx, "b", []Outcome{{ID: "sb-2-0", Status: Delivered, Attempt: Attempt{At: at}}}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.ClaimDeliveries(ctx, "a", at, time.Minute, 10)
-	if ids(got) != "d2.0" {
+	if ids(got) != "sb-2-0" {
 		t.Fatalf("after the first round, claimed %q", ids(got))
 	}
-	d, attempts, ok, err := s.Delivery(ctx, "d2.1")
+	d, attempts, ok, err := s.Delivery(ctx, "sb-2-1")
 	if err != nil || !ok || d.Status != Dead || d.Code != 400 || d.Answer != `{"error":"bad"}` || len(attempts) != 1 || attempts[0].Error != "refused" {
 		t.Fatalf("dead delivery: %+v %+v %v %v", d, attempts, ok, err)
 	}
@@ -85,21 +85,21 @@ func TestOutbox(t *testing.T) {
 	// owner's late outcome is then ignored.
 	later := at.Add(2 * time.Minute)
 	got, _ = s.ClaimDeliveries(ctx, "b", later, time.Minute, 10)
-	if ids(got) != "d2.0" {
+	if ids(got) != "sb-2-0" {
 		t.Fatalf("after the lease ran out, claimed %q", ids(got))
 	}
-	s.FinishDeliveries(ctx, "a", []Outcome{{ID: "d2.0", Status: Dead, Attempt: Attempt{At: later}}})
-	if d, _, _, _ := s.Delivery(ctx, "d2.0"); d.Status != Pending {
+	s.FinishDeliveries(ctx, "a", []Outcome{{ID: "sb-2-0", Status: Dead, Attempt: Attempt{At: later}}})
+	if d, _, _, _ := s.Delivery(ctx, "sb-2-0"); d.Status != Pending {
 		t.Fatalf("a stale owner's outcome counted: %+v", d)
 	}
-	s.FinishDeliveries(ctx, "b", []Outcome{{ID: "d2.0", Status: Delivered, Attempt: Attempt{At: later, Code: 200}}})
+	s.FinishDeliveries(ctx, "b", []Outcome{{ID: "sb-2-0", Status: Delivered, Attempt: Attempt{At: later, Code: 200}}})
 
 	// Listing and stats.
 	list, err := s.Deliveries(ctx, DeliveryFilter{Status: Dead})
-	if err != nil || ids(list) != "d2.1 d3.0" {
+	if err != nil || ids(list) != "sb-2-1 sb-3-0" {
 		t.Fatalf("dead: %q %v", ids(list), err)
 	}
-	if list, _ := s.Deliveries(ctx, DeliveryFilter{Destination: "platform", After: 1}); ids(list) != "d2.0 d2.1 d3.1" {
+	if list, _ := s.Deliveries(ctx, DeliveryFilter{Destination: "platform", After: 1}); ids(list) != "sb-2-0 sb-2-1 sb-3-1" {
 		t.Fatalf("platform after 1: %q", ids(list))
 	}
 	st, err := s.DeliveryStats(ctx)
@@ -107,35 +107,40 @@ func TestOutbox(t *testing.T) {
 		t.Fatalf("stats: %+v %v", st, err)
 	}
 	// A retry makes a dead delivery due again; a delivered one cannot be.
-	if ok, err := s.RetryDelivery(ctx, "d3.0", later, later.Add(24*time.Hour)); !ok || err != nil {
+	if ok, err := s.RetryDelivery(ctx, "sb-3-0", later, later.Add(24*time.Hour)); !ok || err != nil {
 		t.Fatalf("retry dead: %v %v", ok, err)
 	}
-	if ok, _ := s.RetryDelivery(ctx, "d1.0", later, later); ok {
+	if ok, _ := s.RetryDelivery(ctx, "sb-1-0", later, later); ok {
 		t.Fatal("a delivered delivery was retried")
 	}
 	// Reopening keeps everything and lets every claim go (one process owns
 	// the file).
-	if got, _ := s.ClaimDeliveries(ctx, "a", later, time.Hour, 10); ids(got) != "d3.0" {
+	if got, _ := s.ClaimDeliveries(ctx, "a", later, time.Hour, 10); ids(got) != "sb-3-0" {
 		t.Fatalf("after the retry, claimed %q", ids(got))
 	}
 	s.Close()
 	s = open(t, path)
 	defer s.Close()
-	if got, _ := s.ClaimDeliveries(ctx, "c", later, time.Hour, 10); ids(got) != "d3.0" {
+	if got, _ := s.ClaimDeliveries(ctx, "c", later, time.Hour, 10); ids(got) != "sb-3-0" {
 		t.Fatalf("after a restart, claimed %q", ids(got))
 	}
 	// Erasure rewrites the contact's bodies; pruning keeps what is owed.
 	if err := s.Erase(ctx, "k1", 3, &testEraser{}); err != nil {
 		t.Fatal(err)
 	}
-	if d, _, _, _ := s.Delivery(ctx, "d1.1"); strings.Contains(string(d.Body), "secret") {
+	if d, _, _, _ := s.Delivery(ctx, "sb-1-1"); strings.Contains(string(d.Body), "secret") {
 		t.Fatalf("an erased contact's delivery kept its data: %s", d.Body)
 	}
 	if err := s.Prune(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
+	var kept int
+	s.db.QueryRow(`SELECT COUNT(*) FROM delivery_attempts WHERE delivery = 'sb-1-0'`).Scan(&kept)
+	if kept != 0 {
+		t.Fatal("a pruned delivery's attempts stayed")
+	}
 	left, _ := s.Deliveries(ctx, DeliveryFilter{})
-	if ids(left) != "d1.1 d3.0" {
+	if ids(left) != "sb-1-1 sb-3-0" {
 		t.Fatalf("after pruning, left %q", ids(left))
 	}
 	// The records of deliveries still owed stay, the others go.
@@ -163,7 +168,7 @@ func TestOutboxBodyFromLog(t *testing.T) {
 	if err != nil || len(got) != 1 || string(got[0].Decision) != string(r.Decision) || !got[0].Clock.Equal(r.Clock) || len(got[0].Body) != 0 {
 		t.Fatalf("claimed %+v %v", got, err)
 	}
-	one, _, _, _ := s.Delivery(ctx, "d1.0")
+	one, _, _, _ := s.Delivery(ctx, "sb-1-0")
 	if string(one.Decision) != string(r.Decision) {
 		t.Fatalf("Delivery: %+v", one)
 	}

@@ -80,8 +80,7 @@ var migrations = []string{
 		value TEXT NOT NULL
 	);`,
 	// 3: the outbox. Times are Unix milliseconds.
-	`CREATE TABLE deliveries (
-		id          TEXT NOT NULL UNIQUE,      -- the same on every attempt
+	`CREATE TABLE deliveries (                -- a delivery's id is sb-SEQ-N
 		seq         INTEGER NOT NULL,          -- the record whose decision made it
 		n           INTEGER NOT NULL,          -- its place among the record's deliveries
 		destination TEXT NOT NULL,             -- platform, webhook:NAME or email
@@ -805,7 +804,7 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 				`DELETE FROM events WHERE seq <= ? AND seq NOT IN (SELECT seq FROM deliveries INDEXED BY deliveries_open WHERE status IN ('pending', 'failed'))`,
 				`DELETE FROM event_contacts WHERE seq <= ? AND seq NOT IN (SELECT seq FROM deliveries INDEXED BY deliveries_open WHERE status IN ('pending', 'failed'))`,
 				// Deliveries still owed stay; the others go with their records.
-				`DELETE FROM delivery_attempts WHERE delivery IN (SELECT id FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead'))`,
+				`DELETE FROM delivery_attempts WHERE delivery IN (SELECT 'sb-' || seq || '-' || n FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead'))`,
 				`DELETE FROM deliveries WHERE seq <= ? AND status IN ('delivered', 'dead')`} {
 				if _, err := tx.ExecContext(ctx, q, upto); err != nil {
 					return err

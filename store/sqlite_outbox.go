@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -17,9 +18,9 @@ import (
 // the deliveries are then made again: at least once, as promised.
 
 const (
-	insertDeliveries = `INSERT INTO deliveries (id, seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error) VALUES `
-	deliveryValues   = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	deliveryColumns  = `id, seq, n, destination, line, kind, contact, body, status, attempts, created, due, expires, done, code, error, answer`
+	insertDeliveries = `INSERT INTO deliveries (seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error) VALUES `
+	deliveryValues   = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	deliveryColumns  = `seq, n, destination, line, kind, contact, body, status, attempts, created, due, expires, done, code, error, answer`
 )
 
 func (s *SQLite) openOutbox(ctx context.Context) error {
@@ -69,7 +70,7 @@ func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 			all = append(all, &recs[i].Deliveries[j])
 		}
 	}
-	args := make([]any, 0, 14*insertRows)
+	args := make([]any, 0, 13*insertRows)
 	for len(all) > 0 {
 		n, stmt := insertRows, s.xdN
 		if len(all) < insertRows {
@@ -85,7 +86,7 @@ func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 			if body == nil {
 				body = []byte{}
 			}
-			args = append(args, d.ID, d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status,
+			args = append(args, d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status,
 				millis(d.Created), millis(d.Due), millis(d.Expires), millis(d.Done), d.Error)
 		}
 		if _, err := stmt.ExecContext(ctx, args...); err != nil {
@@ -99,8 +100,9 @@ func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 func scanDelivery(scan func(...any) error) (Delivery, error) {
 	var d Delivery
 	var created, due, expires, done int64
-	err := scan(&d.ID, &d.Seq, &d.N, &d.Destination, &d.Line, &d.Kind, &d.Contact, &d.Body, &d.Status, &d.Attempts,
+	err := scan(&d.Seq, &d.N, &d.Destination, &d.Line, &d.Kind, &d.Contact, &d.Body, &d.Status, &d.Attempts,
 		&created, &due, &expires, &done, &d.Code, &d.Error, &d.Answer)
+	d.ID = DeliveryID(d.Seq, d.N)
 	d.Created, d.Due, d.Expires, d.Done = fromMillis(created), fromMillis(due), fromMillis(expires), fromMillis(done)
 	return d, err
 }
@@ -125,7 +127,7 @@ const claimQuery = `UPDATE deliveries SET lease_until = ?, lease_owner = ?
 // outcomeQuery records an attempt's outcome, if the claim still holds.
 const outcomeQuery = `UPDATE deliveries SET status = ?, attempts = attempts + 1,
 	due = CASE WHEN ? > 0 THEN ? ELSE due END, done = ?, code = ?, error = ?, answer = ?, lease_until = 0, lease_owner = ''
-	WHERE id = ? AND lease_owner = ? RETURNING attempts`
+	WHERE seq = ? AND n = ? AND lease_owner = ? RETURNING attempts`
 
 const attemptQuery = `INSERT OR REPLACE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, ?, ?, ?, ?, ?)`
 
@@ -215,8 +217,12 @@ func (s *SQLite) FinishDeliveries(ctx context.Context, owner string, outcomes []
 			if len(answer) > answerLimit {
 				answer = strings.ToValidUTF8(answer[:answerLimit], "")
 			}
+			seq, at, ok := ParseDeliveryID(o.ID)
+			if !ok {
+				return errors.New("store: no delivery " + o.ID)
+			}
 			var n int
-			err := s.outcome.QueryRowContext(ctx, o.Status, due, due, done, o.Attempt.Code, o.Attempt.Error, answer, o.ID, owner).Scan(&n)
+			err := s.outcome.QueryRowContext(ctx, o.Status, due, due, done, o.Attempt.Code, o.Attempt.Error, answer, seq, at, owner).Scan(&n)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // no longer ours: the lease ran out and another took it
 			}
@@ -274,7 +280,11 @@ func (s *SQLite) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, 
 
 // Delivery returns a delivery and its attempts, in order.
 func (s *SQLite) Delivery(ctx context.Context, id string) (Delivery, []Attempt, bool, error) {
-	d, err := scanDelivery(s.db.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE id = ?`, id).Scan)
+	seq, n, ok := ParseDeliveryID(id)
+	if !ok {
+		return Delivery{}, nil, false, nil
+	}
+	d, err := scanDelivery(s.db.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE seq = ? AND n = ?`, seq, n).Scan)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, nil, false, nil
 	}
@@ -308,16 +318,20 @@ func (s *SQLite) Delivery(ctx context.Context, id string) (Delivery, []Attempt, 
 // attempt at it is in flight. It is an operator's request, so it is
 // committed with an fsync.
 func (s *SQLite) RetryDelivery(ctx context.Context, id string, now, expires time.Time) (bool, error) {
+	seq, n, found := ParseDeliveryID(id)
+	if !found {
+		return false, nil
+	}
 	var ok bool
 	err := s.inTx(ctx, func(tx *sql.Conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END,
 			due = ?, expires = ?, done = 0, lease_until = 0, lease_owner = ''
-			WHERE id = ? AND status != 'delivered' AND lease_until <= ?`, millis(now), millis(expires), id, millis(now))
+			WHERE seq = ? AND n = ? AND status != 'delivered' AND lease_until <= ?`, millis(now), millis(expires), seq, n, millis(now))
 		if err != nil {
 			return err
 		}
-		n, err := res.RowsAffected()
-		ok = n == 1
+		changed, err := res.RowsAffected()
+		ok = changed == 1
 		return err
 	})
 	return ok, err
@@ -379,7 +393,7 @@ func (s *SQLite) eraseDeliveries(ctx context.Context, contact string, through in
 				if err != nil {
 					return err
 				}
-				if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET body = ?, answer = '' WHERE id = ?`, body, d.ID); err != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET body = ?, answer = '' WHERE seq = ? AND n = ?`, body, d.Seq, d.N); err != nil {
 					return err
 				}
 			}
@@ -413,4 +427,16 @@ func (s *SQLite) fillFromLog(ctx context.Context, ds []Delivery) error {
 		}
 	}
 	return nil
+}
+
+// DeliveryID is the id of a record's n-th delivery: the same on every
+// attempt, unique across the log, and the key it is stored under.
+func DeliveryID(seq int64, n int) string { return fmt.Sprintf("sb-%d-%d", seq, n) }
+
+// ParseDeliveryID reads a delivery id.
+func ParseDeliveryID(id string) (seq int64, n int, ok bool) {
+	if _, err := fmt.Sscanf(id, "sb-%d-%d", &seq, &n); err != nil || DeliveryID(seq, n) != id {
+		return 0, 0, false
+	}
+	return seq, n, true
 }
