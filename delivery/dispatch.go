@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -300,17 +301,10 @@ func (d *Dispatcher) endpoint(dest string) *Endpoint {
 	if dest == Platform {
 		return d.cfg.Platform
 	}
-	if name, ok := cutPrefix(dest, webhookPrefix); ok {
+	if name, ok := strings.CutPrefix(dest, webhookPrefix); ok {
 		return d.cfg.Endpoints[name]
 	}
 	return nil
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return s, false
 }
 
 // backoff is the wait after the n-th failed attempt: exponential, capped,

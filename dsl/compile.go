@@ -756,30 +756,23 @@ func (c *compiler) notify(n *notifyAST) Action {
 			c.d.errorf(out.Pos, CodeAction, "leave via out: notify webhook NAME posts, notify email \"ADDRESS\" emails", "notify %s says how already", out.To)
 			return nil
 		}
-		if n.With != nil {
-			t, ok := c.text(*n.With)
-			if !ok {
-				return nil
+	} else {
+		if n.Channel == nil {
+			c.d.errorf(out.Pos, CodeAction, "write e.g. notify agent via email", "notify needs a channel: email or webhook")
+			return nil
+		}
+		if !slices.Contains(notifyChannels, n.Channel.Value) {
+			hint := didYouMean(n.Channel.Value, notifyChannels)
+			if hint == "" {
+				hint = "notify via email or via webhook"
 			}
-			out.Text = t
+			c.d.errorf(posOf(n.Channel.Pos), CodeAction, hint, "cannot notify via %q", n.Channel.Value)
+			return nil
 		}
-		return out
-	}
-	if n.Channel == nil {
-		c.d.errorf(out.Pos, CodeAction, "write e.g. notify agent via email", "notify needs a channel: email or webhook")
-		return nil
-	}
-	if !slices.Contains(notifyChannels, n.Channel.Value) {
-		hint := didYouMean(n.Channel.Value, notifyChannels)
-		if hint == "" {
-			hint = "notify via email or via webhook"
+		out.Via = n.Channel.Value
+		if out.Via == "email" {
+			c.checkEmail(out)
 		}
-		c.d.errorf(posOf(n.Channel.Pos), CodeAction, hint, "cannot notify via %q", n.Channel.Value)
-		return nil
-	}
-	out.Via = n.Channel.Value
-	if out.Via == "email" {
-		c.checkEmail(out)
 	}
 	if n.With != nil {
 		t, ok := c.text(*n.With)

@@ -308,7 +308,7 @@ var deliveryStatuses = []string{store.Pending, store.Failed, store.Delivered, st
 func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := store.DeliveryFilter{Status: q.Get("status"), Destination: q.Get("destination")}
-	if f.Status != "" && !contains(deliveryStatuses, f.Status) {
+	if f.Status != "" && !slices.Contains(deliveryStatuses, f.Status) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("status %q: write pending, failed, delivered or dead", f.Status), Field: "status"})
 		return
 	}
@@ -342,15 +342,6 @@ func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 		out.Next = ds[len(ds)-1].ID
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // getDelivery shows a delivery, what it carries and every attempt.

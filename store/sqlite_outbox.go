@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -174,23 +175,8 @@ func (s *SQLite) ClaimDeliveries(ctx context.Context, owner string, now time.Tim
 	if err := s.fillFromLog(ctx, out); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b Delivery) int {
-		if a.Seq != b.Seq {
-			return cmpInt(a.Seq, b.Seq)
-		}
-		return a.N - b.N
-	})
+	slices.SortFunc(out, func(a, b Delivery) int { return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.N, b.N)) })
 	return out, nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // answerLimit is how much of a receiver's answer is kept.
@@ -407,26 +393,42 @@ func (s *SQLite) eraseDeliveries(ctx context.Context, contact string, through in
 }
 
 // fillFromLog gives the deliveries without a body of their own the
-// decision and clock of their record.
+// decision and clock of their record, in one query.
 func (s *SQLite) fillFromLog(ctx context.Context, ds []Delivery) error {
+	at := map[int64][]int{} // seq: the deliveries that need it
+	var args []any
 	for i := range ds {
-		d := &ds[i]
-		if len(d.Body) > 0 {
+		if len(ds[i].Body) > 0 {
 			continue
 		}
-		var clock sql.NullInt64
-		err := s.db.QueryRowContext(ctx, `SELECT clock, decision FROM events WHERE seq = ?`, d.Seq).Scan(&clock, &d.Decision)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // gone: the sender says so
+		if _, seen := at[ds[i].Seq]; !seen {
+			args = append(args, ds[i].Seq)
 		}
-		if err != nil {
+		at[ds[i].Seq] = append(at[ds[i].Seq], i)
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, clock, decision FROM events WHERE seq IN (?`+strings.Repeat(", ?", len(args)-1)+`)`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var clock sql.NullInt64
+		var decision []byte
+		if err := rows.Scan(&seq, &clock, &decision); err != nil {
 			return err
 		}
-		if clock.Valid {
-			d.Clock = time.Unix(0, clock.Int64).UTC()
+		for _, i := range at[seq] {
+			ds[i].Decision = decision
+			if clock.Valid {
+				ds[i].Clock = time.Unix(0, clock.Int64).UTC()
+			}
 		}
 	}
-	return nil
+	return rows.Err() // a record gone leaves its deliveries without a decision: the sender says so
 }
 
 // DeliveryID is the id of a record's n-th delivery: the same on every
