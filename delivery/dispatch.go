@@ -28,6 +28,11 @@ const (
 	yieldFor = 50 * time.Millisecond
 	// workers is how many deliveries are in flight at once.
 	workers = 64
+	// busyWorkers is how many while the service is busy accepting events;
+	// each then also pauses busyPause after its delivery, so that
+	// deliveries take little of a processor the events need.
+	busyWorkers = 1
+	busyPause   = 2 * time.Millisecond
 	// finishBatch is the most outcomes one transaction records.
 	finishBatch = 256
 )
@@ -50,6 +55,9 @@ type Dispatcher struct {
 
 	mu  sync.Mutex
 	rnd *mrand.Rand
+
+	feed *feed   // the platform's, once opened
+	log2 Records // the log the feed reads
 }
 
 // Options tune a Dispatcher; the zero value is what serve uses.
@@ -132,21 +140,26 @@ func (d *Dispatcher) lease() time.Duration {
 // off and not recorded: their claims lapse, and they are made again, with
 // the same id, by the next dispatcher.
 func (d *Dispatcher) Run(ctx context.Context) {
-	outcomes := make(chan store.Outcome, workers)
+	if d.feed != nil {
+		fed := make(chan struct{})
+		go func() { d.feed.run(ctx); close(fed) }()
+		defer func() { <-fed }()
+	}
+	outcomes := make(chan finished, workers)
 	var inflight sync.WaitGroup
 	free := make(chan struct{}, workers) // a token per free worker
 	for range workers {
 		free <- struct{}{}
 	}
-	finished := make(chan struct{})
+	recorded := make(chan struct{})
 	go func() {
-		defer close(finished)
+		defer close(recorded)
 		d.finish(outcomes, free)
 	}()
 	defer func() {
 		inflight.Wait()
 		close(outcomes)
-		<-finished
+		<-recorded
 	}()
 	for {
 		if d.busy != nil && d.busy() {
@@ -158,7 +171,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			}
 		}
 		// Claim as many as there are free workers.
-		n := len(free)
+		n := len(free) - (workers - d.limit())
 		var claimed []store.Delivery
 		if n > 0 {
 			var err error
@@ -173,10 +186,11 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			go func() {
 				defer inflight.Done()
 				o := d.attempt(ctx, del)
+				d.yield(ctx)
 				if ctx.Err() != nil {
 					o.Status = "" // cut off: not recorded
 				}
-				outcomes <- o
+				outcomes <- finished{o, del.Destination, del.Line}
 			}()
 		}
 		if len(claimed) == n && n > 0 {
@@ -194,18 +208,25 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}
 }
 
+// finished is an attempt's outcome, with where the delivery went.
+type finished struct {
+	o    store.Outcome
+	dest string
+	line string
+}
+
 // finish records outcomes in batches, and frees their workers once
 // recorded, so that the next delivery of a line is claimed only after.
-func (d *Dispatcher) finish(outcomes <-chan store.Outcome, free chan<- struct{}) {
-	var batch []store.Outcome
+func (d *Dispatcher) finish(outcomes <-chan finished, free chan<- struct{}) {
+	var batch []finished
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
-		record := batch[:0:0]
-		for _, o := range batch {
-			if o.Status != "" {
-				record = append(record, o)
+		var record []store.Outcome
+		for _, f := range batch {
+			if f.o.Status != "" {
+				record = append(record, f.o)
 			}
 		}
 		// The outcomes must be kept even when the service stops.
@@ -216,6 +237,12 @@ func (d *Dispatcher) finish(outcomes <-chan store.Outcome, free chan<- struct{})
 			// The claims run out and the deliveries are made again:
 			// at least once.
 			d.log.Error("cannot record delivery outcomes; they will be retried", "deliveries", len(batch), "err", err)
+		} else if d.feed != nil {
+			for _, f := range batch {
+				if f.dest == Platform && (f.o.Status == store.Delivered || f.o.Status == store.Dead) {
+					d.feed.closed(f.line) // its line may be clear for the feed
+				}
+			}
 		}
 		for range batch {
 			free <- struct{}{}
@@ -305,6 +332,28 @@ func (d *Dispatcher) endpoint(dest string) *Endpoint {
 		return d.cfg.Endpoints[name]
 	}
 	return nil
+}
+
+// limit is how many deliveries may be in flight at once, for the outbox
+// and for the feed each.
+func (d *Dispatcher) limit() int {
+	if d.busy != nil && d.busy() {
+		return busyWorkers
+	}
+	return workers
+}
+
+// yield pauses a worker while the service is busy accepting events.
+func (d *Dispatcher) yield(ctx context.Context) {
+	if d.busy == nil || !d.busy() {
+		return
+	}
+	t := time.NewTimer(busyPause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // backoff is the wait after the n-th failed attempt: exponential, capped,

@@ -48,6 +48,12 @@ func newOutbox(t *testing.T, cfg *delivery.Config) *outbox {
 	if tm == nil {
 		t.Fatal(ds)
 	}
+	if cfg != nil && cfg.Platform != nil {
+		// The platform is owed every decision from the start.
+		if _, err := st.OpenFeed(context.Background(), delivery.Platform, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &outbox{t: t, st: st, plan: delivery.NewPlanner(cfg), team: tm}
 }
 
@@ -73,6 +79,9 @@ func (o *outbox) decide(conv string, acts ...engine.Action) []store.Delivery {
 func (o *outbox) drain(cfg *delivery.Config, within time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := delivery.NewDispatcher(o.st, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), delivery.Options{RetryBase: 50 * time.Millisecond})
+	if err := d.OpenFeed(ctx, o.st, o.seq); err != nil {
+		o.t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()

@@ -44,33 +44,30 @@ func (p *Planner) Config() *Config { return p.cfg }
 // attempt, and unique across the log.
 func DeliveryID(seq int64, n int) string { return store.DeliveryID(seq, n) }
 
-// Plan returns the deliveries a decision owes: the decision itself to the
-// platform's endpoint, and each notify action to its endpoint or by email.
-// about describes a conversation as it is now (just after the decision);
-// team names the agents' addresses. A delivery that cannot be made as
-// configured is planned dead, with the reason, so that it shows and can
-// be retried once the configuration is complete.
+// Plan returns the deliveries a decision owes to the outbox: each notify
+// action, to its endpoint or by email. The decision itself is owed to the
+// platform's endpoint too, as delivery 0 of its record, but that one is
+// sent by the feed, straight from the log (see Item). about describes a
+// conversation as it is now (just after the decision); team names the
+// agents' addresses. A delivery that cannot be made as configured is
+// planned dead, with the reason, so that it shows and can be retried once
+// the configuration is complete.
 func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engine.AboutView) []store.Delivery {
 	var out []store.Delivery
+	first := 0
+	if p.cfg.Platform != nil {
+		first = 1 // the decision to the platform
+	}
 	add := func(dest, line, kind, contact string, body []byte, deadWhy string) {
-		del := store.Delivery{ID: DeliveryID(d.Seq, len(out)), Seq: d.Seq, N: len(out), Destination: dest, Line: line, Kind: kind,
+		n := first + len(out)
+		del := store.Delivery{ID: DeliveryID(d.Seq, n), Seq: d.Seq, N: n, Destination: dest, Line: line, Kind: kind,
 			Contact: contact, Body: body, Created: d.At, Due: d.At, Expires: d.At.Add(p.cfg.MaxAge)}
 		if deadWhy != "" {
 			del.Status, del.Error, del.Done = store.Dead, deadWhy, d.At
 		}
 		out = append(out, del)
 	}
-	if p.cfg.Platform != nil {
-		// No body: it is made from the record when sent (Body), so the
-		// decision is not stored twice, and erasing the record erases it.
-		// A decision of no conversation of its own (a timer firing, an
-		// agent coming online) is ordered with the first it acts on.
-		line := d.Conversation
-		for i := 0; line == "" && i < len(d.Actions); i++ {
-			line = d.Actions[i].Conversation
-		}
-		add(Platform, line, KindDecision, d.Contact, nil, "")
-	}
+	next := func() string { return DeliveryID(d.Seq, first+len(out)) }
 	for i := range d.Actions {
 		a := &d.Actions[i]
 		if a.Type != engine.ActNotify {
@@ -88,7 +85,7 @@ func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engin
 				why = "no platform endpoint configured (notify … via webhook goes to the platform)"
 			}
 			n := p.notice(d, a, team, about)
-			add(dest, a.Conversation, KindNotify, n.About.Contact.ID, cloudEvent(TypeNotify, p.cfg.Source, DeliveryID(d.Seq, len(out)), a.Conversation, d.At, d.Seq, marshal(n)), why)
+			add(dest, a.Conversation, KindNotify, n.About.Contact.ID, cloudEvent(TypeNotify, p.cfg.Source, next(), a.Conversation, d.At, d.Seq, marshal(n)), why)
 		case a.Via == "email":
 			to, why := a.Address, ""
 			if to == "" {
@@ -116,6 +113,25 @@ func (p *Planner) Plan(d Decision, team *dsl.Team, about func(conv string) engin
 		}
 	}
 	return out
+}
+
+// Item is the platform's delivery of a decision, planned as the decision
+// is made, or read back from the log.
+func (p *Planner) Item(d Decision) (Item, bool) {
+	if p.cfg.Platform == nil {
+		return Item{}, false
+	}
+	return Item{Seq: d.Seq, Line: Line(d.Conversation, d.Actions), Contact: d.Contact, Clock: d.At, Decision: d.JSON}, true
+}
+
+// Line is where a decision is ordered among the platform's deliveries: its
+// conversation, or, for a decision of no conversation of its own (a timer
+// firing, an agent coming online), the first it acts on.
+func Line(conversation string, actions []engine.Action) string {
+	for i := 0; conversation == "" && i < len(actions); i++ {
+		conversation = actions[i].Conversation
+	}
+	return conversation
 }
 
 // notice is the data of a notify webhook.

@@ -171,11 +171,16 @@ func ingestBatches(b *testing.B, url string, total int, prefix string) float64 {
 
 // BenchmarkDelivery measures what delivering costs: batches ingested with
 // no delivery configured, then the same with every decision sent to a
-// platform endpoint on loopback (signed), in the same run; and how many
-// deliveries per second the dispatcher makes to that receiver.
+// platform endpoint on loopback (signed), each on a service of its own,
+// stopped before the next starts; then one event per request from 8
+// clients, for the latency of acceptance, off and on. It reports how many
+// deliveries per second reach the receiver, from the first event posted to
+// the last decision delivered.
 func BenchmarkDelivery(b *testing.B) {
+	var delivered atomic.Int64
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		delivered.Add(1)
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer receiver.Close()
@@ -184,39 +189,62 @@ func BenchmarkDelivery(b *testing.B) {
 	if cfg == nil {
 		b.Fatal(ds)
 	}
-	offURL := startBench(b, filepath.Join(b.TempDir(), "off.db"))
-	onURL, onStore := startBenchWith(b, filepath.Join(b.TempDir(), "on.db"), cfg)
-	b.ResetTimer()
-	off := ingestBatches(b, offURL, b.N, "")
-	begin := time.Now()
-	on := ingestBatches(b, onURL, b.N, "")
-	for {
-		st, err := onStore.DeliveryStats(context.Background())
-		if err != nil {
-			b.Fatal(err)
+	const single = 2000 // events posted one per request, per service
+	event := func(pair, step int) string {
+		if step == 1 {
+			return fmt.Sprintf(`{"id":"sc%d","type":"conversation.closed","conversation":"se%d"}`, pair, pair)
 		}
-		if st.Open == 0 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+		return msg(fmt.Sprintf("se%d", pair), fmt.Sprintf("sk%d", pair))
 	}
-	drained := time.Since(begin)
+	// run ingests on a fresh service and returns its batch throughput and
+	// single-event latency (p50), after everything owed was delivered.
+	run := func(name string, cfg *delivery.Config) (rate float64, p50 time.Duration, took time.Duration) {
+		url, st, stop := startBenchWith(b, filepath.Join(b.TempDir(), name+".db"), cfg)
+		defer stop()
+		begin := time.Now()
+		rate = ingestBatches(b, url, b.N, "")
+		_, lat := load(b, url+"/v1/events", 8, single, event)
+		for cfg != nil {
+			st, err := st.DeliveryStats(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st.Open == 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(lat) > 0 {
+			p50 = lat[len(lat)/2]
+		}
+		return rate, p50, time.Since(begin)
+	}
+	b.ResetTimer()
+	off, offP50, _ := run("off", nil)
+	on, onP50, took := run("on", cfg)
 	b.StopTimer()
+	if n := delivered.Load(); n < int64(b.N+single) {
+		b.Fatalf("%d decisions delivered of %d", n, b.N+single)
+	}
 	b.ReportMetric(off, "off-events/s")
 	b.ReportMetric(on, "on-events/s")
 	b.ReportMetric(on/off, "ratio")
-	b.ReportMetric(float64(b.N)/drained.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(offP50.Microseconds())/1000, "off-p50-ms")
+	b.ReportMetric(float64(onP50.Microseconds())/1000, "on-p50-ms")
+	b.ReportMetric(float64(b.N+single)/took.Seconds(), "deliveries/s")
 }
 
 // startBench runs a service as serve does (default limits and snapshots,
 // the wall clock) for a benchmark.
 func startBench(b *testing.B, path string) string {
-	url, _ := startBenchWith(b, path, nil)
+	url, _, stop := startBenchWith(b, path, nil)
+	b.Cleanup(stop)
 	return url
 }
 
-// startBenchWith is startBench with a delivery configuration.
-func startBenchWith(b *testing.B, path string, cfg *delivery.Config) (string, store.Store) {
+// startBenchWith is startBench with a delivery configuration; stop ends
+// the service and closes its store.
+func startBenchWith(b *testing.B, path string, cfg *delivery.Config) (url string, st store.Store, stop func()) {
 	b.Helper()
 	st, err := store.OpenSQLite(context.Background(), path)
 	if err != nil {
@@ -231,8 +259,8 @@ func startBenchWith(b *testing.B, path string, cfg *delivery.Config) (string, st
 	done := make(chan struct{})
 	go func() { svc.Run(ctx); close(done) }()
 	srv := httptest.NewServer(svc.Handler())
-	b.Cleanup(func() { srv.Close(); cancel(); <-done; st.Close() })
-	return srv.URL, st
+	var once sync.Once
+	return srv.URL, st, func() { once.Do(func() { srv.Close(); cancel(); <-done; st.Close() }) }
 }
 
 // historyRules route a desk of 20,000 customers who come back again and

@@ -334,7 +334,13 @@ func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Deliveries []deliveryView `json:"deliveries"`
 		Next       string         `json:"next,omitempty"` // pass as after for the next page
+		// Platform is how far the platform's feed got: the decisions up to
+		// this record were delivered or are listed here.
+		Platform *int64 `json:"platform_through,omitempty"`
 	}{Deliveries: []deliveryView{}}
+	if c, ok := s.disp.FeedCursor(); ok {
+		out.Platform = &c
+	}
 	for _, d := range ds {
 		out.Deliveries = append(out.Deliveries, viewDelivery(d))
 	}
@@ -346,7 +352,7 @@ func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 
 // getDelivery shows a delivery, what it carries and every attempt.
 func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
-	d, attempts, ok, err := s.cfg.Store.Delivery(r.Context(), r.PathValue("id"))
+	d, attempts, ok, err := s.delivery(r.Context(), r.PathValue("id"))
 	switch {
 	case err != nil:
 		writeErr(w, http.StatusServiceUnavailable, err)
@@ -369,7 +375,7 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
 // maximum age: after a receiver is fixed, or the configuration completed.
 func (s *Service) retryDelivery(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	d, _, found, err := s.cfg.Store.Delivery(r.Context(), id)
+	d, _, found, err := s.delivery(r.Context(), id)
 	if err == nil && !found {
 		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no delivery %q", id), Field: "id"})
 		return
@@ -377,6 +383,12 @@ func (s *Service) retryDelivery(w http.ResponseWriter, r *http.Request) {
 	if err == nil && d.Status == store.Delivered {
 		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("delivery %s was delivered already", id), Field: "id"})
 		return
+	}
+	if err == nil && d.Status == store.Pending && d.Attempts == 0 && d.Kind == delivery.KindDecision {
+		if _, _, stored, _ := s.cfg.Store.Delivery(r.Context(), id); !stored {
+			writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("delivery %s is being made now, for the first time", id), Field: "id"})
+			return
+		}
 	}
 	now := s.cfg.Now()
 	var ok bool
@@ -391,9 +403,27 @@ func (s *Service) retryDelivery(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf("delivery %s is being attempted now; ask again once the attempt is over", id), Field: "id"})
 		return
 	}
+	if d.Status == store.Dead {
+		s.disp.Reopened(d) // its line waits for it again
+	}
 	s.disp.Wake()
 	d, _, _, _ = s.cfg.Store.Delivery(r.Context(), id)
 	writeJSON(w, http.StatusOK, viewDelivery(d))
+}
+
+// delivery finds a delivery in the outbox, or, for a decision the
+// platform's feed sends without one, as the feed sees it.
+func (s *Service) delivery(ctx context.Context, id string) (store.Delivery, []store.Attempt, bool, error) {
+	d, attempts, ok, err := s.cfg.Store.Delivery(ctx, id)
+	if err != nil || ok {
+		return d, attempts, ok, err
+	}
+	seq, n, valid := store.ParseDeliveryID(id)
+	if !valid {
+		return d, nil, false, nil
+	}
+	d, ok, err = s.disp.FeedDelivery(ctx, seq, n)
+	return d, nil, ok, err
 }
 
 // runDeliveries works the outbox and keeps its gauges fresh until ctx

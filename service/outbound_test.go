@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -178,8 +179,49 @@ on unanswered 1s -> notify agent via email`)}},
 			t.Fatal("paging does not end")
 		}
 	}
-	if len(ids) < 6 || ids[0] != "sb-1-0" || ids[1] != "sb-1-1" {
+	// The outbox lists the platform's decisions that needed it: e1's and
+	// e2's, which failed first, and those that waited behind them.
+	if len(ids) < 4 || ids[0] != "sb-1-0" || ids[1] != "sb-1-1" || ids[2] != "sb-2-0" {
 		t.Errorf("paged through %v", ids)
+	}
+	// With the platform well again, a decision goes straight from the log,
+	// and still shows as a delivery, delivered, with what it carried.
+	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e3","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k3","name":"Max"}}`)
+	var e3 struct{ Seq int64 }
+	_, body, _ = do(t, "GET", srv.URL+"/v1/decisions?limit=1000", "", "")
+	var decisions struct {
+		Decisions []struct {
+			Seq   int64
+			Event string
+		}
+	}
+	json.Unmarshal([]byte(body), &decisions)
+	for _, d := range decisions.Decisions {
+		if d.Event == "e3" {
+			e3.Seq = d.Seq
+		}
+	}
+	id3 := fmt.Sprintf("sb-%d-0", e3.Seq)
+	waitFor(t, "the feed's cursor past e3", func() bool {
+		_, body, _ := do(t, "GET", srv.URL+"/v1/deliveries?status=failed", "", "")
+		var page struct {
+			Through int64 `json:"platform_through"`
+		}
+		json.Unmarshal([]byte(body), &page)
+		return page.Through >= e3.Seq
+	})
+	if _, body, _ := do(t, "GET", srv.URL+"/v1/deliveries?after="+strconv.FormatInt(e3.Seq-1, 10), "", ""); strings.Contains(body, id3) {
+		t.Errorf("e3's decision, taken at once, has an outbox row: %s", body)
+	}
+	if _, body, _ := do(t, "GET", srv.URL+"/v1/deliveries/"+id3, "", ""); !strings.Contains(body, `"status":"delivered"`) ||
+		!strings.Contains(body, `"event":"e3"`) || !strings.Contains(body, `"kind":"decision"`) {
+		t.Errorf("a decision the platform took at once: %s", body)
+	}
+	if code, _, _ := do(t, "POST", srv.URL+"/v1/deliveries/"+id3+"/retry", "", ""); code != 409 {
+		t.Errorf("a delivered decision retried: %d", code)
+	}
+	if code, _, _ := do(t, "GET", srv.URL+"/v1/deliveries/sb-3-5", "", ""); code != 404 {
+		t.Errorf("a delivery that is not: %d", code)
 	}
 	if code, _, _ := do(t, "GET", srv.URL+"/v1/deliveries?status=lost", "", ""); code != 400 {
 		t.Errorf("an unknown status: %d", code)

@@ -114,9 +114,10 @@ type Service struct {
 
 	plan *delivery.Planner    // a decision's deliveries, made with it
 	disp *delivery.Dispatcher // works the outbox
-	// lastRequest is when a request last came (Unix ns): deliveries yield
-	// to a burst of events.
+	// lastRequest is when a request last came (Unix ns), and cpu whether
+	// the process is short of CPU: deliveries yield to a burst of events.
 	lastRequest atomic.Int64
+	cpu         cpuGauge
 
 	bcast        sync.Mutex
 	committed    chan struct{} // closed at a commit: streams wait on it
@@ -125,10 +126,6 @@ type Service struct {
 	streamsDone  chan struct{} // closed to end the decision streams
 	closeStreams sync.Once
 }
-
-// busyFor is how long after a request the service counts as busy
-// accepting events, for deliveries to yield to it.
-const busyFor = 10 * time.Millisecond
 
 // known is what the service knows of a stored event id.
 type known struct {
@@ -224,7 +221,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		opts.Now = cfg.Now
 	}
 	if opts.Busy == nil {
-		opts.Busy = func() bool { return time.Now().UnixNano()-s.lastRequest.Load() < int64(busyFor) }
+		opts.Busy = s.busy
 	}
 	s.disp = delivery.NewDispatcher(cfg.Store, s.plan.Config(), cfg.Log, opts)
 	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
@@ -261,6 +258,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.snap.size.Store(snaps[0].Size)
 	}
 	s.finishErasures(ctx)
+	// The platform is owed the decisions after its feed's cursor, or,
+	// the first time, those from now on.
+	if err := s.disp.OpenFeed(ctx, cfg.Store, s.seq); err != nil {
+		return nil, err
+	}
 	// Starting on other rules than the log's last is a reload.
 	if s.rs.Version != cfg.Rules.Version {
 		if err := s.startReload(ctx, cfg.Rules); err != nil {
@@ -364,7 +366,8 @@ func (s *Service) Run(ctx context.Context) {
 	defer close(s.stopped)
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); s.cpu.run(bg) }()
 	go func() { defer wg.Done(); s.watch(bg) }()
 	go func() { defer wg.Done(); s.snap.run(bg) }()
 	go func() { defer wg.Done(); s.runDeliveries(bg) }()
@@ -559,8 +562,11 @@ type flight struct {
 	seq   int64 // its last record
 	rules string
 	done  chan error
-	// deliveries counts the records' deliveries, to wake the dispatcher.
+	// deliveries counts the records' outbox deliveries, to wake the
+	// dispatcher.
 	deliveries int
+	// feed are the decisions owed to the platform, for its feed.
+	feed []delivery.Item
 }
 
 // maxGroup is how many records the next group gathers while one is
@@ -575,6 +581,7 @@ func (s *Service) merge(into, f *flight) {
 	into.recs = append(into.recs, f.recs...)
 	into.acts = append(into.acts, f.acts...)
 	into.deliveries += f.deliveries
+	into.feed = append(into.feed, f.feed...)
 	into.seq, into.rules = f.seq, f.rules
 	s.inflight--
 }
@@ -686,9 +693,12 @@ func (s *Service) prepare(ctx context.Context, batch []*request) *flight {
 			dec := d.AppendJSON(nil)
 			rec := store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
 				Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, &d)}
-			rec.Deliveries = s.plan.Plan(delivery.Decision{Seq: seq, At: now, Event: id, Conversation: d.Conversation, Contact: first(rec.Contacts), JSON: dec, Actions: d.Actions},
-				rs.Team, func(conv string) engine.AboutView { return eng.About(conv, first(rec.Contacts)) })
+			planned := delivery.Decision{Seq: seq, At: now, Event: id, Conversation: d.Conversation, Contact: first(rec.Contacts), JSON: dec, Actions: d.Actions}
+			rec.Deliveries = s.plan.Plan(planned, rs.Team, func(conv string) engine.AboutView { return eng.About(conv, first(rec.Contacts)) })
 			f.deliveries += len(rec.Deliveries)
+			if it, ok := s.plan.Item(planned); ok {
+				f.feed = append(f.feed, it)
+			}
 			f.recs = append(f.recs, rec)
 			inBatch[id] = seq
 			r.results[i] = result{decision: dec, seq: seq, rules: rs.Version}
@@ -744,6 +754,7 @@ func (s *Service) finish(f *flight, err error) {
 	}
 	if err == nil && len(f.recs) > 0 {
 		s.signalCommit(f.recs)
+		s.disp.Committed(f.feed, f.seq)
 		if f.deliveries > 0 {
 			s.disp.Wake()
 		}

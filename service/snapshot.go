@@ -170,6 +170,10 @@ func (p *snapshotter) retain(ctx context.Context) error {
 	if err != nil || old == 0 {
 		return err
 	}
+	// The decisions the platform's feed has not reached stay, however old.
+	if c, ok := s.disp.FeedCursor(); ok {
+		old = min(old, c)
+	}
 	snaps, err := s.cfg.Store.Snapshots(ctx)
 	if err != nil {
 		return err

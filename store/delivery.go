@@ -113,6 +113,38 @@ type Outbox interface {
 	// a new expiry; ok is false when there is no such delivery, it was
 	// delivered, or an attempt at it is in flight.
 	RetryDelivery(ctx context.Context, id string, now, expires time.Time) (ok bool, err error)
-	// DeliveryStats summarises the open deliveries.
+	// DeliveryStats summarises the open deliveries, the feeds' backlogs
+	// included.
 	DeliveryStats(ctx context.Context) (DeliveryStats, error)
+
+	// OpenFeed starts a feed to dest at record head if there is none, and
+	// returns where it is.
+	OpenFeed(ctx context.Context, dest string, head int64) (Feed, error)
+	// AdvanceFeed records, in one transaction, the deliveries the feed
+	// hands to the outbox (each with the outcome of the feed's attempt at
+	// it, or a zero Outcome when it was queued without one) and the feed's
+	// new cursor. Deliveries already stored are left as they are.
+	AdvanceFeed(ctx context.Context, dest string, cursor int64, ds []Delivery, outcomes []Outcome) error
+	// CloseFeed forgets the feed to dest: the records from now on are not
+	// owed to it.
+	CloseFeed(ctx context.Context, dest string) error
+}
+
+// A Feed sends every decision of the log to one destination, in log order
+// (per line), straight from the log: a decision gets an outbox row only
+// when its first attempt fails, or when it must wait behind one that did.
+// Decisions the platform takes at once so cost no write at all.
+type Feed struct {
+	// From is the record the feed began after: the decisions after it are
+	// owed to the destination.
+	From int64
+	// Cursor is how far the feed got: every decision up to it was
+	// delivered or handed to the outbox.
+	Cursor int64
+	// Open counts the open outbox deliveries to the destination, per line:
+	// a line with any waits for them.
+	Open map[string]int
+	// Queued are the records after Cursor that have an outbox delivery to
+	// the destination already (handed over just before a crash).
+	Queued map[int64]bool
 }

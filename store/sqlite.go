@@ -784,6 +784,14 @@ func (s *SQLite) Prune(ctx context.Context, through int64) error {
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(seq), 0) FROM events`).Scan(&first); err != nil {
 		return err
 	}
+	// A record a feed has not reached yet stays: it is owed to a receiver.
+	cursors, err := s.feedCursors(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range cursors {
+		through = min(through, c)
+	}
 	from := max(p.Through, first-1)
 	for from < through {
 		upto := min(through, from+pruneChunk)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -328,8 +329,31 @@ func (s *SQLite) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
 	var st DeliveryStats
 	var oldest int64
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MIN(created), 0) FROM deliveries WHERE status IN ('pending', 'failed')`).Scan(&st.Open, &oldest)
+	if err != nil {
+		return st, err
+	}
 	st.Oldest = fromMillis(oldest)
-	return st, err
+	// The decisions a feed has not reached yet are open too.
+	cursors, err := s.feedCursors(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, c := range cursors {
+		var n int
+		var clock sql.NullInt64
+		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > ? AND type NOT IN (?, ?, ?)`,
+			c, TypeReload, TypePrune, TypeErase).Scan(&n, &clock)
+		if err != nil {
+			return st, err
+		}
+		st.Open += n
+		if clock.Valid {
+			if t := time.Unix(0, clock.Int64).UTC(); st.Oldest.IsZero() || t.Before(st.Oldest) {
+				st.Oldest = t
+			}
+		}
+	}
+	return st, nil
 }
 
 // Records returns up to limit records after seq after.
@@ -441,4 +465,143 @@ func ParseDeliveryID(id string) (seq int64, n int, ok bool) {
 		return 0, 0, false
 	}
 	return seq, n, true
+}
+
+// The feeds' places are kept in meta, under feed:DEST:from and
+// feed:DEST:cursor.
+func feedKey(dest, what string) string { return "feed:" + dest + ":" + what }
+
+// OpenFeed starts a feed to dest at head if there is none, and returns
+// where it is, with the outbox deliveries to dest it must wait for.
+func (s *SQLite) OpenFeed(ctx context.Context, dest string, head int64) (Feed, error) {
+	f := Feed{Open: map[string]int{}, Queued: map[int64]bool{}}
+	m, err := s.Meta(ctx, feedKey(dest, ""))
+	if err != nil {
+		return f, err
+	}
+	from, errFrom := strconv.ParseInt(m[feedKey(dest, "from")], 10, 64)
+	cursor, errCursor := strconv.ParseInt(m[feedKey(dest, "cursor")], 10, 64)
+	if errFrom != nil || errCursor != nil {
+		from, cursor = head, head
+		err := s.inTx(ctx, func(tx *sql.Conn) error {
+			for k, v := range map[string]int64{feedKey(dest, "from"): head, feedKey(dest, "cursor"): head} {
+				if _, err := tx.ExecContext(ctx, upsertMeta, k, strconv.FormatInt(v, 10)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return f, err
+		}
+	}
+	f.From, f.Cursor = from, cursor
+	rows, err := s.db.QueryContext(ctx, `SELECT line, COUNT(*) FROM deliveries INDEXED BY deliveries_line
+		WHERE destination = ? AND status IN ('pending', 'failed') GROUP BY line`, dest)
+	if err != nil {
+		return f, err
+	}
+	for rows.Next() {
+		var line string
+		var n int
+		if err := rows.Scan(&line, &n); err != nil {
+			rows.Close()
+			return f, err
+		}
+		f.Open[line] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return f, err
+	}
+	rows, err = s.db.QueryContext(ctx, `SELECT seq FROM deliveries WHERE seq > ? AND destination = ? AND kind = 'decision'`, cursor, dest)
+	if err != nil {
+		return f, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return f, err
+		}
+		f.Queued[seq] = true
+	}
+	return f, rows.Err()
+}
+
+const upsertMeta = `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+
+// AdvanceFeed hands deliveries to the outbox and moves the feed's cursor,
+// in one transaction on the outbox's connection: a crash forgets both or
+// neither, and the feed then sends those decisions again.
+func (s *SQLite) AdvanceFeed(ctx context.Context, dest string, cursor int64, ds []Delivery, outcomes []Outcome) error {
+	if len(outcomes) != len(ds) {
+		return errors.New("store: a feed's deliveries and outcomes must pair up")
+	}
+	return s.inTxOn(ctx, s.ow, func(tx *sql.Conn) error {
+		for i, d := range ds {
+			o := outcomes[i]
+			status, attempts, due, done := Pending, 0, millis(d.Due), int64(0)
+			switch o.Status {
+			case "":
+			case Failed:
+				status, attempts, due = Failed, 1, millis(o.Due)
+			case Dead, Delivered:
+				status, attempts, done = o.Status, 1, millis(o.Attempt.At)
+			default:
+				return errors.New("store: an outcome must be delivered, failed or dead, not " + o.Status)
+			}
+			answer := o.Answer
+			if len(answer) > answerLimit {
+				answer = strings.ToValidUTF8(answer[:answerLimit], "")
+			}
+			body := d.Body
+			if body == nil {
+				body = []byte{}
+			}
+			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries (`+deliveryColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status, attempts,
+				millis(d.Created), due, millis(d.Expires), done, o.Attempt.Code, o.Attempt.Error, answer)
+			if err != nil {
+				return err
+			}
+			if added, err := res.RowsAffected(); err != nil || added == 0 || attempts == 0 {
+				continue // stored before a crash, or nothing tried yet
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, 1, ?, ?, ?, ?)`,
+				DeliveryID(d.Seq, d.N), millis(o.Attempt.At), o.Attempt.Took.Milliseconds(), o.Attempt.Code, o.Attempt.Error); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, upsertMeta, feedKey(dest, "cursor"), strconv.FormatInt(cursor, 10))
+		return err
+	})
+}
+
+// CloseFeed forgets the feed to dest.
+func (s *SQLite) CloseFeed(ctx context.Context, dest string) error {
+	return s.inTx(ctx, func(tx *sql.Conn) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, feedKey(dest, "from"), feedKey(dest, "cursor"))
+		return err
+	})
+}
+
+// feedCursors are the cursors of the feeds open.
+func (s *SQLite) feedCursors(ctx context.Context) ([]int64, error) {
+	m, err := s.Meta(ctx, "feed:")
+	if err != nil {
+		return nil, err
+	}
+	var out []int64
+	for k, v := range m {
+		if !strings.HasSuffix(k, ":cursor") {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("store: %s is %q, not a record number", k, v)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -1,0 +1,491 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// The platform's feed. Every decision is owed to the platform's endpoint,
+// so the log itself is that outbox: the feed reads the decisions after its
+// cursor, the freshest from memory as they are committed, older ones from
+// the store, and sends each, concurrently across lines and in order within
+// one. A decision the endpoint takes at once costs no write at all; the
+// cursor is saved a few times a second. One that fails is handed to the
+// outbox, with its attempt, and so is every later decision of its line
+// until the line is clear again: from then on the dispatcher works them,
+// retries and all, in order. A crash forgets at most the cursor's last
+// moves, and those decisions are sent again, with the same ids.
+
+// Item is a decision owed to the platform.
+type Item struct {
+	Seq      int64
+	Line     string
+	Contact  string
+	Clock    time.Time
+	Decision []byte
+}
+
+func (it Item) delivery(maxAge time.Duration) store.Delivery {
+	return store.Delivery{ID: DeliveryID(it.Seq, 0), Seq: it.Seq, Destination: Platform, Line: it.Line, Kind: KindDecision,
+		Contact: it.Contact, Decision: it.Decision, Clock: it.Clock, Status: store.Pending,
+		Created: it.Clock, Due: it.Clock, Expires: it.Clock.Add(maxAge)}
+}
+
+// Feed tuning.
+const (
+	// liveLimit is how many committed decisions wait in memory for the
+	// feed; past it, the feed reads them back from the store.
+	liveLimit = 16384
+	// window is how many decisions the feed holds at once, sent, being
+	// sent or waiting behind their line.
+	window = 4096
+	// saveEvery is how often the cursor is saved while it moves.
+	saveEvery = 200 * time.Millisecond
+	// readBatch is how many records a read from the store takes.
+	readBatch = 512
+)
+
+// feed is the state of the platform's feed.
+type feed struct {
+	d *Dispatcher
+
+	// Handed over by the commit loop.
+	mu   sync.Mutex
+	live []Item // committed decisions, in log order
+	head int64  // the last record committed
+	gap  bool   // live lost decisions: read the store up to live's first
+	wake chan struct{}
+
+	// open counts the outbox's open deliveries to the platform, per
+	// line; shared with the dispatcher, under lineMu.
+	lineMu sync.Mutex
+	open   map[string]int
+
+	// The feed's own, on its goroutine.
+	from    int64
+	queued  map[int64]bool // records with an outbox row already
+	next    int64          // the last record taken in
+	slots   []*slot        // taken in and not done, in log order
+	lines   map[string]*slot
+	ready   []*slot // free to send, in log order
+	sending int
+	hand    []*slot // to hand to the outbox
+	saved   int64   // the cursor as stored
+	savedAt time.Time
+
+	cursor atomicSeq // the cursor in memory, for views
+}
+
+type slot struct {
+	it      Item
+	state   int
+	outcome store.Outcome // the feed's attempt, when handed over after one
+	behind  *slot         // the next of its line, waiting for this one
+}
+
+const (
+	waiting = iota // queued behind its line, or ready
+	inFlight
+	handing // to the outbox, not yet written
+	done
+)
+
+type atomicSeq struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (a *atomicSeq) load() int64   { a.mu.Lock(); defer a.mu.Unlock(); return a.n }
+func (a *atomicSeq) store(n int64) { a.mu.Lock(); a.n = n; a.mu.Unlock() }
+
+// Records reads the log.
+type Records interface {
+	Records(ctx context.Context, after int64, limit int) ([]store.Record, error)
+}
+
+// OpenFeed starts the platform's feed where it left off, or, the first
+// time, at head: the decisions after it are owed to the platform. Without
+// a platform endpoint, it forgets any feed, so that the decisions made
+// meanwhile are not sent when one is configured again.
+func (d *Dispatcher) OpenFeed(ctx context.Context, log Records, head int64) error {
+	if d.cfg.Platform == nil {
+		return d.out.CloseFeed(ctx, Platform)
+	}
+	st, err := d.out.OpenFeed(ctx, Platform, head)
+	if err != nil {
+		return fmt.Errorf("the platform's feed: %w", err)
+	}
+	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued,
+		next: st.Cursor, saved: st.Cursor, head: head, gap: st.Cursor < head, lines: map[string]*slot{}}
+	f.cursor.store(st.Cursor)
+	d.feed, d.log2 = f, log
+	return nil
+}
+
+// Committed hands the feed the decisions of a commit, and the last record
+// committed. It never blocks: past liveLimit, the feed reads the store.
+func (d *Dispatcher) Committed(items []Item, head int64) {
+	f := d.feed
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	if len(f.live)+len(items) > liveLimit {
+		f.live, f.gap = f.live[:0], true
+	} else {
+		f.live = append(f.live, items...)
+	}
+	f.head = max(f.head, head)
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Reopened says a dead delivery was made open again (retried by hand): its
+// line waits for it again.
+func (d *Dispatcher) Reopened(del store.Delivery) {
+	if f := d.feed; f != nil && del.Destination == Platform && del.Line != "" {
+		f.lineMu.Lock()
+		f.open[del.Line]++
+		f.lineMu.Unlock()
+	}
+}
+
+// closed says an outbox delivery to the platform is delivered or dead.
+func (f *feed) closed(line string) {
+	if line == "" {
+		return
+	}
+	f.lineMu.Lock()
+	if f.open[line]--; f.open[line] <= 0 {
+		delete(f.open, line)
+	}
+	f.lineMu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (f *feed) blocked(line string) bool {
+	if line == "" {
+		return false
+	}
+	f.lineMu.Lock()
+	defer f.lineMu.Unlock()
+	return f.open[line] > 0
+}
+
+func (f *feed) block(line string, n int) {
+	if line == "" {
+		return
+	}
+	f.lineMu.Lock()
+	f.open[line] += n
+	f.lineMu.Unlock()
+}
+
+// FeedDelivery is the platform's delivery of record seq as the feed sees
+// it, when it has no outbox row: delivered once the feed is past it,
+// pending before. ok is false when the record owes the platform nothing.
+func (d *Dispatcher) FeedDelivery(ctx context.Context, seq int64, n int) (store.Delivery, bool, error) {
+	f := d.feed
+	if f == nil || n != 0 || seq <= f.from {
+		return store.Delivery{}, false, nil
+	}
+	recs, err := d.log2.Records(ctx, seq-1, 1)
+	if err != nil || len(recs) == 0 || recs[0].Seq != seq {
+		return store.Delivery{}, false, err
+	}
+	it, ok := ItemOf(recs[0])
+	if !ok {
+		return store.Delivery{}, false, nil
+	}
+	del := it.delivery(d.cfg.MaxAge)
+	if seq <= f.cursor.load() {
+		// Delivered at once: only the outbox keeps attempts.
+		del.Status, del.Attempts, del.Due = store.Delivered, 1, time.Time{}
+	}
+	return del, true, nil
+}
+
+// ItemOf is the platform's delivery of a stored record; ok is false for
+// records that are not decisions.
+func ItemOf(r store.Record) (Item, bool) {
+	switch r.Type {
+	case store.TypeReload, store.TypePrune, store.TypeErase:
+		return Item{}, false
+	}
+	var dec struct {
+		Conversation string `json:"conversation"`
+		Actions      []struct {
+			Conversation string `json:"conversation"`
+		} `json:"actions"`
+	}
+	json.Unmarshal(r.Decision, &dec) // an unreadable decision is in no line
+	line := dec.Conversation
+	for i := 0; line == "" && i < len(dec.Actions); i++ {
+		line = dec.Actions[i].Conversation
+	}
+	var contact string
+	if len(r.Contacts) > 0 {
+		contact = r.Contacts[0]
+	}
+	return Item{Seq: r.Seq, Line: line, Contact: contact, Clock: r.Clock, Decision: r.Decision}, true
+}
+
+// sent is how a send of the feed went.
+type sent struct {
+	s *slot
+	o store.Outcome
+}
+
+// run works the feed until ctx ends; sends in flight then are cut off,
+// and made again after a restart.
+func (f *feed) run(ctx context.Context) {
+	results := make(chan sent, workers)
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		close(results)
+		for r := range results {
+			f.result(r)
+		}
+		// The outcomes must be kept even when the service stops.
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		f.save(bg, true)
+		cancel()
+	}()
+	poll := time.NewTicker(saveEvery)
+	defer poll.Stop()
+	for {
+		if err := f.fill(ctx); err != nil && ctx.Err() == nil {
+			f.d.log.Error("the platform's feed cannot read the log", "err", err)
+		}
+		for len(f.ready) > 0 && f.sending < f.d.limit() {
+			s := f.ready[0]
+			f.ready = f.ready[1:]
+			s.state = inFlight
+			f.sending++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o := f.d.attempt(ctx, s.it.delivery(f.d.cfg.MaxAge))
+				f.d.yield(ctx)
+				if ctx.Err() != nil {
+					o.Status = "" // cut off: sent again after a restart
+				}
+				results <- sent{s, o}
+			}()
+		}
+		f.save(ctx, false)
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-results:
+			f.result(r)
+		drain:
+			for {
+				select {
+				case r := <-results:
+					f.result(r)
+				default:
+					break drain
+				}
+			}
+		case <-f.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// fill takes in the decisions after next, up to the window.
+func (f *feed) fill(ctx context.Context) error {
+	for len(f.slots) < window {
+		f.mu.Lock()
+		// Decisions the feed has taken in already are dropped.
+		i := 0
+		for i < len(f.live) && f.live[i].Seq <= f.next {
+			i++
+		}
+		f.live = f.live[i:]
+		head, gap := f.head, f.gap
+		var take []Item
+		if !gap && len(f.live) > 0 {
+			take = f.live[:min(len(f.live), window-len(f.slots))]
+			f.live = f.live[len(take):]
+		}
+		f.mu.Unlock()
+		if len(take) > 0 {
+			for _, it := range take {
+				f.take(it)
+			}
+			// The records between are not decisions.
+			continue
+		}
+		if f.next >= head {
+			return nil
+		}
+		if !gap {
+			// Records committed without decisions: nothing is owed.
+			f.mu.Lock()
+			if len(f.live) == 0 {
+				f.next = max(f.next, head)
+			}
+			f.mu.Unlock()
+			continue
+		}
+		recs, err := f.d.log2.Records(ctx, f.next, min(readBatch, window-len(f.slots)))
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			f.mu.Lock()
+			f.gap = false // the store has no more: memory goes on from here
+			f.mu.Unlock()
+			f.next = head
+			continue
+		}
+		for _, r := range recs {
+			if it, ok := ItemOf(r); ok {
+				f.take(it)
+			}
+			f.next = r.Seq
+		}
+		f.mu.Lock()
+		if len(f.live) > 0 && f.live[0].Seq <= f.next+1 {
+			f.gap = false // memory holds the rest
+		}
+		f.mu.Unlock()
+	}
+	return nil
+}
+
+// take places a decision: sent, queued behind its line, or handed to the
+// outbox behind an open delivery of its line.
+func (f *feed) take(it Item) {
+	f.next = max(f.next, it.Seq)
+	if it.Seq <= f.saved || f.queued[it.Seq] {
+		delete(f.queued, it.Seq)
+		return // in the outbox already
+	}
+	s := &slot{it: it}
+	f.slots = append(f.slots, s)
+	switch {
+	case f.blocked(it.Line):
+		f.handOver(s, store.Outcome{})
+	case it.Line == "":
+		f.ready = append(f.ready, s)
+	case f.lines[it.Line] != nil:
+		last := f.lines[it.Line]
+		for last.behind != nil {
+			last = last.behind
+		}
+		last.behind = s
+	default:
+		f.lines[it.Line] = s
+		f.ready = append(f.ready, s)
+	}
+}
+
+func (f *feed) handOver(s *slot, o store.Outcome) {
+	s.state, s.outcome = handing, o
+	f.hand = append(f.hand, s)
+	if o.Status != store.Dead {
+		f.block(s.it.Line, 1)
+	}
+}
+
+// result takes a send's outcome.
+func (f *feed) result(r sent) {
+	f.sending--
+	s := r.s
+	line := s.it.Line
+	switch r.o.Status {
+	case "":
+		// Cut off: left undone, so the cursor stays before it.
+		return
+	case store.Delivered:
+		s.state = done
+	default:
+		f.handOver(s, r.o)
+	}
+	if line == "" {
+		return
+	}
+	next := s.behind
+	switch {
+	case next == nil:
+		delete(f.lines, line)
+	case r.o.Status == store.Failed:
+		// The line waits for the outbox now: all of it goes there.
+		delete(f.lines, line)
+		for ; next != nil; next = next.behind {
+			f.handOver(next, store.Outcome{})
+		}
+	default:
+		f.lines[line] = next
+		f.ready = append(f.ready, next)
+	}
+}
+
+// save hands the outbox what it must work, and stores the cursor, when
+// there is something to hand over or the cursor moved a while ago.
+func (f *feed) save(ctx context.Context, now bool) {
+	for len(f.slots) > 0 && f.slots[0].state == done {
+		f.slots = f.slots[1:]
+	}
+	// The cursor: every decision up to it done or handed over.
+	i := 0
+	for i < len(f.slots) && (f.slots[i].state == done || f.slots[i].state == handing) {
+		i++
+	}
+	cursor := f.next
+	if i < len(f.slots) {
+		cursor = f.slots[i].it.Seq - 1
+	}
+	if len(f.hand) == 0 && (cursor == f.saved || (!now && time.Since(f.savedAt) < saveEvery)) {
+		return
+	}
+	ds := make([]store.Delivery, len(f.hand))
+	os := make([]store.Outcome, len(f.hand))
+	for j, s := range f.hand {
+		ds[j], os[j] = s.it.delivery(f.d.cfg.MaxAge), s.outcome
+		if s.outcome.Status == store.Failed {
+			ds[j].Due = s.outcome.Due
+		}
+	}
+	if err := f.d.out.AdvanceFeed(ctx, Platform, cursor, ds, os); err != nil {
+		if ctx.Err() == nil {
+			f.d.log.Error("the platform's feed cannot save its place; it will try again", "err", err)
+		}
+		return
+	}
+	for _, s := range f.hand {
+		s.state = done
+	}
+	if len(f.hand) > 0 {
+		f.d.Wake()
+	}
+	f.hand = f.hand[:0]
+	f.saved, f.savedAt = cursor, time.Now()
+	f.cursor.store(cursor)
+	f.slots = f.slots[i:]
+}
+
+// FeedCursor is how far the platform's feed got, as stored: every decision
+// up to it was delivered or handed to the outbox. ok is false without a
+// feed.
+func (d *Dispatcher) FeedCursor() (cursor int64, ok bool) {
+	if d.feed == nil {
+		return 0, false
+	}
+	return d.feed.cursor.load(), true
+}
