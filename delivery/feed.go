@@ -59,7 +59,10 @@ type feed struct {
 	live []Item // committed decisions, in log order
 	head int64  // the last record committed
 	gap  bool   // live lost decisions: read the store up to live's first
-	wake chan struct{}
+	// forget is set when an erasure rewrote the log: the decisions held
+	// are read again from there before they are sent.
+	forget bool
+	wake   chan struct{}
 
 	// open counts the outbox's open deliveries to the platform, per
 	// line; shared with the dispatcher, under lineMu.
@@ -83,6 +86,7 @@ type feed struct {
 
 type slot struct {
 	it      Item
+	stale   bool // read again from the log before sending: an erasure came
 	state   int
 	outcome store.Outcome // the feed's attempt, when handed over after one
 	behind  *slot         // the next of its line, waiting for this one
@@ -141,6 +145,23 @@ func (d *Dispatcher) Committed(items []Item, head int64) {
 		f.live = append(f.live, items...)
 	}
 	f.head = max(f.head, head)
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Forget drops the decisions the feed holds in memory: an erasure has
+// rewritten them in the log, and they are read again from there. (One
+// being sent at that moment is sent as it was: it left before the erasure.)
+func (d *Dispatcher) Forget() {
+	f := d.feed
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.live, f.gap, f.forget = f.live[:0], true, true
 	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
@@ -269,8 +290,20 @@ func (f *feed) run(ctx context.Context) {
 		if err := f.fill(ctx); err != nil && ctx.Err() == nil {
 			f.d.log.Error("the platform's feed cannot read the log", "err", err)
 		}
+		f.mu.Lock()
+		forget := f.forget
+		f.forget = false
+		f.mu.Unlock()
+		if forget {
+			for _, s := range f.slots {
+				s.stale = s.state == waiting
+			}
+		}
 		for len(f.ready) > 0 && f.sending < f.d.limit() {
 			s := f.ready[0]
+			if s.stale && !f.reread(ctx, s) {
+				break // tried again at the next turn
+			}
 			f.ready = f.ready[1:]
 			s.state = inFlight
 			f.sending++
@@ -304,6 +337,22 @@ func (f *feed) run(ctx context.Context) {
 		case <-poll.C:
 		}
 	}
+}
+
+// reread takes a decision again from the log, as an erasure left it.
+func (f *feed) reread(ctx context.Context, s *slot) bool {
+	recs, err := f.d.log2.Records(ctx, s.it.Seq-1, 1)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.d.log.Error("the platform's feed cannot read the log", "err", err)
+		}
+		return false
+	}
+	if len(recs) == 1 && recs[0].Seq == s.it.Seq {
+		s.it.Decision = recs[0].Decision
+	}
+	s.stale = false
+	return true
 }
 
 // fill takes in the decisions after next, up to the window.

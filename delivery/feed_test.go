@@ -266,3 +266,45 @@ func TestFeedKeepsWhatIsOwed(t *testing.T) {
 		t.Errorf("the platform configured again got %v, want only what was decided since", got)
 	}
 }
+
+// redactKim erases the name Kim from decisions.
+type redactKim struct{}
+
+func (redactKim) Learn(store.Record) error { return nil }
+func (redactKim) Redact(r store.Record) ([]byte, []byte, error) {
+	return r.Event, []byte(strings.ReplaceAll(string(r.Decision), "Kim", "[erased]")), nil
+}
+func (redactKim) Rewrite(_ store.SnapshotInfo, b []byte) ([]byte, error) { return b, nil }
+func (redactKim) RedactDelivery(d store.Delivery) ([]byte, error)      { return d.Body, nil }
+
+// TestFeedForgets: a decision waiting in the feed's memory when its contact
+// is erased is sent as the erasure left it.
+func TestFeedForgets(t *testing.T) {
+	r := newFeedRig(t)
+	r.platform.Then(deliverytest.Reply{Delay: 300 * time.Millisecond}) // c1's first decision is slow to be taken
+	var items []delivery.Item
+	for range 2 {
+		r.o.seq++
+		now := time.Now()
+		dec := fmt.Sprintf(`{"event":"e%d","conversation":"c1","actions":[{"type":"reply","rule":"hello","conversation":"c1","text":"Hello Kim"}]}`, r.o.seq)
+		rec := store.Record{Seq: r.o.seq, ID: fmt.Sprintf("e%d", r.o.seq), Type: "message.received", Clock: now, Event: []byte(`{}`),
+			Decision: []byte(dec), RuleSet: "v", Contacts: []string{"k1"}}
+		if err := r.o.st.Append(context.Background(), []store.Record{rec}); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, delivery.Item{Seq: r.o.seq, Line: "c1", Contact: "k1", Clock: now, Decision: []byte(dec)})
+	}
+	r.d.Committed(items, r.o.seq)
+	time.Sleep(100 * time.Millisecond) // the first is being sent, the second waits behind it
+	if err := r.o.st.Erase(context.Background(), "k1", r.o.seq, redactKim{}); err != nil {
+		t.Fatal(err)
+	}
+	r.d.Forget()
+	r.settle(10 * time.Second)
+	for _, h := range r.platform.Accepted() {
+		if h.ID == "sb-2-0" && strings.Contains(string(h.Body), "Kim") {
+			t.Errorf("sent after the erasure: %s", h.Body)
+		}
+	}
+	r.check()
+}

@@ -67,7 +67,10 @@ func (s *Service) EraseContact(ctx context.Context, id string) (EraseResult, err
 		return EraseResult{}, r.err
 	}
 	res := EraseResult{Contact: id, Record: r.seq}
-	if err := s.snap.do(ctx, func(ctx context.Context) error { return s.eraseHistory(ctx, id, r.seq, r.convs) }); err != nil {
+	err := s.snap.do(ctx, func(ctx context.Context) error { return s.eraseHistory(ctx, id, r.seq, r.convs) })
+	// The platform's feed reads what it has not sent yet again, erased.
+	s.disp.Forget()
+	if err != nil {
 		s.log.Error("an erasure is committed but the stored history could not be rewritten yet; it is tried again after the next snapshot", "contact", id, "err", err)
 		res.Pending = "the contact is erased from the live state and the erasure is recorded; rewriting the stored history failed (" + err.Error() + ") and is tried again after the next snapshot and at the next start"
 	}
