@@ -275,7 +275,7 @@ func (redactKim) Redact(r store.Record) ([]byte, []byte, error) {
 	return r.Event, []byte(strings.ReplaceAll(string(r.Decision), "Kim", "[erased]")), nil
 }
 func (redactKim) Rewrite(_ store.SnapshotInfo, b []byte) ([]byte, error) { return b, nil }
-func (redactKim) RedactDelivery(d store.Delivery) ([]byte, error)      { return d.Body, nil }
+func (redactKim) RedactDelivery(d store.Delivery) ([]byte, error)        { return d.Body, nil }
 
 // TestFeedForgets: a decision waiting in the feed's memory when its contact
 // is erased is sent as the erasure left it.
