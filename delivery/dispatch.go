@@ -240,7 +240,7 @@ func (d *Dispatcher) finish(outcomes <-chan finished, free chan<- struct{}) {
 		} else if d.feed != nil {
 			for _, f := range batch {
 				if f.dest == Platform && (f.o.Status == store.Delivered || f.o.Status == store.Dead) {
-					d.feed.closed(f.line) // its line may be clear for the feed
+					d.feed.closed(f.line, f.o.Status == store.Delivered) // its line may be clear for the feed
 				}
 			}
 		}

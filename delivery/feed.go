@@ -62,7 +62,10 @@ type feed struct {
 	// forget is set when an erasure rewrote the log: the decisions held
 	// are read again from there before they are sent.
 	forget bool
-	wake   chan struct{}
+	// recovered is set when the outbox delivered to the platform: it is
+	// up again, and the feed stops holding back.
+	recovered bool
+	wake      chan struct{}
 
 	// open counts the outbox's open deliveries to the platform, per
 	// line; shared with the dispatcher, under lineMu.
@@ -81,7 +84,33 @@ type feed struct {
 	saved   int64   // the cursor as stored
 	savedAt time.Time
 
+	// fails counts the attempts that failed in a row (a refusal does not
+	// count: the receiver is up); past tripAfter, the feed holds back
+	// until pauseUntil, then tries one decision at a time until one is
+	// taken, rather than hammer a receiver that is down.
+	fails      int
+	pauseUntil time.Time
+
 	cursor atomicSeq // the cursor in memory, for views
+}
+
+// tripAfter is how many attempts in a row may fail before the feed holds
+// back; maxPause is the longest it holds back.
+const (
+	tripAfter = 5
+	maxPause  = time.Minute
+)
+
+// room is how many more sends may start now.
+func (f *feed) room() int {
+	switch {
+	case f.fails < tripAfter:
+		return f.d.limit() - f.sending
+	case time.Now().Before(f.pauseUntil):
+		return 0
+	default:
+		return 1 - f.sending // one at a time, until one is taken
+	}
 }
 
 type slot struct {
@@ -180,7 +209,12 @@ func (d *Dispatcher) Reopened(del store.Delivery) {
 }
 
 // closed says an outbox delivery to the platform is delivered or dead.
-func (f *feed) closed(line string) {
+func (f *feed) closed(line string, delivered bool) {
+	if delivered {
+		f.mu.Lock()
+		f.recovered = true
+		f.mu.Unlock()
+	}
 	if line == "" {
 		return
 	}
@@ -291,15 +325,18 @@ func (f *feed) run(ctx context.Context) {
 			f.d.log.Error("the platform's feed cannot read the log", "err", err)
 		}
 		f.mu.Lock()
-		forget := f.forget
-		f.forget = false
+		forget, recovered := f.forget, f.recovered
+		f.forget, f.recovered = false, false
 		f.mu.Unlock()
+		if recovered {
+			f.fails = 0
+		}
 		if forget {
 			for _, s := range f.slots {
 				s.stale = s.state == waiting
 			}
 		}
-		for len(f.ready) > 0 && f.sending < f.d.limit() {
+		for len(f.ready) > 0 && f.room() > 0 {
 			s := f.ready[0]
 			if s.stale && !f.reread(ctx, s) {
 				break // tried again at the next turn
@@ -462,7 +499,12 @@ func (f *feed) result(r sent) {
 		// Cut off: left undone, so the cursor stays before it.
 		return
 	case store.Delivered:
-		s.state = done
+		s.state, f.fails = done, 0
+	case store.Failed:
+		f.handOver(s, r.o)
+		if f.fails++; f.fails >= tripAfter {
+			f.pauseUntil = time.Now().Add(min(maxPause, f.d.backoff(f.fails-tripAfter+1)))
+		}
 	default:
 		f.handOver(s, r.o)
 	}

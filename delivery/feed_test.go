@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,5 +307,33 @@ func TestFeedForgets(t *testing.T) {
 			t.Errorf("sent after the erasure: %s", h.Body)
 		}
 	}
+	r.check()
+}
+
+// TestFeedHoldsBack: a platform that is down is not sent every new
+// decision at once; once it is up again, everything arrives.
+func TestFeedHoldsBack(t *testing.T) {
+	r := newFeedRig(t)
+	var down atomic.Bool
+	down.Store(true)
+	r.platform.Decide(func(deliverytest.Hit) (deliverytest.Reply, bool) {
+		if down.Load() {
+			return deliverytest.Reply{Status: 503}, true
+		}
+		return deliverytest.Reply{}, true
+	})
+	for i := range 40 {
+		r.commit(true, fmt.Sprintf("c%d", i))
+	}
+	time.Sleep(500 * time.Millisecond)
+	tried := map[string]bool{}
+	for _, h := range r.platform.Hits() {
+		tried[h.ID] = true
+	}
+	if len(tried) > 8 {
+		t.Errorf("%d of 40 decisions tried while the platform was down", len(tried))
+	}
+	down.Store(false)
+	r.settle(20 * time.Second)
 	r.check()
 }
