@@ -23,15 +23,14 @@ const (
 	firstRetry = time.Second // after the first failure; doubled after each
 	lastRetry  = time.Hour   // the longest wait between two attempts
 	pollEvery  = time.Second // the outbox is looked at at least this often
-	// yieldFor is how long deliveries wait between claims while the
-	// service is busy accepting events.
-	yieldFor = 50 * time.Millisecond
 	// workers is how many deliveries are in flight at once.
 	workers = 64
-	// busyWorkers is how many while the service is busy accepting events;
-	// each then also pauses busyPause after its delivery, so that
-	// deliveries take little of a processor the events need.
+	// busyWorkers (the feed) and busyOutbox are how many while the
+	// service is busy accepting events and short of CPU; each then also
+	// pauses busyPause after its delivery, so that deliveries take little
+	// of a processor the events need.
 	busyWorkers = 1
+	busyOutbox  = 4
 	busyPause   = 2 * time.Millisecond
 	// finishBatch is the most outcomes one transaction records.
 	finishBatch = 256
@@ -74,9 +73,10 @@ type Options struct {
 	// RetryBase is the wait after a first failure, doubled after each;
 	// 0 is a second.
 	RetryBase time.Duration
-	// Busy, when set, says the service is busy accepting events:
-	// deliveries then yield, claiming at most every yieldFor, and catch up
-	// when the burst is over.
+	// Busy, when set, says the service is busy accepting events and
+	// short of CPU: deliveries then yield, fewer at once and each with a
+	// pause after it, and catch up when the burst is over (the platform's
+	// feed yields only while it is less than maxLag behind).
 	Busy func() bool
 }
 
@@ -162,16 +162,14 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		<-recorded
 	}()
 	for {
-		if d.busy != nil && d.busy() {
-			// Accepting events comes first: claim once a while.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(yieldFor):
-			}
+		// Claim as many as there are free workers (fewer while accepting
+		// events comes first).
+		limit := workers
+		busy := d.busy != nil && d.busy()
+		if busy {
+			limit = busyOutbox
 		}
-		// Claim as many as there are free workers.
-		n := len(free) - (workers - d.limit())
+		n := len(free) - (workers - limit)
 		var claimed []store.Delivery
 		if n > 0 {
 			var err error
@@ -186,11 +184,13 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			go func() {
 				defer inflight.Done()
 				o := d.attempt(ctx, del)
-				d.yield(ctx)
+				if busy {
+					d.pause(ctx)
+				}
 				if ctx.Err() != nil {
 					o.Status = "" // cut off: not recorded
 				}
-				outcomes <- finished{o, del.Destination, del.Line}
+				outcomes <- finished{o, del.Destination, del.Line, del.Kind}
 			}()
 		}
 		if len(claimed) == n && n > 0 {
@@ -213,6 +213,7 @@ type finished struct {
 	o    store.Outcome
 	dest string
 	line string
+	kind string
 }
 
 // finish records outcomes in batches, and frees their workers once
@@ -239,7 +240,7 @@ func (d *Dispatcher) finish(outcomes <-chan finished, free chan<- struct{}) {
 			d.log.Error("cannot record delivery outcomes; they will be retried", "deliveries", len(batch), "err", err)
 		} else if d.feed != nil {
 			for _, f := range batch {
-				if f.dest == Platform && (f.o.Status == store.Delivered || f.o.Status == store.Dead) {
+				if f.dest == Platform && f.kind == KindDecision && (f.o.Status == store.Delivered || f.o.Status == store.Dead) {
 					d.feed.closed(f.line, f.o.Status == store.Delivered) // its line may be clear for the feed
 				}
 			}
@@ -334,20 +335,9 @@ func (d *Dispatcher) endpoint(dest string) *Endpoint {
 	return nil
 }
 
-// limit is how many deliveries may be in flight at once, for the outbox
-// and for the feed each.
-func (d *Dispatcher) limit() int {
-	if d.busy != nil && d.busy() {
-		return busyWorkers
-	}
-	return workers
-}
-
-// yield pauses a worker while the service is busy accepting events.
-func (d *Dispatcher) yield(ctx context.Context) {
-	if d.busy == nil || !d.busy() {
-		return
-	}
+// pause holds a worker a moment while the service is busy accepting
+// events.
+func (d *Dispatcher) pause(ctx context.Context) {
 	t := time.NewTimer(busyPause)
 	defer t.Stop()
 	select {

