@@ -173,3 +173,56 @@ func TestOutboxBodyFromLog(t *testing.T) {
 		t.Fatalf("Delivery: %+v", one)
 	}
 }
+
+// TestOutboxHeads: only the first open delivery of a line is claimed,
+// however deep the line; a dead one retried takes its place back at the
+// front, and one handed over by a feed joins the line in order.
+func TestOutboxHeads(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "sb.db"))
+	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	var recs []Record
+	for i := int64(1); i <= 500; i++ {
+		r := rec(i, fmt.Sprintf("e%d", i), "k1")
+		r.Deliveries = []Delivery{deliv(i, 0, "platform", "c1", t0)}
+		recs = append(recs, r)
+	}
+	if err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(want string) {
+		t.Helper()
+		got, err := s.ClaimDeliveries(ctx, "a", t0, time.Minute, 10)
+		if err != nil || ids(got) != want {
+			t.Fatalf("claimed %q (%v), want %q", ids(got), err, want)
+		}
+	}
+	finish := func(id, status string) {
+		t.Helper()
+		if err := s.FinishDeliveries(ctx, "a", []Outcome{{ID: id, Status: status, Attempt: Attempt{At: t0}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim("sb-1-0")
+	finish("sb-1-0", Dead)
+	claim("sb-2-0")
+	finish("sb-2-0", Delivered)
+	claim("sb-3-0")
+	finish("sb-3-0", Failed) // due again at once: it stays the head
+	// sb-1-0, retried by hand, goes back to the front of its line.
+	if ok, err := s.RetryDelivery(ctx, "sb-1-0", t0, t0.Add(time.Hour)); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	claim("sb-1-0")
+	// A feed hands over a decision of another line, and one of this line.
+	more := []Delivery{deliv(501, 0, "platform", "c2", t0), deliv(502, 0, "platform", "c1", t0)}
+	if err := s.AdvanceFeed(ctx, "platform", 502, more, []Outcome{{}, {}}); err != nil {
+		t.Fatal(err)
+	}
+	claim("sb-501-0")
+	finish("sb-1-0", Delivered)
+	claim("sb-3-0")
+	if st, _ := s.DeliveryStats(ctx); st.Open != 500 {
+		t.Errorf("open: %d, want the 498 left of c1 and the 2 handed over", st.Open)
+	}
+}

@@ -115,6 +115,13 @@ var migrations = []string{
 		error    TEXT NOT NULL,
 		PRIMARY KEY (delivery, n)
 	) WITHOUT ROWID;`,
+	// 4: the head of each line of the outbox is marked, so that a claim
+	// looks at the heads only, not at every delivery waiting behind one.
+	`ALTER TABLE deliveries ADD COLUMN head INTEGER NOT NULL DEFAULT 0;
+	UPDATE deliveries SET head = 1 WHERE status IN ('pending', 'failed') AND (line = '' OR NOT EXISTS (
+		SELECT 1 FROM deliveries e WHERE e.destination = deliveries.destination AND e.line = deliveries.line
+		AND e.status IN ('pending', 'failed') AND (e.seq < deliveries.seq OR (e.seq = deliveries.seq AND e.n < deliveries.n))));
+	CREATE INDEX deliveries_heads ON deliveries(due, seq, n) WHERE head = 1 AND status IN ('pending', 'failed');`,
 }
 
 // SQLite is the built-in store: one database file in WAL mode, owned by

@@ -20,8 +20,8 @@ import (
 // the deliveries are then made again: at least once, as promised.
 
 const (
-	insertDeliveries = `INSERT INTO deliveries (seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error) VALUES `
-	deliveryValues   = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertDeliveries = `INSERT INTO deliveries (seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error, head) VALUES `
+	deliveryValues   = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	deliveryColumns  = `seq, n, destination, line, kind, contact, body, status, attempts, created, due, expires, done, code, error, answer`
 )
 
@@ -63,8 +63,54 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
+// Each line of the outbox (a destination and a conversation) has a head:
+// its first open delivery, the only one that may be claimed. Deliveries in
+// no line are each a head. A claim looks at the heads only, so deliveries
+// waiting behind a failing one cost nothing however many there are.
+
+// lineFirst is the first open delivery of a line.
+func lineFirst(ctx context.Context, c *sql.Conn, dest, line string) (seq int64, n int, ok bool, err error) {
+	err = c.QueryRowContext(ctx, `SELECT seq, n FROM deliveries INDEXED BY deliveries_line
+		WHERE destination = ? AND line = ? AND status IN ('pending', 'failed') ORDER BY seq, n LIMIT 1`, dest, line).Scan(&seq, &n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, false, nil
+	}
+	return seq, n, err == nil, err
+}
+
+// promote makes the first open delivery of a line its head.
+func promote(ctx context.Context, c *sql.Conn, dest, line string) error {
+	if line == "" {
+		return nil
+	}
+	_, err := c.ExecContext(ctx, `UPDATE deliveries SET head = 1 WHERE (seq, n) = (SELECT seq, n FROM deliveries INDEXED BY deliveries_line
+		WHERE destination = ? AND line = ? AND status IN ('pending', 'failed') ORDER BY seq, n LIMIT 1)`, dest, line)
+	return err
+}
+
+// place says whether an open delivery about to join its line heads it: it
+// does when the line is empty, or when it comes before the line's head,
+// which is then no longer one. It runs in the transaction that adds it.
+func place(ctx context.Context, c *sql.Conn, d *Delivery) (head bool, err error) {
+	if d.Line == "" {
+		return true, nil
+	}
+	seq, n, ok, err := lineFirst(ctx, c, d.Destination, d.Line)
+	if err != nil || !ok {
+		return err == nil, err
+	}
+	if seq < d.Seq || (seq == d.Seq && n < d.N) {
+		return false, nil
+	}
+	_, err = c.ExecContext(ctx, `UPDATE deliveries SET head = 0 WHERE seq = ? AND n = ?`, seq, n)
+	return err == nil, err
+}
+
+func isOpen(status string) bool { return status == "" || status == Pending || status == Failed }
+
 // insertDeliveries stores the records' deliveries; it runs inside Append's
-// transaction.
+// transaction. They come after every stored one, so each that is open
+// heads its line if the line has no open delivery yet.
 func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 	var all []*Delivery
 	for i := range recs {
@@ -72,7 +118,30 @@ func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 			all = append(all, &recs[i].Deliveries[j])
 		}
 	}
-	args := make([]any, 0, 13*insertRows)
+	type key struct{ dest, line string }
+	taken := map[key]bool{} // lines with an open delivery
+	heads := make(map[*Delivery]bool, len(all))
+	for _, d := range all {
+		if !isOpen(d.Status) {
+			continue
+		}
+		k := key{d.Destination, d.Line}
+		if d.Line == "" {
+			heads[d] = true
+			continue
+		}
+		if _, seen := taken[k]; !seen {
+			_, _, ok, err := lineFirst(ctx, s.w, d.Destination, d.Line)
+			if err != nil {
+				return err
+			}
+			taken[k] = ok
+		}
+		if !taken[k] {
+			heads[d], taken[k] = true, true
+		}
+	}
+	args := make([]any, 0, 14*insertRows)
 	for len(all) > 0 {
 		n, stmt := insertRows, s.xdN
 		if len(all) < insertRows {
@@ -88,8 +157,12 @@ func (s *SQLite) insertDeliveries(ctx context.Context, recs []Record) error {
 			if body == nil {
 				body = []byte{}
 			}
+			head := 0
+			if heads[d] {
+				head = 1
+			}
 			args = append(args, d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status,
-				millis(d.Created), millis(d.Due), millis(d.Expires), millis(d.Done), d.Error)
+				millis(d.Created), millis(d.Due), millis(d.Expires), millis(d.Done), d.Error, head)
 		}
 		if _, err := stmt.ExecContext(ctx, args...); err != nil {
 			return err
@@ -111,25 +184,23 @@ func scanDelivery(scan func(...any) error) (Delivery, error) {
 
 // candidatesQuery finds the due deliveries that head their lines, in due
 // order. It is read beside the writers: the search never holds the write
-// lock, so a deep backlog does not hold up commits.
-const candidatesQuery = `SELECT d.seq, d.n FROM deliveries d INDEXED BY deliveries_open -- in due order, so that LIMIT stops early
-	WHERE d.status IN ('pending', 'failed') AND d.due <= ? AND d.lease_until <= ?
-	AND (d.line = '' OR NOT EXISTS (
-		SELECT 1 FROM deliveries e
-		WHERE e.destination = d.destination AND e.line = d.line AND e.status IN ('pending', 'failed')
-		AND (e.seq < d.seq OR (e.seq = d.seq AND e.n < d.n))))
-	ORDER BY d.due, d.seq, d.n LIMIT ?`
+// lock.
+const candidatesQuery = `SELECT seq, n FROM deliveries INDEXED BY deliveries_heads -- in due order, so that LIMIT stops early
+	WHERE head = 1 AND status IN ('pending', 'failed') AND due <= ? AND lease_until <= ?
+	ORDER BY due, seq, n LIMIT ?`
 
 // claimQuery leases one candidate, if it is still open, due and free: it
 // may have been taken meanwhile, by this process or another.
 const claimQuery = `UPDATE deliveries SET lease_until = ?, lease_owner = ?
-	WHERE seq = ? AND n = ? AND status IN ('pending', 'failed') AND due <= ? AND lease_until <= ?
+	WHERE seq = ? AND n = ? AND head = 1 AND status IN ('pending', 'failed') AND due <= ? AND lease_until <= ?
 	RETURNING ` + deliveryColumns
 
-// outcomeQuery records an attempt's outcome, if the claim still holds.
-const outcomeQuery = `UPDATE deliveries SET status = ?, attempts = attempts + 1,
-	due = CASE WHEN ? > 0 THEN ? ELSE due END, done = ?, code = ?, error = ?, answer = ?, lease_until = 0, lease_owner = ''
-	WHERE seq = ? AND n = ? AND lease_owner = ? RETURNING attempts`
+// outcomeQuery records an attempt's outcome, if the claim still holds. A
+// delivery done is no longer its line's head.
+const outcomeQuery = `UPDATE deliveries SET status = ?1, attempts = attempts + 1,
+	due = CASE WHEN ?2 > 0 THEN ?2 ELSE due END, done = ?3, code = ?4, error = ?5, answer = ?6, lease_until = 0, lease_owner = '',
+	head = CASE WHEN ?1 IN ('delivered', 'dead') THEN 0 ELSE head END
+	WHERE seq = ?7 AND n = ?8 AND lease_owner = ?9 RETURNING attempts, destination, line`
 
 const attemptQuery = `INSERT OR REPLACE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, ?, ?, ?, ?, ?)`
 
@@ -209,12 +280,18 @@ func (s *SQLite) FinishDeliveries(ctx context.Context, owner string, outcomes []
 				return errors.New("store: no delivery " + o.ID)
 			}
 			var n int
-			err := s.outcome.QueryRowContext(ctx, o.Status, due, due, done, o.Attempt.Code, o.Attempt.Error, answer, seq, at, owner).Scan(&n)
+			var dest, line string
+			err := s.outcome.QueryRowContext(ctx, o.Status, due, done, o.Attempt.Code, o.Attempt.Error, answer, seq, at, owner).Scan(&n, &dest, &line)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // no longer ours: the lease ran out and another took it
 			}
 			if err != nil {
 				return err
+			}
+			if o.Status != Failed {
+				if err := promote(ctx, tx, dest, line); err != nil {
+					return err
+				}
 			}
 			if _, err := s.attempt.ExecContext(ctx, o.ID, n, millis(o.Attempt.At), o.Attempt.Took.Milliseconds(), o.Attempt.Code, o.Attempt.Error); err != nil {
 				return err
@@ -311,9 +388,27 @@ func (s *SQLite) RetryDelivery(ctx context.Context, id string, now, expires time
 	}
 	var ok bool
 	err := s.inTx(ctx, func(tx *sql.Conn) error {
+		var d Delivery
+		err := tx.QueryRowContext(ctx, `SELECT destination, line, status FROM deliveries WHERE seq = ? AND n = ?`, seq, n).Scan(&d.Destination, &d.Line, &d.Status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d.Seq, d.N = seq, n
+		// A dead one open again goes back in its line, at its place; one
+		// still open keeps its place.
+		head := false
+		if d.Status == Dead {
+			if head, err = place(ctx, tx, &d); err != nil {
+				return err
+			}
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END,
-			due = ?, expires = ?, done = 0, lease_until = 0, lease_owner = ''
-			WHERE seq = ? AND n = ? AND status != 'delivered' AND lease_until <= ?`, millis(now), millis(expires), seq, n, millis(now))
+			due = ?, expires = ?, done = 0, lease_until = 0, lease_owner = '',
+			head = CASE WHEN status = 'dead' THEN ? ELSE head END
+			WHERE seq = ? AND n = ? AND status != 'delivered' AND lease_until <= ?`, millis(now), millis(expires), head, seq, n, millis(now))
 		if err != nil {
 			return err
 		}
@@ -561,9 +656,23 @@ func (s *SQLite) AdvanceFeed(ctx context.Context, dest string, cursor int64, ds 
 			if body == nil {
 				body = []byte{}
 			}
-			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries (`+deliveryColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			var exists int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE seq = ? AND n = ?`, d.Seq, d.N).Scan(&exists); err != nil || exists > 0 {
+				if err != nil {
+					return err
+				}
+				continue // handed over before a crash
+			}
+			head := false
+			if isOpen(status) {
+				var err error
+				if head, err = place(ctx, tx, &d); err != nil {
+					return err
+				}
+			}
+			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries (`+deliveryColumns+`, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status, attempts,
-				millis(d.Created), due, millis(d.Expires), done, o.Attempt.Code, o.Attempt.Error, answer)
+				millis(d.Created), due, millis(d.Expires), done, o.Attempt.Code, o.Attempt.Error, answer, head)
 			if err != nil {
 				return err
 			}
