@@ -169,7 +169,7 @@ type Records interface {
 // meanwhile are not sent when one is configured again.
 func (d *Dispatcher) OpenFeed(ctx context.Context, log Records, head int64) error {
 	if d.cfg.Platform == nil {
-		return d.out.CloseFeed(ctx, Platform)
+		return d.out.CloseFeed(ctx, Platform, "no platform endpoint configured: the service was started without one before this decision was sent")
 	}
 	st, err := d.out.OpenFeed(ctx, Platform, head)
 	if err != nil {

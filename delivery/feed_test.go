@@ -255,6 +255,11 @@ func TestFeedKeepsWhatIsOwed(t *testing.T) {
 	if st, _ := r.o.st.DeliveryStats(ctx); st.Open != 0 {
 		t.Errorf("open without a platform: %+v", st)
 	}
+	// What was owed shows, dead, saying why; it can be retried.
+	if d, _, ok, err := r.o.st.Delivery(ctx, "sb-2-0"); err != nil || !ok || d.Status != store.Dead || d.Line != "c2" ||
+		!strings.Contains(d.Error, "no platform endpoint configured") || !strings.Contains(string(d.Decision), `"event":"e2"`) {
+		t.Errorf("a decision owed when the platform went: %+v %v %v", d, ok, err)
+	}
 	r.commit(false, "c5")
 	r.start()
 	r.commit(true, "c6")

@@ -374,6 +374,10 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
 // retryDelivery makes a failed or dead delivery due now, with a new
 // maximum age: after a receiver is fixed, or the configuration completed.
 func (s *Service) retryDelivery(w http.ResponseWriter, r *http.Request) {
+	// One retry at a time: two of the same dead delivery must not both
+	// count it open again.
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
 	id := r.PathValue("id")
 	d, _, found, err := s.delivery(r.Context(), id)
 	if err == nil && !found {

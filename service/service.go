@@ -112,8 +112,9 @@ type Service struct {
 	eraseMu  sync.Mutex // one erasure at a time
 	m        *metrics
 
-	plan *delivery.Planner    // a decision's deliveries, made with it
-	disp *delivery.Dispatcher // works the outbox
+	plan    *delivery.Planner    // a decision's deliveries, made with it
+	disp    *delivery.Dispatcher // works the outbox
+	retryMu sync.Mutex           // one retry of a delivery at a time
 	// lastRequest is when a request last came (Unix ns), and cpu whether
 	// the process is short of CPU: deliveries yield to a burst of events.
 	lastRequest atomic.Int64

@@ -126,8 +126,8 @@ type Outbox interface {
 	// new cursor. Deliveries already stored are left as they are.
 	AdvanceFeed(ctx context.Context, dest string, cursor int64, ds []Delivery, outcomes []Outcome) error
 	// CloseFeed forgets the feed to dest: the records from now on are not
-	// owed to it.
-	CloseFeed(ctx context.Context, dest string) error
+	// owed to it. Those it still owed become dead deliveries, dead for why.
+	CloseFeed(ctx context.Context, dest, why string) error
 }
 
 // A Feed sends every decision of the log to one destination, in log order

@@ -689,9 +689,29 @@ func (s *SQLite) AdvanceFeed(ctx context.Context, dest string, cursor int64, ds 
 	})
 }
 
-// CloseFeed forgets the feed to dest.
-func (s *SQLite) CloseFeed(ctx context.Context, dest string) error {
+// CloseFeed forgets the feed to dest. The decisions it still owed (made
+// while dest was configured) become dead deliveries saying why, so that
+// they show, and can be retried once dest is configured again.
+func (s *SQLite) CloseFeed(ctx context.Context, dest, why string) error {
+	m, err := s.Meta(ctx, feedKey(dest, "cursor"))
+	if err != nil {
+		return err
+	}
 	return s.inTx(ctx, func(tx *sql.Conn) error {
+		if v, ok := m[feedKey(dest, "cursor")]; ok {
+			cursor, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("store: %s is %q, not a record number", feedKey(dest, "cursor"), v)
+			}
+			_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries (seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error)
+				SELECT seq, 0, ?1, COALESCE(json_extract(decision, '$.conversation'), json_extract(decision, '$.actions[0].conversation'), ''),
+					'decision', '', x'', 'dead', COALESCE(clock / 1000000, ?5), COALESCE(clock / 1000000, ?5), COALESCE(clock / 1000000, ?5), ?5, ?6
+				FROM events WHERE seq > ?2 AND type NOT IN (?3, ?4, ?7) AND json_valid(decision)`,
+				dest, cursor, TypeReload, TypePrune, time.Now().UnixMilli(), why, TypeErase)
+			if err != nil {
+				return err
+			}
+		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, feedKey(dest, "from"), feedKey(dest, "cursor"))
 		return err
 	})
