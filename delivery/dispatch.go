@@ -55,8 +55,8 @@ type Dispatcher struct {
 	mu  sync.Mutex
 	rnd *mrand.Rand
 
-	feed *feed   // the platform's, once opened
-	log2 Records // the log the feed reads
+	feed    *feed   // the platform's, once opened
+	records Records // the log the feed reads
 }
 
 // Options tune a Dispatcher; the zero value is what serve uses.

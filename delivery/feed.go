@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/store"
@@ -99,7 +100,7 @@ type feed struct {
 	fails      int
 	pauseUntil time.Time
 
-	cursor atomicSeq // the cursor in memory, for views
+	cursor atomic.Int64 // the cursor as stored, for views
 }
 
 // tripAfter is how many attempts in a row may fail before the feed holds
@@ -115,9 +116,7 @@ func (f *feed) throttled() bool {
 	if f.d.busy == nil || !f.d.busy() {
 		return false
 	}
-	for len(f.slots) > 0 && f.slots[0].state == done {
-		f.slots = f.slots[1:]
-	}
+	f.trim()
 	return len(f.slots) == 0 || time.Since(f.slots[0].it.Clock) < maxLag
 }
 
@@ -150,14 +149,6 @@ const (
 	done
 )
 
-type atomicSeq struct {
-	mu sync.Mutex
-	n  int64
-}
-
-func (a *atomicSeq) load() int64   { a.mu.Lock(); defer a.mu.Unlock(); return a.n }
-func (a *atomicSeq) store(n int64) { a.mu.Lock(); a.n = n; a.mu.Unlock() }
-
 // Records reads the log.
 type Records interface {
 	Records(ctx context.Context, after int64, limit int) ([]store.Record, error)
@@ -177,8 +168,8 @@ func (d *Dispatcher) OpenFeed(ctx context.Context, log Records, head int64) erro
 	}
 	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued,
 		next: st.Cursor, saved: st.Cursor, head: head, gap: st.Cursor < head, lines: map[string]*slot{}}
-	f.cursor.store(st.Cursor)
-	d.feed, d.log2 = f, log
+	f.cursor.Store(st.Cursor)
+	d.feed, d.records = f, log
 	return nil
 }
 
@@ -275,7 +266,7 @@ func (d *Dispatcher) FeedDelivery(ctx context.Context, seq int64, n int) (store.
 	if f == nil || n != 0 || seq <= f.from {
 		return store.Delivery{}, false, nil
 	}
-	recs, err := d.log2.Records(ctx, seq-1, 1)
+	recs, err := d.records.Records(ctx, seq-1, 1)
 	if err != nil || len(recs) == 0 || recs[0].Seq != seq {
 		return store.Delivery{}, false, err
 	}
@@ -284,7 +275,7 @@ func (d *Dispatcher) FeedDelivery(ctx context.Context, seq int64, n int) (store.
 		return store.Delivery{}, false, nil
 	}
 	del := it.delivery(d.cfg.MaxAge)
-	if seq <= f.cursor.load() {
+	if seq <= f.cursor.Load() {
 		// Delivered at once: only the outbox keeps attempts.
 		del.Status, del.Attempts, del.Due = store.Delivered, 1, time.Time{}
 	}
@@ -401,7 +392,7 @@ func (f *feed) run(ctx context.Context) {
 
 // reread takes a decision again from the log, as an erasure left it.
 func (f *feed) reread(ctx context.Context, s *slot) bool {
-	recs, err := f.d.log2.Records(ctx, s.it.Seq-1, 1)
+	recs, err := f.d.records.Records(ctx, s.it.Seq-1, 1)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.d.log.Error("the platform's feed cannot read the log", "err", err)
@@ -451,7 +442,7 @@ func (f *feed) fill(ctx context.Context) error {
 			f.mu.Unlock()
 			continue
 		}
-		recs, err := f.d.log2.Records(ctx, f.next, min(readBatch, window-f.active))
+		recs, err := f.d.records.Records(ctx, f.next, min(readBatch, window-f.active))
 		if err != nil {
 			return err
 		}
@@ -503,6 +494,13 @@ func (f *feed) take(it Item) {
 	default:
 		f.lines[it.Line] = s
 		f.ready = append(f.ready, s)
+	}
+}
+
+// trim drops the done slots at the front.
+func (f *feed) trim() {
+	for len(f.slots) > 0 && f.slots[0].state == done {
+		f.slots = f.slots[1:]
 	}
 }
 
@@ -563,9 +561,7 @@ func (f *feed) result(r sent) {
 // save hands the outbox what it must work, and stores the cursor, when
 // there is something to hand over or the cursor moved a while ago.
 func (f *feed) save(ctx context.Context, now bool) {
-	for len(f.slots) > 0 && f.slots[0].state == done {
-		f.slots = f.slots[1:]
-	}
+	f.trim()
 	// The cursor: every decision up to it done or handed over.
 	i := 0
 	for i < len(f.slots) && (f.slots[i].state == done || f.slots[i].state == handing) {
@@ -579,14 +575,14 @@ func (f *feed) save(ctx context.Context, now bool) {
 		return
 	}
 	ds := make([]store.Delivery, len(f.hand))
-	os := make([]store.Outcome, len(f.hand))
+	outcomes := make([]store.Outcome, len(f.hand))
 	for j, s := range f.hand {
-		ds[j], os[j] = s.it.delivery(f.d.cfg.MaxAge), s.outcome
+		ds[j], outcomes[j] = s.it.delivery(f.d.cfg.MaxAge), s.outcome
 		if s.outcome.Status == store.Failed {
 			ds[j].Due = s.outcome.Due
 		}
 	}
-	if err := f.d.out.AdvanceFeed(ctx, Platform, cursor, ds, os); err != nil {
+	if err := f.d.out.AdvanceFeed(ctx, Platform, cursor, ds, outcomes); err != nil {
 		if ctx.Err() == nil {
 			f.d.log.Error("the platform's feed cannot save its place; it will try again", "err", err)
 		}
@@ -600,7 +596,7 @@ func (f *feed) save(ctx context.Context, now bool) {
 	}
 	f.hand = f.hand[:0]
 	f.saved, f.savedAt = cursor, time.Now()
-	f.cursor.store(cursor)
+	f.cursor.Store(cursor)
 	f.slots = f.slots[i:]
 }
 
@@ -611,5 +607,5 @@ func (d *Dispatcher) FeedCursor() (cursor int64, ok bool) {
 	if d.feed == nil {
 		return 0, false
 	}
-	return d.feed.cursor.load(), true
+	return d.feed.cursor.Load(), true
 }

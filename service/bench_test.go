@@ -66,6 +66,17 @@ func load(b *testing.B, url string, clients, n int, body func(pair, step int) st
 	return float64(len(all)) / elapsed.Seconds(), all
 }
 
+// openClose makes load's events: each opens a conversation and the next
+// closes it, so the team never fills up; prefix keeps ids apart.
+func openClose(prefix string) func(pair, step int) string {
+	return func(pair, step int) string {
+		if step == 1 {
+			return fmt.Sprintf(`{"id":"%sc%d","type":"conversation.closed","conversation":"%se%d"}`, prefix, pair, prefix, pair)
+		}
+		return msg(fmt.Sprintf("%se%d", prefix, pair), fmt.Sprintf("%sk%d", prefix, pair))
+	}
+}
+
 // baseline is the least an HTTP JSON service does per request: read the
 // body, decode it, answer JSON. Switchboard is measured against it.
 func baseline() http.Handler {
@@ -91,14 +102,7 @@ func BenchmarkHTTP(b *testing.B) {
 			url := startBench(b, filepath.Join(b.TempDir(), "sb.db"))
 			base := httptest.NewServer(baseline())
 			defer base.Close()
-			// Each event opens a conversation and the next closes it, so the
-			// team never fills up.
-			event := func(pair, step int) string {
-				if step == 1 {
-					return fmt.Sprintf(`{"id":"c%d","type":"conversation.closed","conversation":"e%d"}`, pair, pair)
-				}
-				return msg(fmt.Sprintf("e%d", pair), fmt.Sprintf("k%d", pair))
-			}
+			event := openClose("")
 			b.ResetTimer()
 			rate, lat := load(b, url+"/v1/events", clients, b.N, event)
 			b.StopTimer()
@@ -190,12 +194,7 @@ func BenchmarkDelivery(b *testing.B) {
 		b.Fatal(ds)
 	}
 	const single = 2000 // events posted one per request, per service
-	event := func(pair, step int) string {
-		if step == 1 {
-			return fmt.Sprintf(`{"id":"sc%d","type":"conversation.closed","conversation":"se%d"}`, pair, pair)
-		}
-		return msg(fmt.Sprintf("se%d", pair), fmt.Sprintf("sk%d", pair))
-	}
+	event := openClose("s")
 	// run ingests on a fresh service and returns its batch throughput and
 	// single-event latency (p50), after everything owed was delivered.
 	run := func(name string, cfg *delivery.Config) (rate float64, p50 time.Duration, took time.Duration) {

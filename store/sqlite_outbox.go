@@ -670,14 +670,14 @@ func (s *SQLite) AdvanceFeed(ctx context.Context, dest string, cursor int64, ds 
 					return err
 				}
 			}
-			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries (`+deliveryColumns+`, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			_, err := tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryColumns+`, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				d.Seq, d.N, d.Destination, d.Line, d.Kind, d.Contact, body, status, attempts,
 				millis(d.Created), due, millis(d.Expires), done, o.Attempt.Code, o.Attempt.Error, answer, head)
 			if err != nil {
 				return err
 			}
-			if added, err := res.RowsAffected(); err != nil || added == 0 || attempts == 0 {
-				continue // stored before a crash, or nothing tried yet
+			if attempts == 0 {
+				continue // nothing tried yet
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO delivery_attempts (delivery, n, at, took_ms, code, error) VALUES (?, 1, ?, ?, ?, ?)`,
 				DeliveryID(d.Seq, d.N), millis(o.Attempt.At), o.Attempt.Took.Milliseconds(), o.Attempt.Code, o.Attempt.Error); err != nil {
