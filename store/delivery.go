@@ -147,4 +147,8 @@ type Feed struct {
 	// Queued are the records after Cursor that have an outbox delivery to
 	// the destination already (handed over just before a crash).
 	Queued map[int64]bool
+	// Lost is closed when this process no longer holds the feed (its
+	// session with a shared database ended): the feed must stop, for
+	// another process may take it over. Nil when it cannot be lost.
+	Lost <-chan struct{}
 }

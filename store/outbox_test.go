@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,10 +22,11 @@ func ids(ds []Delivery) string {
 	return strings.Join(out, " ")
 }
 
-func TestOutbox(t *testing.T) {
+func TestOutbox(t *testing.T) { eachBackend(t, testOutbox) }
+
+func testOutbox(t *testing.T, b backend) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "sb.db")
-	s := open(t, path)
+	s := b.open()
 	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	r1, r2, r3 := rec(1, "e1", "k1"), rec(2, "e2", "k1"), rec(3, "e3", "k2")
 	r1.Deliveries = []Delivery{deliv(1, 0, "platform", "c1", t0), deliv(1, 1, "email", "c1", t0)}
@@ -113,16 +113,27 @@ func TestOutbox(t *testing.T) {
 	if ok, _ := s.RetryDelivery(ctx, "sb-1-0", later, later); ok {
 		t.Fatal("a delivered delivery was retried")
 	}
-	// Reopening keeps everything and lets every claim go (one process owns
-	// the file).
+	// Reopening keeps everything. A file owned by one process lets every
+	// claim go; a shared database keeps them until their leases end, as
+	// their owners may still be at work.
 	if got, _ := s.ClaimDeliveries(ctx, "a", later, time.Hour, 10); ids(got) != "sb-3-0" {
 		t.Fatalf("after the retry, claimed %q", ids(got))
 	}
 	s.Close()
-	s = open(t, path)
+	s = b.open()
 	defer s.Close()
-	if got, _ := s.ClaimDeliveries(ctx, "c", later, time.Hour, 10); ids(got) != "sb-3-0" {
-		t.Fatalf("after a restart, claimed %q", ids(got))
+	if !b.owned {
+		if got, _ := s.ClaimDeliveries(ctx, "c", later, time.Hour, 10); len(got) != 0 {
+			t.Fatalf("a claim still leased was taken: %q", ids(got))
+		}
+		later = later.Add(time.Hour)
+	}
+	want := "sb-3-0"
+	if !b.owned {
+		want = "sb-1-1 sb-3-0" // due by then too
+	}
+	if got, _ := s.ClaimDeliveries(ctx, "c", later, time.Hour, 10); ids(got) != want {
+		t.Fatalf("after a restart, claimed %q, want %q", ids(got), want)
 	}
 	// Erasure rewrites the contact's bodies; pruning keeps what is owed.
 	if err := s.Erase(ctx, "k1", 3, &testEraser{}); err != nil {
@@ -134,9 +145,7 @@ func TestOutbox(t *testing.T) {
 	if err := s.Prune(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	var kept int
-	s.db.QueryRow(`SELECT COUNT(*) FROM delivery_attempts WHERE delivery = 'sb-1-0'`).Scan(&kept)
-	if kept != 0 {
+	if kept := b.count(`SELECT COUNT(*) FROM delivery_attempts WHERE delivery = 'sb-1-0'`); kept != 0 {
 		t.Fatal("a pruned delivery's attempts stayed")
 	}
 	left, _ := s.Deliveries(ctx, DeliveryFilter{})
@@ -152,9 +161,11 @@ func TestOutbox(t *testing.T) {
 
 // A decision sent as the log holds it is not stored twice: the delivery
 // comes back with its record's decision and clock.
-func TestOutboxBodyFromLog(t *testing.T) {
+func TestOutboxBodyFromLog(t *testing.T) { eachBackend(t, testOutboxBodyFromLog) }
+
+func testOutboxBodyFromLog(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "sb.db"))
+	s := b.open()
 	defer s.Close()
 	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	r := rec(1, "e1", "k1")
@@ -177,9 +188,12 @@ func TestOutboxBodyFromLog(t *testing.T) {
 // TestOutboxHeads: only the first open delivery of a line is claimed,
 // however deep the line; a dead one retried takes its place back at the
 // front, and one handed over by a feed joins the line in order.
-func TestOutboxHeads(t *testing.T) {
+func TestOutboxHeads(t *testing.T) { eachBackend(t, testOutboxHeads) }
+
+func testOutboxHeads(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "sb.db"))
+	s := b.open()
+	defer s.Close()
 	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	var recs []Record
 	for i := int64(1); i <= 500; i++ {
@@ -215,6 +229,9 @@ func TestOutboxHeads(t *testing.T) {
 	}
 	claim("sb-1-0")
 	// A feed hands over a decision of another line, and one of this line.
+	if _, err := s.OpenFeed(ctx, "platform", 500); err != nil {
+		t.Fatal(err)
+	}
 	more := []Delivery{deliv(501, 0, "platform", "c2", t0), deliv(502, 0, "platform", "c1", t0)}
 	if err := s.AdvanceFeed(ctx, "platform", 502, more, []Outcome{{}, {}}); err != nil {
 		t.Fatal(err)

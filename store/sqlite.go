@@ -1029,21 +1029,7 @@ func (s *SQLite) SeqBefore(ctx context.Context, t time.Time) (int64, error) {
 		tt, _ := time.Parse(time.RFC3339Nano, at)
 		return seq, tt, nil
 	}
-	best := int64(0)
-	for lo <= hi {
-		mid := lo + (hi-lo)/2
-		seq, tt, err := when(mid)
-		if err != nil {
-			return 0, err
-		}
-		if seq > hi || !tt.Before(t) {
-			hi = mid - 1
-			continue
-		}
-		best = seq
-		lo = seq + 1
-	}
-	return best, nil
+	return lastBefore(lo, hi, t, when)
 }
 
 // checkpointInterval is how often the write-ahead log is copied into the

@@ -154,3 +154,42 @@ type Store interface {
 	Check() error
 	Close() error
 }
+
+// Shared is a store that several switchboard processes write at once
+// (PostgreSQL): the log's order is the database's.
+type Shared interface {
+	Store
+	// Sequence appends under the log's lock: decide gets the records
+	// appended after seq after (by other processes), and returns the
+	// records to append after them, stored with their deliveries in the
+	// same transaction. Nothing is stored when decide or the commit fails.
+	Sequence(ctx context.Context, after int64, decide func(tail []Record) ([]Record, error)) error
+	// Appended is signalled, coalesced, when another process may have
+	// appended: read the log after it.
+	Appended() <-chan struct{}
+	// Ping reports whether the database answers.
+	Ping(ctx context.Context) error
+	// Where names the database, without credentials.
+	Where() string
+}
+
+// lastBefore finds the last record decided before t among the seqs lo to
+// hi of a log in clock order, by a binary search: when gives the first
+// record at or after a seq, and its decision time (seqs may have gaps).
+func lastBefore(lo, hi int64, t time.Time, when func(seq int64) (int64, time.Time, error)) (int64, error) {
+	best := int64(0)
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		seq, tt, err := when(mid)
+		if err != nil {
+			return 0, err
+		}
+		if seq > hi || !tt.Before(t) {
+			hi = mid - 1
+			continue
+		}
+		best = seq
+		lo = seq + 1
+	}
+	return best, nil
+}
