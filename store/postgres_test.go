@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/switchboard-dev/switchboard/internal/pgtest"
+)
+
+func openPG(t *testing.T, u string) *Postgres {
+	t.Helper()
+	s, err := OpenPostgres(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestPostgresShared: several processes (each its own pool) starting at
+// once migrate once, append concurrently into one total order, each seeing
+// the others' records in the tail, and claim every delivery exactly once.
+func TestPostgresShared(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	const procs, rounds = 4, 50
+	stores := make([]*Postgres, procs)
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Add(1)
+		go func() { defer wg.Done(); stores[i] = openPG(t, u) }()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	var mu sync.Mutex
+	seen := map[int]int64{} // process: the last seq it knows
+	for p, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := int64(0)
+			for r := range rounds {
+				err := s.Sequence(ctx, last, func(tail []Record) ([]Record, error) {
+					for _, x := range tail {
+						if x.Seq != last+1 {
+							return nil, fmt.Errorf("process %d: the tail skips from %d to %d", p, last, x.Seq)
+						}
+						last = x.Seq
+					}
+					next := rec(last+1, fmt.Sprintf("p%d-%d", p, r), "k")
+					next.Deliveries = []Delivery{deliv(last+1, 0, "webhook:crm", fmt.Sprint("c", r%3), time.Unix(0, 0))}
+					last++
+					return []Record{next}, nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			mu.Lock()
+			seen[p] = last
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if n, _ := stores[0].LastSeq(ctx); n != procs*rounds {
+		t.Fatalf("last seq %d, want %d", n, procs*rounds)
+	}
+	// Every delivery claimed once, one line at a time, whoever claims.
+	claimed := map[string]string{}
+	for round := 0; round < 10*procs*rounds && len(claimed) < procs*rounds; round++ {
+		for p, s := range stores {
+			owner := fmt.Sprint("p", p)
+			got, err := s.ClaimDeliveries(ctx, owner, time.Unix(1, 0), time.Hour, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := map[string]bool{}
+			var outs []Outcome
+			for _, d := range got {
+				if by, ok := claimed[d.ID]; ok {
+					t.Fatalf("%s claimed by %s and %s", d.ID, by, owner)
+				}
+				if lines[d.Line] {
+					t.Fatalf("two deliveries of line %s claimed at once", d.Line)
+				}
+				lines[d.Line], claimed[d.ID] = true, owner
+				outs = append(outs, Outcome{ID: d.ID, Status: Delivered, Attempt: Attempt{At: time.Unix(1, 0)}})
+			}
+			if err := s.FinishDeliveries(ctx, owner, outs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(claimed) != procs*rounds {
+		t.Fatalf("%d deliveries claimed of %d", len(claimed), procs*rounds)
+	}
+}
+
+// TestPostgresFeedHeld: one process holds a feed; it is lost when its
+// session ends, and another takes it over where it was.
+func TestPostgresFeedHeld(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	a, b := openPG(t, u), openPG(t, u)
+	fa, err := a.OpenFeed(ctx, "platform", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.OpenFeed(ctx, "platform", 0); !errors.Is(err, ErrFeedHeld) {
+		t.Fatalf("a second holder: %v", err)
+	}
+	if err := b.AdvanceFeed(ctx, "platform", 5, nil, nil); err == nil {
+		t.Fatal("a process that does not hold the feed moved it")
+	}
+	if err := a.AdvanceFeed(ctx, "platform", 7, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The holder's session is killed from outside (as a server restart or
+	// a cut connection would).
+	c, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, feedLockKey("platform")&0xffffffff); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fa.Lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the feed's loss went unnoticed")
+	}
+	if err := a.AdvanceFeed(ctx, "platform", 9, nil, nil); err == nil {
+		t.Fatal("a lost feed moved")
+	}
+	fb, err := b.OpenFeed(ctx, "platform", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fb.Cursor != 7 {
+		t.Fatalf("taken over at %d, want 7", fb.Cursor)
+	}
+}
+
+// TestPostgresSchema: a database migrated by a newer switchboard is
+// refused, saying so; one holding other tables is not taken over.
+func TestPostgresSchema(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	s := openPG(t, u)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, len(pgMigrations)+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenPostgres(ctx, u)
+	if err == nil || !strings.Contains(err.Error(), "newer than this switchboard's") {
+		t.Fatalf("a newer schema: %v", err)
+	}
+	other := pgtest.URL(t)
+	c, err := pgx.Connect(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(ctx, `CREATE TABLE invoices (id int)`)
+	c.Close(ctx)
+	if _, err := OpenPostgres(ctx, other); err == nil || !strings.Contains(err.Error(), "not Switchboard's (invoices)") {
+		t.Fatalf("a database of something else: %v", err)
+	}
+	if w := Where("postgres://sb:hunter2@db.example:5433/routing?sslmode=require"); strings.Contains(w, "hunter2") || w != "postgres://db.example:5433/routing" {
+		t.Fatalf("Where: %s", w)
+	}
+}
