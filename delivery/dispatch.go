@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,8 +56,12 @@ type Dispatcher struct {
 	mu  sync.Mutex
 	rnd *mrand.Rand
 
-	feed    *feed   // the platform's, once opened
-	records Records // the log the feed reads
+	feed    atomic.Pointer[feed] // the platform's, while this process works it
+	records Records              // the log the feed reads
+	// contend is set when the feed is shared with other processes: it is
+	// taken when free, and worked until lost (see runFeed).
+	contend bool
+	head    atomic.Int64 // the last record committed, for a feed taken later
 }
 
 // Options tune a Dispatcher; the zero value is what serve uses.
@@ -140,9 +145,9 @@ func (d *Dispatcher) lease() time.Duration {
 // off and not recorded: their claims lapse, and they are made again, with
 // the same id, by the next dispatcher.
 func (d *Dispatcher) Run(ctx context.Context) {
-	if d.feed != nil {
+	if f := d.feed.Load(); f != nil || d.contend {
 		fed := make(chan struct{})
-		go func() { d.feed.run(ctx); close(fed) }()
+		go func() { d.runFeed(ctx, f); close(fed) }()
 		defer func() { <-fed }()
 	}
 	outcomes := make(chan finished, workers)
@@ -238,10 +243,10 @@ func (d *Dispatcher) finish(outcomes <-chan finished, free chan<- struct{}) {
 			// The claims run out and the deliveries are made again:
 			// at least once.
 			d.log.Error("cannot record delivery outcomes; they will be retried", "deliveries", len(batch), "err", err)
-		} else if d.feed != nil {
+		} else if feed := d.feed.Load(); feed != nil {
 			for _, f := range batch {
 				if f.dest == Platform && f.kind == KindDecision && (f.o.Status == store.Delivered || f.o.Status == store.Dead) {
-					d.feed.closed(f.line, f.o.Status == store.Delivered) // its line may be clear for the feed
+					feed.closed(f.line, f.o.Status == store.Delivered) // its line may be clear for the feed
 				}
 			}
 		}

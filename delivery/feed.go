@@ -3,7 +3,9 @@ package delivery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +103,8 @@ type feed struct {
 	pauseUntil time.Time
 
 	cursor atomic.Int64 // the cursor as stored, for views
+
+	lost <-chan struct{} // closed when a shared feed is no longer this process's
 }
 
 // tripAfter is how many attempts in a row may fail before the feed holds
@@ -158,25 +162,94 @@ type Records interface {
 // time, at head: the decisions after it are owed to the platform. Without
 // a platform endpoint, it forgets any feed, so that the decisions made
 // meanwhile are not sent when one is configured again.
+//
+// When several processes share the store, one works the feed at a time:
+// if another holds it, this one takes it over (in Run) once it is free.
 func (d *Dispatcher) OpenFeed(ctx context.Context, log Records, head int64) error {
 	if d.cfg.Platform == nil {
 		return d.out.CloseFeed(ctx, Platform, "no platform endpoint configured: the service was started without one before this decision was sent")
 	}
-	st, err := d.out.OpenFeed(ctx, Platform, head)
-	if err != nil {
-		return fmt.Errorf("the platform's feed: %w", err)
+	d.records = log
+	d.head.Store(head)
+	f, err := d.openFeed(ctx, head)
+	switch {
+	case errors.Is(err, store.ErrFeedHeld):
+		d.contend = true
+		return nil
+	case err != nil:
+		return err
 	}
-	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued,
+	d.contend = f.lost != nil
+	d.feed.Store(f)
+	return nil
+}
+
+func (d *Dispatcher) openFeed(ctx context.Context, head int64) (*feed, error) {
+	st, err := d.out.OpenFeed(ctx, Platform, head)
+	if errors.Is(err, store.ErrFeedHeld) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the platform's feed: %w", err)
+	}
+	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued, lost: st.Lost,
 		next: st.Cursor, saved: st.Cursor, head: head, gap: st.Cursor < head, lines: map[string]*slot{}}
 	f.cursor.Store(st.Cursor)
-	d.feed, d.records = f, log
-	return nil
+	return f, nil
+}
+
+// takeEvery is how often a process that does not work a shared feed
+// tries to take it.
+const takeEvery = 2 * time.Second
+
+// runFeed works the feed until ctx ends. A shared one is worked while
+// this process holds it, and taken again whenever it is free.
+func (d *Dispatcher) runFeed(ctx context.Context, f *feed) {
+	for ctx.Err() == nil {
+		if f == nil {
+			var err error
+			f, err = d.openFeed(ctx, d.head.Load())
+			if err != nil && !errors.Is(err, store.ErrFeedHeld) && ctx.Err() == nil {
+				d.log.Error("cannot take the platform's feed; trying again", "err", err)
+			}
+			if f == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(takeEvery):
+				}
+				continue
+			}
+			d.log.Info("working the platform's feed", "cursor", f.cursor.Load())
+			d.feed.Store(f)
+		}
+		fctx, stop := context.WithCancel(ctx)
+		if f.lost != nil {
+			go func() {
+				select {
+				case <-f.lost:
+				case <-fctx.Done():
+				}
+				stop()
+			}()
+		}
+		f.run(fctx)
+		stop()
+		d.feed.Store(nil)
+		if !d.contend || ctx.Err() != nil {
+			return
+		}
+		d.log.Warn("the platform's feed was lost (its database session ended); another process may work it now")
+		f = nil
+	}
 }
 
 // Committed hands the feed the decisions of a commit, and the last record
 // committed. It never blocks: past liveLimit, the feed reads the store.
 func (d *Dispatcher) Committed(items []Item, head int64) {
-	f := d.feed
+	if head > d.head.Load() {
+		d.head.Store(head)
+	}
+	f := d.feed.Load()
 	if f == nil {
 		return
 	}
@@ -198,7 +271,7 @@ func (d *Dispatcher) Committed(items []Item, head int64) {
 // rewritten them in the log, and they are read again from there. (One
 // being sent at that moment is sent as it was: it left before the erasure.)
 func (d *Dispatcher) Forget() {
-	f := d.feed
+	f := d.feed.Load()
 	if f == nil {
 		return
 	}
@@ -214,7 +287,7 @@ func (d *Dispatcher) Forget() {
 // Reopened says a dead delivery was made open again (retried by hand): its
 // line waits for it again.
 func (d *Dispatcher) Reopened(del store.Delivery) {
-	if f := d.feed; f != nil && del.Destination == Platform && del.Kind == KindDecision {
+	if f := d.feed.Load(); f != nil && del.Destination == Platform && del.Kind == KindDecision {
 		f.block(del.Line, 1)
 	}
 }
@@ -262,8 +335,8 @@ func (f *feed) block(line string, n int) {
 // it, when it has no outbox row: delivered once the feed is past it,
 // pending before. ok is false when the record owes the platform nothing.
 func (d *Dispatcher) FeedDelivery(ctx context.Context, seq int64, n int) (store.Delivery, bool, error) {
-	f := d.feed
-	if f == nil || n != 0 || seq <= f.from {
+	from, cursor, ok := d.feedPlace(ctx)
+	if !ok || n != 0 || seq <= from {
 		return store.Delivery{}, false, nil
 	}
 	recs, err := d.records.Records(ctx, seq-1, 1)
@@ -275,7 +348,7 @@ func (d *Dispatcher) FeedDelivery(ctx context.Context, seq int64, n int) (store.
 		return store.Delivery{}, false, nil
 	}
 	del := it.delivery(d.cfg.MaxAge)
-	if seq <= f.cursor.Load() {
+	if seq <= cursor {
 		// Delivered at once: only the outbox keeps attempts.
 		del.Status, del.Attempts, del.Due = store.Delivered, 1, time.Time{}
 	}
@@ -603,9 +676,28 @@ func (f *feed) save(ctx context.Context, now bool) {
 // FeedCursor is how far the platform's feed got, as stored: every decision
 // up to it was delivered or handed to the outbox. ok is false without a
 // feed.
-func (d *Dispatcher) FeedCursor() (cursor int64, ok bool) {
-	if d.feed == nil {
-		return 0, false
+func (d *Dispatcher) FeedCursor(ctx context.Context) (cursor int64, ok bool) {
+	_, cursor, ok = d.feedPlace(ctx)
+	return cursor, ok
+}
+
+// feedPlace is where the platform's feed began and how far it got: this
+// process's own, or, for a feed another process works, as stored.
+func (d *Dispatcher) feedPlace(ctx context.Context) (from, cursor int64, ok bool) {
+	if f := d.feed.Load(); f != nil {
+		return f.from, f.cursor.Load(), true
 	}
-	return d.feed.cursor.Load(), true
+	m, isMeta := d.records.(interface {
+		Meta(ctx context.Context, prefix string) (map[string]string, error)
+	})
+	if !d.contend || !isMeta {
+		return 0, 0, false
+	}
+	kv, err := m.Meta(ctx, "feed:"+Platform+":")
+	if err != nil {
+		return 0, 0, false
+	}
+	from, errFrom := strconv.ParseInt(kv["feed:"+Platform+":from"], 10, 64)
+	cursor, errCursor := strconv.ParseInt(kv["feed:"+Platform+":cursor"], 10, 64)
+	return from, cursor, errFrom == nil && errCursor == nil
 }

@@ -305,7 +305,7 @@ func stressFeed(t *testing.T, every int, sizes []int) {
 		if st.Open == 0 {
 			break
 		}
-		c, _ := d.FeedCursor()
+		c, _ := d.FeedCursor(context.Background())
 		t.Logf("open %d cursor %d accepted %d", st.Open, c, len(platform.Accepted()))
 		time.Sleep(5 * time.Second)
 	}

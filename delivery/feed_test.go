@@ -190,7 +190,7 @@ func TestFeedLines(t *testing.T) {
 		t.Errorf("outbox rows by conversation: %v", lines)
 	}
 	// The decisions sent straight show as delivered.
-	if c, ok := r.d.FeedCursor(); !ok || c != r.o.seq {
+	if c, ok := r.d.FeedCursor(context.Background()); !ok || c != r.o.seq {
 		t.Errorf("the feed's cursor is %d, want %d", c, r.o.seq)
 	}
 	d, ok, err = r.d.FeedDelivery(ctx, 2, 0)
@@ -225,7 +225,7 @@ func TestFeedRestart(t *testing.T) {
 	r.d.Committed(nil, r.o.seq)
 	r.commit(true, "c5")
 	r.settle(10 * time.Second)
-	if c, _ := r.d.FeedCursor(); c != r.o.seq {
+	if c, _ := r.d.FeedCursor(context.Background()); c != r.o.seq {
 		t.Errorf("the cursor stopped at %d of %d", c, r.o.seq)
 	}
 }

@@ -449,7 +449,8 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 
 // readState runs fn on the live state, which is never ahead of the store;
 // false when there is none to read (the store failed).
-func (s *Service) readState(w http.ResponseWriter, fn func(*engine.Engine)) {
+func (s *Service) readState(ctx context.Context, w http.ResponseWriter, fn func(*engine.Engine)) {
+	s.catchUp(ctx) // what the other instances appended (when the store is shared)
 	s.lockState()
 	defer s.mu.Unlock()
 	if s.eng == nil || s.fault.Load() != nil {
@@ -464,19 +465,19 @@ func (s *Service) readState(w http.ResponseWriter, fn func(*engine.Engine)) {
 }
 
 func (s *Service) getAgents(w http.ResponseWriter, r *http.Request) {
-	s.readState(w, func(e *engine.Engine) { writeJSON(w, http.StatusOK, e.Agents()) })
+	s.readState(r.Context(), w, func(e *engine.Engine) { writeJSON(w, http.StatusOK, e.Agents()) })
 }
 
 func (s *Service) getAgent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	s.readState(w, func(e *engine.Engine) {
+	s.readState(r.Context(), w, func(e *engine.Engine) {
 		writeFound[engine.AgentView](w, fmt.Sprintf("no agent %q", id))(e.Agent(id))
 	})
 }
 
 func (s *Service) getConversation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	s.readState(w, func(e *engine.Engine) {
+	s.readState(r.Context(), w, func(e *engine.Engine) {
 		writeFound[engine.ConversationView](w, fmt.Sprintf("no open conversation %q", id))(e.Conversation(id))
 	})
 }
@@ -493,7 +494,7 @@ func writeFound[T any](w http.ResponseWriter, notFound string) func(v T, ok bool
 }
 
 func (s *Service) getQueues(w http.ResponseWriter, r *http.Request) {
-	s.readState(w, func(e *engine.Engine) {
+	s.readState(r.Context(), w, func(e *engine.Engine) {
 		q := e.Queues(s.cfg.Now())
 		if q == nil {
 			q = []engine.QueueView{}

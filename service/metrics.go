@@ -1,7 +1,9 @@
 package service
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -72,6 +74,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	s.catchUp(ctx)
+	cancel()
 	s.lockState()
 	if s.eng == nil {
 		s.mu.Unlock()

@@ -338,7 +338,7 @@ func (s *Service) getDeliveries(w http.ResponseWriter, r *http.Request) {
 		// this record were delivered or are listed here.
 		Platform *int64 `json:"platform_through,omitempty"`
 	}{Deliveries: []deliveryView{}}
-	if c, ok := s.disp.FeedCursor(); ok {
+	if c, ok := s.disp.FeedCursor(r.Context()); ok {
 		out.Platform = &c
 	}
 	for _, d := range ds {

@@ -107,6 +107,12 @@ type Service struct {
 	stopping atomic.Bool
 
 	j        *journal.Journal // the log, read back into engines
+	// sh is the store when several instances share it (PostgreSQL): the
+	// log is then appended under its lock, after catching up.
+	sh       store.Shared
+	reach    atomic.Int64           // when the shared store last answered (Unix ns)
+	unreach  atomic.Pointer[string] // why it does not, while it does not
+	catching atomic.Bool            // catching up with a long tail
 	explains chan struct{}    // explanation slots
 	snap     *snapshotter
 	eraseMu  sync.Mutex // one erasure at a time
@@ -213,6 +219,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: cfg.Log, reqs: make(chan *request, 1024), stopped: make(chan struct{}),
 		explains: make(chan struct{}, cfg.Explains), pending: map[string]known{}}
 	s.idle = sync.NewCond(&s.mu)
+	s.sh, _ = cfg.Store.(store.Shared)
 	s.m = newMetrics(s)
 	s.committed, s.streamsDone = make(chan struct{}), make(chan struct{})
 	s.plan = delivery.NewPlanner(cfg.Delivery)
@@ -251,7 +258,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	// The recent ids hold every stored id only when the whole log was
 	// replayed and none of it evicted (install clears this on eviction).
-	s.complete.Store(st.FromSnapshot == 0 && st.Pruned == 0)
+	// (Never when other instances append too.)
+	s.complete.Store(st.FromSnapshot == 0 && st.Pruned == 0 && s.sh == nil)
 	s.install(st)
 	s.snap = newSnapshotter(s, st.FromSnapshot)
 	if snaps, err := cfg.Store.Snapshots(ctx); err == nil && len(snaps) > 0 {
@@ -264,8 +272,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := s.disp.OpenFeed(ctx, cfg.Store, s.seq); err != nil {
 		return nil, err
 	}
-	// Starting on other rules than the log's last is a reload.
-	if s.rs.Version != cfg.Rules.Version {
+	// Starting on other rules than the log's last is a reload; an
+	// instance of several follows the log's instead (see startShared).
+	if s.sh != nil {
+		s.startShared(cfg.Rules)
+	} else if s.rs.Version != cfg.Rules.Version {
 		if err := s.startReload(ctx, cfg.Rules); err != nil {
 			return nil, err
 		}
@@ -306,6 +317,9 @@ func (s *Service) Ready() (bool, string) {
 	}
 	if f := s.fault.Load(); f != nil {
 		return false, *f
+	}
+	if s.sh != nil {
+		return s.sharedReady()
 	}
 	return true, ""
 }
@@ -367,7 +381,8 @@ func (s *Service) Run(ctx context.Context) {
 	defer close(s.stopped)
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); s.follow(bg) }()
 	go func() { defer wg.Done(); s.cpu.run(bg) }()
 	go func() { defer wg.Done(); s.watch(bg) }()
 	go func() { defer wg.Done(); s.snap.run(bg) }()
@@ -443,6 +458,12 @@ func (s *Service) Run(ctx context.Context) {
 				default:
 					break more
 				}
+			}
+			if s.sh != nil {
+				// One group at a time: the next is decided after what
+				// the other instances append meanwhile.
+				s.commitShared(ctx, batch)
+				continue
 			}
 			if f := s.prepare(ctx, batch); f != nil {
 				switch {
@@ -594,6 +615,10 @@ var errPoisoned = errors.New("decided after a group that could not be stored")
 // with no other group in flight. If the store fails, every request of the
 // group is refused and the state rebuilt; nothing of the group is kept.
 func (s *Service) commit(ctx context.Context, batch []*request) {
+	if s.sh != nil {
+		s.commitShared(ctx, batch)
+		return
+	}
 	if f := s.prepare(ctx, batch); f != nil {
 		s.finish(f, s.cfg.Store.Append(ctx, f.recs))
 	}
@@ -622,6 +647,12 @@ func (s *Service) prepare(ctx context.Context, batch []*request) *flight {
 		s.answer(batch)
 		return nil
 	}
+	return s.decide(batch, stored)
+}
+
+// decide decides a group of requests whose stored ids are known; the
+// caller holds s.mu.
+func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 	f := &flight{batch: batch, done: make(chan error, 1)}
 	seq := s.next
 	eng, rs := s.eng, s.rs
@@ -679,6 +710,13 @@ func (s *Service) prepare(ctx context.Context, batch []*request) *flight {
 					}
 				}
 				continue
+			}
+			if in.ev.Type == triggers.TypeTick && s.sh != nil {
+				// Another instance may have fired it: it is due no more.
+				if due, ok := eng.NextDue(); !ok || due.After(now) {
+					r.results[i] = result{dup: true}
+					continue
+				}
 			}
 			var own string
 			if in.ev.Conversation != "" {

@@ -84,7 +84,7 @@ func (p *snapshotter) run(ctx context.Context) {
 		case <-t.C:
 		}
 		if p.committed.Load() > p.last.Load() {
-			if err := p.take(ctx); err != nil && ctx.Err() == nil {
+			if err := p.takeShared(ctx); err != nil && ctx.Err() == nil {
 				p.s.log.Error("snapshot failed; the older ones stay", "err", err)
 			}
 		}
@@ -93,6 +93,21 @@ func (p *snapshotter) run(ctx context.Context) {
 
 // take stores a snapshot of the state at the last committed record, then
 // thins the older ones and prunes for retention.
+// takeShared takes a snapshot unless, the store being shared, another
+// instance took one recently enough.
+func (p *snapshotter) takeShared(ctx context.Context) error {
+	if p.s.sh != nil {
+		if snaps, err := p.s.cfg.Store.Snapshots(ctx); err == nil && len(snaps) > 0 && snaps[0].Seq > p.last.Load() {
+			p.last.Store(snaps[0].Seq)
+			p.size.Store(snaps[0].Size)
+			if !p.due() {
+				return nil
+			}
+		}
+	}
+	return p.take(ctx)
+}
+
 func (p *snapshotter) take(ctx context.Context) error {
 	s := p.s
 	start := time.Now()
@@ -171,7 +186,7 @@ func (p *snapshotter) retain(ctx context.Context) error {
 		return err
 	}
 	// The decisions the platform's feed has not reached stay, however old.
-	if c, ok := s.disp.FeedCursor(); ok {
+	if c, ok := s.disp.FeedCursor(ctx); ok {
 		old = min(old, c)
 	}
 	snaps, err := s.cfg.Store.Snapshots(ctx)

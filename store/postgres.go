@@ -202,6 +202,12 @@ func OpenPostgres(ctx context.Context, rawURL string) (*Postgres, error) {
 	return s, nil
 }
 
+// SchemaError is a database switchboard will not use as it is: trying
+// again does not help.
+type SchemaError struct{ Reason string }
+
+func (e *SchemaError) Error() string { return e.Reason }
+
 // Where is the server and database, without credentials.
 func (s *Postgres) Where() string { return s.where }
 
@@ -227,7 +233,7 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	switch {
 	case len(tables) == 0:
 	case !contains(tables, "schema_migrations") || !contains(tables, "events"):
-		return fmt.Errorf("the database holds tables that are not Switchboard's (%s); give switchboard a database, or a schema (search_path in the URL), of its own", strings.Join(tables, ", "))
+		return &SchemaError{fmt.Sprintf("the database holds tables that are not Switchboard's (%s); give switchboard a database, or a schema (search_path in the URL), of its own", strings.Join(tables, ", "))}
 	}
 	if _, err := c.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    integer PRIMARY KEY,
@@ -240,7 +246,7 @@ func (s *Postgres) migrate(ctx context.Context) error {
 		return err
 	}
 	if have > len(pgMigrations) {
-		return fmt.Errorf("the database's schema (version %d) is newer than this switchboard's (version %d): a newer switchboard has migrated it, and this one will not run against it or undo that; run the newer switchboard", have, len(pgMigrations))
+		return &SchemaError{fmt.Sprintf("the database's schema (version %d) is newer than this switchboard's (version %d): a newer switchboard has migrated it, and this one will not run against it or undo that; run the newer switchboard", have, len(pgMigrations))}
 	}
 	for v := have + 1; v <= len(pgMigrations); v++ {
 		err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {

@@ -33,7 +33,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	rules := fl.String("rules", defaultRules, "rule set `directory`")
 	addr := fl.String("addr", "127.0.0.1:8080", "address to listen on")
-	data := fl.String("data", "switchboard.db", "SQLite database `file` (created if missing)")
+	data := fl.String("data", "switchboard.db", "SQLite database `file` (created if missing), or a postgres:// URL that several instances share (default $SWITCHBOARD_DATABASE_URL when set)")
 	token := fl.String("token", os.Getenv("SWITCHBOARD_TOKEN"), "bearer token every /v1 call must present (default $SWITCHBOARD_TOKEN)")
 	seed := fl.Uint64("seed", 0, "seed for the random algorithm")
 	verbose := fl.Bool("v", false, "log every request")
@@ -45,7 +45,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	config := fl.String("config", os.Getenv("SWITCHBOARD_CONFIG"), "configuration `file`: where decisions, webhooks and emails go (default $SWITCHBOARD_CONFIG; none: decisions are only streamed)")
 	grace := fl.Duration("shutdown-grace", 5*time.Second, "on SIGTERM, how long requests in flight may take before their connections are closed (at most 8s)")
 	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
+		fmt.Fprintln(fl.Output(), "usage: switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE | --data postgres://...] [--token TOKEN] [--retain DURATION]\n\nRuns the routing service: POST events to /v1/events, get decisions back once they are durable.")
 		fl.PrintDefaults()
 	}
 	if code, done := parseFlags(fl, args, stdout); done {
@@ -119,15 +119,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer ln.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	st, err := store.OpenSQLite(ctx, *data)
+	if u := os.Getenv("SWITCHBOARD_DATABASE_URL"); u != "" && !flagSet(fl, "data") {
+		*data = u
+	}
+	st, where, err := openStore(ctx, *data, log)
 	if err != nil {
-		log.Error("cannot open the store", "data", *data, "err", err)
+		if ctx.Err() != nil {
+			log.Info("stopped before serving")
+			return 0
+		}
+		log.Error("cannot open the store", "data", where, "err", err)
 		return 1
 	}
 	defer st.Close()
-	if st.Created() {
-		log.Info("created a new, empty database", "data", *data)
-	}
+	*data = where
 	logDelivery(log, delivery)
 	svc, err := service.New(ctx, service.Config{Rules: rs, Load: loadWith, Store: st, Token: *token, Log: log, Seed: *seed,
 		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval, Delivery: delivery})
@@ -195,6 +200,44 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	<-runDone
 	log.Info("stopped")
 	return code
+}
+
+// isPostgres says whether --data names a PostgreSQL database.
+func isPostgres(data string) bool {
+	return strings.HasPrefix(data, "postgres://") || strings.HasPrefix(data, "postgresql://")
+}
+
+// openStore opens the SQLite file, or connects to PostgreSQL: until it
+// answers, with a growing wait between tries and the reason logged each
+// time (a database starting beside switchboard is waited for). It returns
+// where the data is, without credentials.
+func openStore(ctx context.Context, data string, log *slog.Logger) (store.Store, string, error) {
+	if !isPostgres(data) {
+		st, err := store.OpenSQLite(ctx, data)
+		if err == nil && st.Created() {
+			log.Info("created a new, empty database", "data", data)
+		}
+		return st, data, err
+	}
+	where := store.Where(data)
+	wait := time.Second
+	for {
+		st, err := store.OpenPostgres(ctx, data)
+		if err == nil {
+			return st, where, nil
+		}
+		var refused *store.SchemaError
+		if errors.As(err, &refused) || ctx.Err() != nil {
+			return nil, where, err
+		}
+		log.Error("cannot reach the database; trying again", "data", where, "in", wait.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, where, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // parseDays is time.ParseDuration with days ("90d"), up to a century.

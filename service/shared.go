@@ -1,0 +1,283 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/delivery"
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// Several instances over one shared store (PostgreSQL). Any instance
+// accepts any event. The log's order is the database's: an instance
+// appends a group under the log's lock, in a transaction that first reads
+// what the other instances appended since it last looked; it applies
+// those records to its engine (a replay, deterministic), decides its
+// group after them, appends it, commits, and only then answers. Between
+// its own commits an instance follows the log (NOTIFY, and a poll), and
+// every read catches up with the log's tail first, so that what it shows
+// is never behind what was acknowledged before the read began.
+
+// Following the log.
+const (
+	// followEvery is how often an instance reads the log's tail even when
+	// no notification came.
+	followEvery = time.Second
+	// unreachableAfter is how long the database may go unanswered before
+	// the instance says it is not ready.
+	unreachableAfter = 3 * time.Second
+	// catchUpBatch is how many records a catch-up reads at once; a tail
+	// longer than that is a long catch-up, and the instance says it is
+	// not ready while it lasts.
+	catchUpBatch = 10_000
+)
+
+// startShared settles which rules an instance starting on a shared log
+// runs: the log's, whatever its own files say, so that instances started
+// one by one (a rolling restart) never switch the others' rules. A reload
+// (POST /v1/reload) on any instance switches them all.
+func (s *Service) startShared(rs *dsl.RuleSet) {
+	s.reach.Store(time.Now().UnixNano())
+	if s.seq > 0 && s.rs.Version != rs.Version {
+		s.log.Warn("this instance's rule files differ from the rules the shared log runs; it runs the log's. POST /v1/rules/reload to this instance to switch every instance to its files",
+			"running", s.rs.Version, "files", rs.Version)
+	}
+}
+
+// sharedReady says whether an instance of several accepts events: not
+// while the database does not answer, nor while it is catching up with a
+// long tail.
+func (s *Service) sharedReady() (bool, string) {
+	if why := s.unreach.Load(); why != nil && time.Since(time.Unix(0, s.reach.Load())) > unreachableAfter {
+		return false, *why
+	}
+	if s.catching.Load() {
+		return false, "catching up with the log the other instances appended"
+	}
+	return true, ""
+}
+
+// reached records how the last exchange with the shared database went.
+func (s *Service) reached(err error) {
+	if err == nil {
+		s.reach.Store(time.Now().UnixNano())
+		if s.unreach.Swap(nil) != nil {
+			s.log.Info("the database answers again", "database", s.sh.Where())
+		}
+		return
+	}
+	why := fmt.Sprintf("cannot reach the database at %s: %v", s.sh.Where(), err)
+	if old := s.unreach.Swap(&why); old == nil {
+		s.log.Error("the database does not answer", "database", s.sh.Where(), "err", err)
+	}
+}
+
+// errAnswered stops a Sequence whose requests were answered already.
+var errAnswered = errors.New("answered")
+
+// commitShared decides a group of requests and appends it to the shared
+// log, after the records the other instances appended.
+func (s *Service) commitShared(ctx context.Context, batch []*request) {
+	ctx = context.WithoutCancel(ctx)
+	s.mu.Lock()
+	if f := s.fault.Load(); f != nil {
+		s.refuseAll(batch, &refusal{reason: *f})
+		s.mu.Unlock()
+		s.answer(batch)
+		return
+	}
+	// Ids stored long ago are looked up before the lock; those the other
+	// instances append meanwhile come with the tail.
+	stored, err := s.lookup(ctx, batch)
+	after := s.seq
+	s.mu.Unlock()
+	if err != nil {
+		s.reached(err)
+		s.log.Error("cannot look up event ids", "err", err)
+		s.refuseAll(batch, errNotStored)
+		s.answer(batch)
+		return
+	}
+	var f *flight
+	applied := false
+	err = s.sh.Sequence(ctx, after, func(tail []store.Record) ([]store.Record, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(tail) > 0 {
+			applied = true
+			if err := s.applyTail(ctx, tail); err != nil {
+				return nil, err
+			}
+			for _, r := range tail {
+				if len(r.Hash) == hashSize {
+					k := known{seq: r.Seq, rules: r.RuleSet}
+					copy(k.hash[:], r.Hash)
+					stored[r.ID] = k
+				}
+			}
+		}
+		if fault := s.fault.Load(); fault != nil {
+			s.refuseAll(batch, &refusal{reason: *fault})
+			return nil, errAnswered
+		}
+		f = s.decide(batch, stored)
+		return f.recs, nil
+	})
+	s.reached(err)
+	if f != nil {
+		s.finish(f, err)
+		return
+	}
+	if !errors.Is(err, errAnswered) {
+		s.log.Error("cannot append to the shared log: refusing the group", "err", err)
+		s.refuseAll(batch, errNotStored)
+		if applied {
+			// Part of a tail may have been applied before it failed.
+			s.mu.Lock()
+			s.rebuild(ctx)
+			s.idle.Broadcast()
+			s.mu.Unlock()
+		}
+	}
+	s.answer(batch)
+}
+
+// applyTail applies records the other instances appended to the live
+// state, as a replay does; the caller holds s.mu with no group in flight.
+// A replay that decides otherwise than the log says (the record's data was
+// erased meanwhile) rebuilds the state from the newest snapshot instead,
+// which holds what was decided before the erasure.
+func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
+	st := &journal.State{Engine: s.eng, Rules: s.rs, Seq: s.seq}
+	var done []store.Record
+	var items []delivery.Item
+	changed, erased := 0, false
+	for _, r := range recs {
+		if r.Seq <= st.Seq {
+			continue // applied already
+		}
+		if r.Seq != st.Seq+1 {
+			// Records missing (pruned while this instance was away): the
+			// state is rebuilt from a snapshot after them.
+			changed++
+			break
+		}
+		if r.Type != store.TypeReload && r.RuleSet != st.Rules.Version {
+			// The log's first record, decided by another instance on its
+			// rules: those are the log's.
+			rs, err := s.j.RuleSet(ctx, r.RuleSet)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", r.Seq, err)
+			}
+			st.Engine, st.Rules = st.Engine.Reload(rs), rs
+		}
+		d, err := s.j.Apply(ctx, st, r)
+		if err != nil {
+			return err
+		}
+		if d != nil && !bytes.Equal(d, r.Decision) {
+			changed++
+		}
+		done = append(done, r)
+		switch r.Type {
+		case store.TypeReload, store.TypePrune:
+		case store.TypeErase:
+			erased = true
+		default:
+			var k known
+			copy(k.hash[:], r.Hash)
+			k.seq, k.rules = r.Seq, r.RuleSet
+			if len(r.Hash) != hashSize {
+				k.seq = 0
+			}
+			s.recent.Add(r.ID, k)
+			if it, ok := delivery.ItemOf(r); ok {
+				items = append(items, it)
+			}
+		}
+	}
+	s.eng, s.rs, s.seq, s.next = st.Engine, st.Rules, st.Seq, st.Seq
+	v := st.Rules.Version
+	s.version.Store(&v)
+	if len(done) > 0 {
+		s.signalCommit(done)
+		s.disp.Committed(items, s.seq)
+		s.snap.committedTo(s.seq)
+	}
+	if erased {
+		s.disp.Forget()
+	}
+	if changed > 0 {
+		s.log.Warn("the other instances' records replay differently here (erased data, or records pruned): rebuilding the state from the store", "records", changed)
+		st, err := s.load(ctx)
+		if err != nil {
+			return err
+		}
+		s.install(st)
+	}
+	return nil
+}
+
+// catchUp applies what the other instances appended, up to the log's
+// tail as it is now. Readers call it first, so that they never show less
+// than was acknowledged before they asked.
+func (s *Service) catchUp(ctx context.Context) error {
+	if s.sh == nil {
+		return nil
+	}
+	defer s.catching.Store(false)
+	for {
+		s.mu.Lock()
+		from, ok := s.seq, s.eng != nil
+		s.mu.Unlock()
+		if !ok {
+			return nil // refusing, until repaired
+		}
+		recs, err := s.cfg.Store.Records(ctx, from, catchUpBatch)
+		s.reached(err)
+		if err != nil || len(recs) == 0 {
+			return err
+		}
+		s.lockState()
+		if s.eng != nil {
+			if err = s.applyTail(ctx, recs); err != nil {
+				s.log.Error("cannot apply the other instances' records: rebuilding the state", "err", err)
+				s.rebuild(ctx)
+			}
+		}
+		s.idle.Broadcast()
+		s.mu.Unlock()
+		if err != nil || len(recs) < catchUpBatch {
+			return err
+		}
+		s.catching.Store(true)
+	}
+}
+
+// follow keeps an instance of several close to the log's tail: it catches
+// up when another instance announces an append, and at least every
+// followEvery, and watches that the database answers.
+func (s *Service) follow(ctx context.Context) {
+	if s.sh == nil {
+		return
+	}
+	t := time.NewTicker(followEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.sh.Appended():
+		case <-t.C:
+			s.reached(s.sh.Ping(ctx))
+		}
+		if err := s.catchUp(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("cannot read the shared log's tail", "err", err)
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/internal/pgtest"
+	"github.com/switchboard-dev/switchboard/store"
+)
+
+// instance runs a service on the shared database at u, with rules that
+// reload to whatever *rules holds.
+func instance(t *testing.T, u string, rules *atomic.Pointer[string]) (url string, svc *Service, stop func()) {
+	t.Helper()
+	load := func() (*dsl.RuleSet, dsl.Diagnostics) {
+		return dsl.Build(dsl.Sources{
+			Rules: []dsl.Source{{Name: "r.rules", Text: []byte(*rules.Load())}},
+			Team:  &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+		})
+	}
+	rs, ds := load()
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	ctx := context.Background()
+	st, err := store.OpenPostgres(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err = New(ctx, Config{Rules: rs, Load: load, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(runCtx); close(done) }()
+	srv := httptest.NewServer(svc.Handler())
+	return srv.URL, svc, func() { srv.Close(); cancel(); <-done; st.Close() }
+}
+
+// assigned is the agent an event's decision assigned.
+func assigned(t *testing.T, body string) string {
+	t.Helper()
+	var d struct {
+		Actions []struct {
+			Type  string `json:"type"`
+			Agent string `json:"agent"`
+		} `json:"actions"`
+	}
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	for _, a := range d.Actions {
+		if a.Type == "assign" {
+			return a.Agent
+		}
+	}
+	return ""
+}
+
+// TestSharedInstances: two instances on one PostgreSQL database decide as
+// one engine: each decides after what the other appended, reads catch up,
+// a retry on the other instance is the same event, and a reload on one
+// switches both.
+func TestSharedInstances(t *testing.T) {
+	u := pgtest.URL(t)
+	var rules atomic.Pointer[string]
+	first := "on new conversation -> assign group G by least_active"
+	rules.Store(&first)
+	a, _, stopA := instance(t, u, &rules)
+	defer stopA()
+	b, _, stopB := instance(t, u, &rules)
+	defer stopB()
+
+	code, body, _ := do(t, "POST", a+"/v1/events", "", msg("e1", "k1"))
+	if code != 200 || assigned(t, body) != "a" {
+		t.Fatalf("e1 on A: %d %s", code, body)
+	}
+	// B decides after A's e1: a is busier, so b.
+	code, body, _ = do(t, "POST", b+"/v1/events", "", msg("e2", "k2"))
+	if code != 200 || assigned(t, body) != "b" {
+		t.Fatalf("e2 on B, after e1 on A: %d %s", code, body)
+	}
+	// A retry of e1 sent to B is e1, answered as A decided it.
+	code, body2, _ := do(t, "POST", b+"/v1/events", "", msg("e1", "k1"))
+	if code != 200 || assigned(t, body2) != "a" {
+		t.Fatalf("e1 again on B: %d %s", code, body2)
+	}
+	// Reads on either show both.
+	for _, url := range []string{a, b} {
+		_, agents, _ := do(t, "GET", url+"/v1/agents", "", "")
+		if !strings.Contains(agents, `"load":1`) || strings.Contains(agents, `"load":0`) {
+			t.Fatalf("agents on %s: %s", url, agents)
+		}
+	}
+	// A reload on A switches B at the same record.
+	second := "on new conversation -> assign user b even if offline"
+	rules.Store(&second)
+	if code, body, _ := do(t, "POST", a+"/v1/rules/reload", "", ""); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	code, body, hdr := do(t, "POST", b+"/v1/events", "", msg("e3", "k3"))
+	_, health, _ := do(t, "GET", a+"/healthz", "", "")
+	if code != 200 || assigned(t, body) != "b" || !strings.Contains(health, hdr.Get("Switchboard-Rules")) {
+		t.Fatalf("e3 on B after the reload on A: %d %s (%v; A: %s)", code, body, hdr.Get("Switchboard-Rules"), health)
+	}
+
+	// Many clients on both at once: one log, no event lost or twice.
+	rules.Store(&first)
+	do(t, "POST", b+"/v1/rules/reload", "", "")
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				url := []string{a, b}[(c+i)%2]
+				id := fmt.Sprintf("c%d-%d", c, i)
+				if code, body, _ := do(t, "POST", url+"/v1/events", "", msg(id, "k"+id)); code != 200 {
+					t.Errorf("%s: %d %s", id, code, body)
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	_, ag1, _ := do(t, "GET", a+"/v1/agents", "", "")
+	_, ag2, _ := do(t, "GET", b+"/v1/agents", "", "")
+	if ag1 != ag2 {
+		t.Fatalf("the instances disagree:\nA %s\nB %s", ag1, ag2)
+	}
+	_, list, _ := do(t, "GET", a+"/v1/decisions?after=0&limit=1000", "", "")
+	var page struct {
+		Decisions []struct {
+			Event string `json:"event"`
+		} `json:"decisions"`
+	}
+	json.Unmarshal([]byte(list), &page)
+	seen := map[string]bool{}
+	for _, d := range page.Decisions {
+		if seen[d.Event] {
+			t.Fatalf("%s stored twice", d.Event)
+		}
+		seen[d.Event] = true
+	}
+	if len(seen) != 3+8*40 {
+		t.Fatalf("%d events stored, want %d", len(seen), 3+8*40)
+	}
+}
