@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/engine"
@@ -95,7 +96,19 @@ func (s *Service) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
-	return s.logRequests(mux)
+	return s.logRequests(textPaths(mux))
+}
+
+// textPaths refuses a path that cannot name anything: the ids in paths
+// are text, without NUL and in UTF-8.
+func textPaths(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := badText(r.URL.Path); why != "" {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "the path " + why + "; ids are text"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // auth checks the bearer token when one is configured.
@@ -178,7 +191,29 @@ func checkClientEvent(ev *triggers.Event) error {
 	case len(ev.ID) > maxIDLen:
 		return &triggers.FieldError{Field: "id", Message: fmt.Sprintf("longer than %d bytes", maxIDLen)}
 	}
+	// Identifiers are stored as text, in any database: no NUL, and UTF-8.
+	fields := []struct{ name, v string }{{"id", ev.ID}, {"conversation", ev.Conversation}, {"agent", ev.Agent}, {"channel", ev.Channel}, {"to", ev.To}}
+	if ev.Contact != nil {
+		fields = append(fields, struct{ name, v string }{"contact.id", ev.Contact.ID}, struct{ name, v string }{"contact.owner", ev.Contact.Owner})
+	}
+	for _, f := range fields {
+		if why := badText(f.v); why != "" {
+			return &triggers.FieldError{Field: f.name, Message: why + "; identifiers are text"}
+		}
+	}
 	return nil
+}
+
+// badText says what is wrong with an identifier that cannot be stored as
+// text; "" when nothing is.
+func badText(s string) string {
+	switch {
+	case strings.IndexByte(s, 0) >= 0:
+		return `holds the character U+0000 ("\u0000")`
+	case !utf8.ValidString(s):
+		return "holds bytes that are not UTF-8"
+	}
+	return ""
 }
 
 // lineResult is one line's answer in a batch.

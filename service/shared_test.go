@@ -157,3 +157,22 @@ func TestSharedInstances(t *testing.T) {
 		t.Fatalf("%d events stored, want %d", len(seen), 3+8*40)
 	}
 }
+
+// TestTextIDs: ids that no database can keep as text are refused, whatever
+// the store: 400 naming the field, never a failed commit.
+func TestTextIDs(t *testing.T) {
+	url, stop := start(t, t.TempDir()+"/sb.db", "")
+	defer stop()
+	for _, tc := range []struct{ body, field string }{
+		{`{"id":"a\u0000b","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k"}}`, "id"},
+		{`{"id":"e","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k\u0000"}}`, "contact.id"},
+	} {
+		code, body, _ := do(t, "POST", url+"/v1/events", "", tc.body)
+		if code != 400 || !strings.Contains(body, `"field":"`+tc.field+`"`) {
+			t.Errorf("%s: %d %s", tc.body, code, body)
+		}
+	}
+	if code, body, _ := do(t, "GET", url+"/v1/events/a%00b", "", ""); code != 400 {
+		t.Errorf("a NUL in a path: %d %s", code, body)
+	}
+}
