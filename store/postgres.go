@@ -162,6 +162,17 @@ func Where(rawURL string) string {
 // starting at once are safe), and refuses a schema newer than this
 // switchboard knows.
 func OpenPostgres(ctx context.Context, rawURL string) (*Postgres, error) {
+	return openPostgres(ctx, rawURL, true)
+}
+
+// ReadPostgres connects to a Switchboard database to read it, beside the
+// services that write it: its schema is not changed, and must be this
+// switchboard's.
+func ReadPostgres(ctx context.Context, rawURL string) (*Postgres, error) {
+	return openPostgres(ctx, rawURL, false)
+}
+
+func openPostgres(ctx context.Context, rawURL string, migrate bool) (*Postgres, error) {
 	where := Where(rawURL)
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
@@ -191,6 +202,19 @@ func OpenPostgres(ctx context.Context, rawURL string) (*Postgres, error) {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	s := &Postgres{pool: pool, where: where, notify: make(chan struct{}, 1), feeds: map[string]*heldFeed{}}
+	if !migrate {
+		var have int
+		err := pool.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have)
+		if err == nil && have != len(pgMigrations) {
+			err = &SchemaError{fmt.Sprintf("the database's schema is version %d, this switchboard's %d: run this switchboard's serve on it first, or the switchboard that migrated it", have, len(pgMigrations))}
+		}
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		s.stop = func() {}
+		return s, nil
+	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("%s: %w", where, err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/internal/pgtest"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 	"github.com/switchboard-dev/switchboard/triggers"
@@ -32,16 +33,36 @@ import (
 // full replay of the log gives, and that simulate and explain on the
 // stored log reproduce the service. A second run is killed during a
 // retention prune.
+//
+// The same test runs on SQLite and on PostgreSQL.
 func TestServeCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
 	t.Run("during a retention prune", crashDuringPrune)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "switchboard")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	t.Run("sqlite", func(t *testing.T) { crashRecovery(t, filepath.Join(t.TempDir(), "sb.db")) })
+	t.Run("postgres", func(t *testing.T) { crashRecovery(t, pgtest.URL(t)) })
+}
+
+// openData opens what --data names, SQLite or PostgreSQL.
+func openData(t *testing.T, data string) store.Store {
+	t.Helper()
+	var st store.Store
+	var err error
+	if isPostgres(data) {
+		st, err = store.OpenPostgres(context.Background(), data)
+	} else {
+		st, err = store.OpenSQLite(context.Background(), data)
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func crashRecovery(t *testing.T, db string) {
+	bin := binary(t)
+	dir := t.TempDir()
 	rules := filepath.Join(dir, "rules")
 	os.Mkdir(rules, 0o755)
 	os.WriteFile(filepath.Join(rules, "team.yaml"), []byte(`
@@ -59,8 +80,6 @@ rule "vip" on new conversation where 'vip' in contact.tags -> assign group Suppo
 rule "sms" on new conversation where channel == 'sms' -> assign group Sales by least_active
 rule "web" on new conversation -> assign group Support by round_robin
 `), 0o644)
-	db := filepath.Join(dir, "sb.db")
-
 	// The events: each client owns its contacts, so its own order is kept;
 	// agents change status on a client of their own.
 	const clients, perClient = 10, 360
@@ -215,10 +234,7 @@ rule "web" on new conversation -> assign group Support by round_robin
 	}
 
 	// Every acknowledged event is stored exactly once.
-	st, err := store.OpenSQLite(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openData(t, db)
 	defer st.Close()
 	seen := map[string]int{}
 	st.Replay(context.Background(), 0, 0, func(r store.Record) error {

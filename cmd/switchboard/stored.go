@@ -15,9 +15,15 @@ import (
 
 // openLog opens a service's database to read its log, beside a running
 // service if need be.
-func openLog(path string) (*store.SQLite, *journal.Journal, error) {
+func openLog(path string) (store.Store, *journal.Journal, error) {
 	ctx := context.Background()
-	st, err := store.OpenSQLiteReadOnly(ctx, path)
+	var st store.Store
+	var err error
+	if isPostgres(path) {
+		st, err = store.ReadPostgres(ctx, path)
+	} else {
+		st, err = store.OpenSQLiteReadOnly(ctx, path)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
