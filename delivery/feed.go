@@ -167,7 +167,12 @@ type Records interface {
 // if another holds it, this one takes it over (in Run) once it is free.
 func (d *Dispatcher) OpenFeed(ctx context.Context, log Records, head int64) error {
 	if d.cfg.Platform == nil {
-		return d.out.CloseFeed(ctx, Platform, "no platform endpoint configured: the service was started without one before this decision was sent")
+		err := d.out.CloseFeed(ctx, Platform, "no platform endpoint configured: the service was started without one before this decision was sent")
+		if errors.Is(err, store.ErrFeedInUse) {
+			d.log.Warn("no platform endpoint is configured here, but other instances send the platform its decisions: they go on doing so")
+			return nil
+		}
+		return err
 	}
 	d.records = log
 	d.head.Store(head)
@@ -220,7 +225,15 @@ func (d *Dispatcher) runFeed(ctx context.Context, f *feed) {
 				continue
 			}
 			d.log.Info("working the platform's feed", "cursor", f.cursor.Load())
+			// What was committed while it was being taken is read back
+			// from the store: the feed starts reading there.
+			f.mu.Lock()
+			f.head, f.gap = max(f.head, d.head.Load()), true
+			f.mu.Unlock()
 			d.feed.Store(f)
+			f.mu.Lock()
+			f.head = max(f.head, d.head.Load())
+			f.mu.Unlock()
 		}
 		fctx, stop := context.WithCancel(ctx)
 		if f.lost != nil {
@@ -260,6 +273,26 @@ func (d *Dispatcher) Committed(items []Item, head int64) {
 		f.live = append(f.live, items...)
 	}
 	f.head = max(f.head, head)
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Resync says the log reached head without handing the feed every
+// decision on the way (the service rebuilt its state from the store): the
+// feed reads what it has not taken in from the store.
+func (d *Dispatcher) Resync(head int64) {
+	if head > d.head.Load() {
+		d.head.Store(head)
+	}
+	f := d.feed.Load()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.live, f.gap, f.head = f.live[:0], true, max(f.head, head)
 	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:

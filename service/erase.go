@@ -39,6 +39,14 @@ type EraseResult struct {
 // if the record was committed, and forgets it if not.
 const pendingErase = "erase:"
 
+// markAt separates, in a pending erasure's mark, its record's id from when
+// it was marked (Unix ms); markStale is how old the mark of an erasure
+// never committed must be before another instance removes it.
+const (
+	markAt    = "@"
+	markStale = 5 * time.Minute
+)
+
 // EraseContact erases a contact's personal data (name, email, phone,
 // custom attributes, message texts) from the live state, the log and the
 // snapshots. Routing is left as it is: conversations keep their agents and
@@ -54,7 +62,7 @@ func (s *Service) EraseContact(ctx context.Context, id string) (EraseResult, err
 	recID := store.IDPrefix + "erase:" + hex.EncodeToString(nonce[:])
 	// Marked first: a stop between the commit and the rewrite of history
 	// leaves the mark, and the next start finishes the work.
-	if err := s.cfg.Store.SetMeta(ctx, pendingErase+id, recID); err != nil {
+	if err := s.cfg.Store.SetMeta(ctx, pendingErase+id, recID+markAt+strconv.FormatInt(time.Now().UnixMilli(), 10)); err != nil {
 		return EraseResult{}, errNotStored
 	}
 	r := &request{erase: id, eraseID: recID, done: make(chan struct{}), start: time.Now()}
@@ -89,16 +97,21 @@ func (s *Service) finishErasures(ctx context.Context) {
 		s.log.Error("cannot read the pending erasures", "err", err)
 		return
 	}
-	for key, recID := range pending {
+	for key, mark := range pending {
 		id := strings.TrimPrefix(key, pendingErase)
+		recID, at, _ := strings.Cut(mark, markAt)
 		rec, ok, err := s.cfg.Store.Get(ctx, recID)
 		if err != nil {
 			s.log.Error("cannot finish an erasure", "contact", id, "err", err)
 			continue
 		}
 		if !ok {
-			// The erasure was never committed (it was answered 503).
-			s.cfg.Store.SetMeta(ctx, key, "")
+			// The erasure was never committed (it was answered 503) or,
+			// when instances share the store, may be committing now on
+			// another: its mark goes once it is old.
+			if ms, err := strconv.ParseInt(at, 10, 64); s.sh == nil || err != nil || time.Since(time.UnixMilli(ms)) > markStale {
+				s.cfg.Store.SetMeta(ctx, key, "")
+			}
 			continue
 		}
 		s.log.Info("finishing an erasure a stop cut short", "contact", id, "record", rec.Seq)

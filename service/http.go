@@ -11,8 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchboard-dev/switchboard/engine"
 	"github.com/switchboard-dev/switchboard/journal"
@@ -485,7 +485,12 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 // readState runs fn on the live state, which is never ahead of the store;
 // false when there is none to read (the store failed).
 func (s *Service) readState(ctx context.Context, w http.ResponseWriter, fn func(*engine.Engine)) {
-	s.catchUp(ctx) // what the other instances appended (when the store is shared)
+	// What the other instances appended first (when the store is shared):
+	// a read never shows less than was acknowledged before it.
+	if err := s.catchUp(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the live state cannot be shown: the log's newest records cannot be read from the database: " + err.Error()})
+		return
+	}
 	s.lockState()
 	defer s.mu.Unlock()
 	if s.eng == nil || s.fault.Load() != nil {

@@ -106,14 +106,14 @@ type Service struct {
 	version  atomic.Pointer[string] // the rules running, for /healthz
 	stopping atomic.Bool
 
-	j        *journal.Journal // the log, read back into engines
+	j *journal.Journal // the log, read back into engines
 	// sh is the store when several instances share it (PostgreSQL): the
 	// log is then appended under its lock, after catching up.
 	sh       store.Shared
 	reach    atomic.Int64           // when the shared store last answered (Unix ns)
 	unreach  atomic.Pointer[string] // why it does not, while it does not
 	catching atomic.Bool            // catching up with a long tail
-	explains chan struct{}    // explanation slots
+	explains chan struct{}          // explanation slots
 	snap     *snapshotter
 	eraseMu  sync.Mutex // one erasure at a time
 	m        *metrics
@@ -234,8 +234,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.disp = delivery.NewDispatcher(cfg.Store, s.plan.Config(), cfg.Log, opts)
 	s.recent, _ = lru.NewWithEvict[string, known](cfg.RecentIDs, func(string, known) { s.complete.Store(false) })
 	// The log's seed is the one its decisions were made with: a replay
-	// needs it, whatever --seed says now.
-	if meta, err := cfg.Store.Meta(ctx, journal.SeedKey); err != nil {
+	// needs it, whatever --seed says now. (Of instances starting at once
+	// on a shared store, the first to store its seed gives it to all.)
+	if s.sh != nil {
+		v, err := s.sh.SetMetaOnce(ctx, journal.SeedKey, strconv.FormatUint(cfg.Seed, 10))
+		if err != nil {
+			return nil, err
+		}
+		if seed, _ := strconv.ParseUint(v, 10, 64); seed != cfg.Seed {
+			s.log.Warn("the log was decided with another seed; it is kept", "seed", seed, "given", cfg.Seed)
+			s.cfg.Seed = seed
+		}
+	} else if meta, err := cfg.Store.Meta(ctx, journal.SeedKey); err != nil {
 		return nil, err
 	} else if v, ok := meta[journal.SeedKey]; ok {
 		seed, _ := strconv.ParseUint(v, 10, 64)
@@ -292,6 +302,15 @@ func (s *Service) install(st *state) {
 	s.version.Store(&v)
 	for _, k := range st.ids {
 		s.recent.Add(k.id, k.known)
+	}
+	if s.sh != nil && s.disp != nil {
+		// The state may now be past records other instances appended
+		// that were never handed on: the feed and the streams read them
+		// from the store.
+		s.bcast.Lock()
+		s.tail = s.tail[:0]
+		s.bcast.Unlock()
+		s.disp.Resync(s.seq)
 	}
 }
 

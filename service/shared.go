@@ -77,19 +77,46 @@ func (s *Service) reached(err error) {
 	}
 }
 
-// errAnswered stops a Sequence whose requests were answered already.
-var errAnswered = errors.New("answered")
+// errAnswered stops a Sequence whose requests were answered already;
+// errRebuild one whose tail replays otherwise than the log says (the state
+// is rebuilt from the store, and the group decided again).
+var (
+	errAnswered = errors.New("answered")
+	errRebuild  = errors.New("the tail replays otherwise than the log: rebuild")
+)
+
+// groupTimeout is how long one group may take to reach the database and
+// back: past it, its requests are refused (503) rather than left hanging
+// on a database that does not answer.
+const groupTimeout = 15 * time.Second
 
 // commitShared decides a group of requests and appends it to the shared
 // log, after the records the other instances appended.
 func (s *Service) commitShared(ctx context.Context, batch []*request) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), groupTimeout)
+	defer cancel()
+	// (follow keeps the instance close to the log's tail, so that the
+	// tail read under the lock is short; one too long is caught up with
+	// outside it, and the group tried again.)
+	for try := 0; ; try++ {
+		retry := s.tryShared(ctx, batch, try == 2)
+		if !retry {
+			return
+		}
+		s.catchUp(ctx)
+	}
+}
+
+// tryShared makes one attempt at appending a group; it returns true when
+// the group should be decided again (nothing was stored, nothing
+// answered).
+func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (retry bool) {
 	s.mu.Lock()
 	if f := s.fault.Load(); f != nil {
 		s.refuseAll(batch, &refusal{reason: *f})
 		s.mu.Unlock()
 		s.answer(batch)
-		return
+		return false
 	}
 	// Ids stored long ago are looked up before the lock; those the other
 	// instances append meanwhile come with the tail.
@@ -97,11 +124,10 @@ func (s *Service) commitShared(ctx context.Context, batch []*request) {
 	after := s.seq
 	s.mu.Unlock()
 	if err != nil {
-		s.reached(err)
 		s.log.Error("cannot look up event ids", "err", err)
 		s.refuseAll(batch, errNotStored)
 		s.answer(batch)
-		return
+		return false
 	}
 	var f *flight
 	applied := false
@@ -128,30 +154,61 @@ func (s *Service) commitShared(ctx context.Context, batch []*request) {
 		f = s.decide(batch, stored)
 		return f.recs, nil
 	})
-	s.reached(err)
+	if err != nil && f != nil && s.committedAnyway(f) {
+		// The commit went through though its answer was lost.
+		err = nil
+	}
+	if err == nil {
+		s.reached(nil)
+	}
 	if f != nil {
 		s.finish(f, err)
-		return
+		return false
 	}
-	if !errors.Is(err, errAnswered) {
-		s.log.Error("cannot append to the shared log: refusing the group", "err", err)
-		s.refuseAll(batch, errNotStored)
-		if applied {
-			// Part of a tail may have been applied before it failed.
-			s.mu.Lock()
-			s.rebuild(ctx)
-			s.idle.Broadcast()
-			s.mu.Unlock()
-		}
+	if errors.Is(err, errAnswered) {
+		s.answer(batch)
+		return false
 	}
+	if applied {
+		// Part of a tail may have been applied before it failed: the
+		// state is the store's again.
+		s.mu.Lock()
+		s.rebuild(ctx)
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	}
+	if !last && (errors.Is(err, store.ErrLongTail) || errors.Is(err, errRebuild)) {
+		return true
+	}
+	s.log.Error("cannot append to the shared log: refusing the group", "err", err)
+	s.refuseAll(batch, errNotStored)
 	s.answer(batch)
+	return false
+}
+
+// committedAnyway says whether a group whose commit reported an error was
+// stored nonetheless (the connection failed after the database
+// committed): its first record is in the log under its number.
+func (s *Service) committedAnyway(f *flight) bool {
+	if len(f.recs) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	first := f.recs[0]
+	found, err := s.cfg.Store.Lookup(ctx, []string{first.ID})
+	if err != nil {
+		return false // unknown: refused, and a retry (same id) finds it if it was stored
+	}
+	k, ok := found[first.ID]
+	return ok && k.Seq == first.Seq && bytes.Equal(k.Hash, first.Hash)
 }
 
 // applyTail applies records the other instances appended to the live
 // state, as a replay does; the caller holds s.mu with no group in flight.
 // A replay that decides otherwise than the log says (the record's data was
-// erased meanwhile) rebuilds the state from the newest snapshot instead,
-// which holds what was decided before the erasure.
+// erased meanwhile) returns errRebuild: the state must be rebuilt from the
+// newest snapshot, which holds what was decided before the erasure.
 func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 	st := &journal.State{Engine: s.eng, Rules: s.rs, Seq: s.seq}
 	var done []store.Record
@@ -214,11 +271,7 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 	}
 	if changed > 0 {
 		s.log.Warn("the other instances' records replay differently here (erased data, or records pruned): rebuilding the state from the store", "records", changed)
-		st, err := s.load(ctx)
-		if err != nil {
-			return err
-		}
-		s.install(st)
+		return errRebuild
 	}
 	return nil
 }
@@ -239,15 +292,21 @@ func (s *Service) catchUp(ctx context.Context) error {
 			return nil // refusing, until repaired
 		}
 		recs, err := s.cfg.Store.Records(ctx, from, catchUpBatch)
-		s.reached(err)
-		if err != nil || len(recs) == 0 {
+		if err != nil {
 			return err
+		}
+		s.reached(nil)
+		if len(recs) == 0 {
+			return nil
 		}
 		s.lockState()
 		if s.eng != nil {
 			if err = s.applyTail(ctx, recs); err != nil {
-				s.log.Error("cannot apply the other instances' records: rebuilding the state", "err", err)
+				if !errors.Is(err, errRebuild) {
+					s.log.Error("cannot apply the other instances' records: rebuilding the state", "err", err)
+				}
 				s.rebuild(ctx)
+				err = nil
 			}
 		}
 		s.idle.Broadcast()

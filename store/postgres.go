@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,10 +113,11 @@ var pgMigrations = []string{
 // Advisory lock keys. The one-key (bigint) and two-key (int4, int4) spaces
 // of PostgreSQL's advisory locks do not overlap.
 const (
-	lockLog     int64 = 0x53_57_42_4c_4f_47 // "SWBLOG": appending to the log
-	lockMigrate int64 = 0x53_57_42_4d_49_47 // "SWBMIG": migrating the schema
-	lockFeed    int64 = 0x53_57_42_46_44_00 // "SWBFD" + n: a destination's feed
-	lockLines   int32 = 0x5357              // (lockLines, hash of destination and line): one line of the outbox
+	lockLog       int64 = 0x53_57_42_4c_4f_47 // "SWBLOG": appending to the log
+	lockMigrate   int64 = 0x53_57_42_4d_49_47 // "SWBMIG": migrating the schema
+	lockFeed      int64 = 0x53_57_42_46_44_00 // "SWBFD" + n: a destination's feed
+	lockLines     int32 = 0x5357              // (lockLines, hash of destination and line): one line of the outbox
+	lockSnapshots int32 = 0x5358              // (lockSnapshots, seq): saving the snapshot at seq
 )
 
 // Postgres is the store for several switchboard processes sharing one
@@ -176,11 +178,16 @@ func openPostgres(ctx context.Context, rawURL string, migrate bool) (*Postgres, 
 	where := Where(rawURL)
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a PostgreSQL URL: %w", where, err)
+		return nil, &SchemaError{fmt.Sprintf("%s: not a PostgreSQL URL that can be used: %v", where, err)}
 	}
 	rp := cfg.ConnConfig.RuntimeParams
 	if rp["application_name"] == "" {
-		rp["application_name"] = "switchboard"
+		// Which instance holds what shows in pg_stat_activity.
+		host, _ := os.Hostname()
+		rp["application_name"] = fmt.Sprintf("switchboard %s/%d", host, os.Getpid())
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
 	// A process that stops answering (frozen, cut off) must not hold the
 	// log's lock for long: the server ends its session, which lets go.
@@ -354,15 +361,16 @@ func (s *Postgres) Check() error { return nil }
 func (s *Postgres) Close() error {
 	s.stop()
 	s.feedMu.Lock()
-	for dest, h := range s.feeds {
+	held := s.feeds
+	s.feeds = map[string]*heldFeed{}
+	s.feedMu.Unlock()
+	for _, h := range held {
 		h.drop()
 		h.mu.Lock()
 		h.conn.Conn().Close(context.Background()) // lets the feed's lock go
 		h.conn.Release()
 		h.mu.Unlock()
-		delete(s.feeds, dest)
 	}
-	s.feedMu.Unlock()
 	s.bg.Wait()
 	s.pool.Close()
 	return nil
@@ -417,7 +425,7 @@ func (s *Postgres) Sequence(ctx context.Context, after int64, decide func(tail [
 	b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockLog)
 	var tail []Record
 	if after >= 0 {
-		b.Queue(`SELECT `+recordColumns+` FROM events WHERE seq > $1 ORDER BY seq`, after).Query(func(rows pgx.Rows) error {
+		b.Queue(`SELECT `+recordColumns+` FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, MaxTail+1).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				r, err := scanPgRecord(rows)
 				if err != nil {
@@ -430,6 +438,9 @@ func (s *Postgres) Sequence(ctx context.Context, after int64, decide func(tail [
 	}
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
 		return err
+	}
+	if len(tail) > MaxTail {
+		return ErrLongTail
 	}
 	recs, err := decide(tail)
 	if err != nil {
@@ -450,6 +461,45 @@ func (s *Postgres) Sequence(ctx context.Context, after int64, decide func(tail [
 		return err
 	}
 	return nil
+}
+
+// MaxTail is the most records Sequence reads under the log's lock: an
+// appender further behind gets ErrLongTail, and catches up first, without
+// holding the others up.
+const MaxTail = 5000
+
+// ErrLongTail is returned by Sequence when the appender is more than
+// MaxTail records behind: nothing was stored.
+var ErrLongTail = errors.New("too far behind the log to append: catch up first")
+
+// Permanent reports whether an error opening PostgreSQL will not go away
+// by trying again: a URL that does not parse, a schema switchboard will
+// not use, credentials refused, a database that does not exist, a lack of
+// permission.
+func Permanent(err error) bool {
+	var schema *SchemaError
+	if errors.As(err, &schema) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "28", "3D", "42":
+			return true
+		}
+	}
+	var parse *pgconn.ParseConfigError
+	return errors.As(err, &parse)
+}
+
+// SetMetaOnce records value under key unless a value is there already,
+// and returns the value stored: of several processes starting at once,
+// one's value is everyone's.
+func (s *Postgres) SetMetaOnce(ctx context.Context, key, value string) (string, error) {
+	var stored string
+	err := s.pool.QueryRow(ctx, `WITH ins AS (INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING value)
+		SELECT value FROM ins UNION ALL SELECT value FROM meta WHERE key = $1 LIMIT 1`, key, value).Scan(&stored)
+	return stored, err
 }
 
 // queueAppend queues the inserts of records, their contacts and their
@@ -653,8 +703,13 @@ func (s *Postgres) SaveSnapshot(ctx context.Context, info SnapshotInfo, state []
 				return err
 			}
 		}
+		// Two instances saving a snapshot at one seq take turns, so that
+		// the one replaced is deleted whole.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int4, $2::int4)`, lockSnapshots, int32(info.Seq)); err != nil {
+			return err
+		}
 		var old *int64
-		err := tx.QueryRow(ctx, `SELECT blob FROM snapshots WHERE seq = $1 FOR UPDATE`, info.Seq).Scan(&old)
+		err := tx.QueryRow(ctx, `SELECT blob FROM snapshots WHERE seq = $1`, info.Seq).Scan(&old)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -753,6 +808,9 @@ func (s *Postgres) Prune(ctx context.Context, through int64) error {
 		through = min(through, c)
 	}
 	from := max(p.Through, first-1)
+	// Records kept back by a prune before (owed deliveries) are looked at
+	// again from the log's first.
+	lower := first - 1
 	for from < through {
 		upto := min(through, from+pruneChunk)
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -767,11 +825,11 @@ func (s *Postgres) Prune(ctx context.Context, through int64) error {
 				before = formatTime(time.Unix(0, *clock))
 			}
 			for _, q := range []string{
-				`DELETE FROM events WHERE seq <= $1 AND seq NOT IN (SELECT seq FROM deliveries WHERE seq <= $1 AND status IN ('pending', 'failed'))`,
-				`DELETE FROM event_contacts WHERE seq <= $1 AND seq NOT IN (SELECT seq FROM deliveries WHERE seq <= $1 AND status IN ('pending', 'failed'))`,
-				`DELETE FROM delivery_attempts WHERE delivery IN (SELECT 'sb-' || seq || '-' || n FROM deliveries WHERE seq <= $1 AND status IN ('delivered', 'dead'))`,
-				`DELETE FROM deliveries WHERE seq <= $1 AND status IN ('delivered', 'dead')`} {
-				if _, err := tx.Exec(ctx, q, upto); err != nil {
+				`DELETE FROM events e WHERE seq > $2 AND seq <= $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.status IN ('pending', 'failed'))`,
+				`DELETE FROM event_contacts e WHERE seq > $2 AND seq <= $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.status IN ('pending', 'failed'))`,
+				`DELETE FROM delivery_attempts WHERE delivery IN (SELECT 'sb-' || seq || '-' || n FROM deliveries WHERE seq > $2 AND seq <= $1 AND status IN ('delivered', 'dead'))`,
+				`DELETE FROM deliveries WHERE seq > $2 AND seq <= $1 AND status IN ('delivered', 'dead')`} {
+				if _, err := tx.Exec(ctx, q, upto, lower); err != nil {
 					return err
 				}
 			}
@@ -790,7 +848,7 @@ func (s *Postgres) Prune(ctx context.Context, through int64) error {
 		if err != nil {
 			return err
 		}
-		from = upto
+		from, lower = upto, upto
 	}
 	return nil
 }

@@ -433,7 +433,7 @@ func (s *Postgres) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
 		var n int
 		var clock *int64
 		err := s.pool.QueryRow(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > $1 AND type NOT IN ($2, $3, $4)
-			AND seq NOT IN (SELECT seq FROM deliveries WHERE seq > $1 AND kind = 'decision')`,
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq AND d.kind = 'decision')`,
 			c, TypeReload, TypePrune, TypeErase).Scan(&n, &clock)
 		if err != nil {
 			return st, err
@@ -744,11 +744,22 @@ func (s *Postgres) AdvanceFeed(ctx context.Context, dest string, cursor int64, d
 					return err
 				}
 			}
-			_, err := tx.Exec(ctx, pgUpsertMeta, feedKey(dest, "cursor"), strconv.FormatInt(cursor, 10))
+			_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2), ($3, $4) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "cursor"), strconv.FormatInt(cursor, 10),
+				feedKey(dest, "at"), strconv.FormatInt(time.Now().UnixMilli(), 10))
 			return err
 		})
 	})
 }
+
+// feedIdle is how long a shared feed must have gone unworked before a
+// process without the destination configured may close it: an instance
+// configured otherwise must not close the feed the others work, even
+// while its holder restarts.
+const feedIdle = 10 * time.Minute
+
+// ErrFeedInUse is returned by CloseFeed when other processes worked the
+// feed recently: it is left open.
+var ErrFeedInUse = errors.New("other switchboard processes work this feed")
 
 // CloseFeed forgets the feed to dest: the decisions it still owed become
 // dead deliveries saying why. It waits for the process working the feed,
@@ -758,8 +769,13 @@ func (s *Postgres) CloseFeed(ctx context.Context, dest, why string) error {
 		// Not while another process works the feed: its configuration says
 		// there is a platform, and it goes on.
 		var free bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, feedLockKey(dest)).Scan(&free); err != nil || !free {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, feedLockKey(dest)).Scan(&free); err != nil {
 			return err
+		}
+		var at string
+		tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, feedKey(dest, "at")).Scan(&at)
+		if ms, err := strconv.ParseInt(at, 10, 64); !free || (err == nil && time.Since(time.UnixMilli(ms)) < feedIdle) {
+			return ErrFeedInUse
 		}
 		var v string
 		err := tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, feedKey(dest, "cursor")).Scan(&v)
@@ -824,7 +840,7 @@ func (s *Postgres) CloseFeed(ctx context.Context, dest, why string) error {
 				return err
 			}
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM meta WHERE key IN ($1, $2)`, feedKey(dest, "from"), feedKey(dest, "cursor"))
+		_, err = tx.Exec(ctx, `DELETE FROM meta WHERE key IN ($1, $2, $3)`, feedKey(dest, "from"), feedKey(dest, "cursor"), feedKey(dest, "at"))
 		return err
 	})
 }

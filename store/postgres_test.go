@@ -181,3 +181,48 @@ func TestPostgresSchema(t *testing.T) {
 		t.Fatalf("Where: %s", w)
 	}
 }
+
+// TestPostgresPermanent: what trying again will not fix is told from a
+// database that is not up yet.
+func TestPostgresPermanent(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	missing := strings.Replace(u, "/sbtest_", "/sbmissing_", 1)
+	_, err := OpenPostgres(ctx, missing)
+	if err == nil || !Permanent(err) {
+		t.Fatalf("a database that does not exist: %v (permanent: %v)", err, Permanent(err))
+	}
+	if _, err := OpenPostgres(ctx, u+"&sslmode=bogus"); err == nil || !Permanent(err) {
+		t.Fatalf("a URL that does not parse: %v", err)
+	}
+	down := "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"
+	if _, err := OpenPostgres(ctx, down); err == nil || Permanent(err) {
+		t.Fatalf("a server not up: %v (permanent: %v)", err, Permanent(err))
+	}
+}
+
+// TestPostgresSnapshotRace: two processes saving the snapshot at one seq
+// at once leave one snapshot and no stray chunks.
+func TestPostgresSnapshotRace(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	a, b := openPG(t, u), openPG(t, u)
+	for seq := int64(1); seq <= 20; seq++ {
+		var wg sync.WaitGroup
+		for _, s := range []*Postgres{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.SaveSnapshot(ctx, SnapshotInfo{Seq: seq, RuleSet: "v1", Format: 1}, []byte("state")); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	var snaps, blobs int
+	a.pool.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM snapshots), (SELECT COUNT(DISTINCT blob) FROM snapshot_chunks)`).Scan(&snaps, &blobs)
+	if snaps != 20 || blobs != 20 {
+		t.Fatalf("%d snapshots, %d blobs of chunks", snaps, blobs)
+	}
+}

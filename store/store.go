@@ -171,6 +171,9 @@ type Shared interface {
 	Ping(ctx context.Context) error
 	// Where names the database, without credentials.
 	Where() string
+	// SetMetaOnce records value under key unless a value is there, and
+	// returns the value stored.
+	SetMetaOnce(ctx context.Context, key, value string) (string, error)
 }
 
 // lastBefore finds the last record decided before t among the seqs lo to

@@ -226,9 +226,8 @@ func openStore(ctx context.Context, data string, log *slog.Logger) (store.Store,
 		if err == nil {
 			return st, where, nil
 		}
-		var refused *store.SchemaError
-		if errors.As(err, &refused) || ctx.Err() != nil {
-			return nil, where, err
+		if store.Permanent(err) || ctx.Err() != nil {
+			return nil, where, err // trying again would not help
 		}
 		log.Error("cannot reach the database; trying again", "data", where, "in", wait.String(), "err", err)
 		select {
