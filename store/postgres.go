@@ -192,7 +192,7 @@ func openPostgres(ctx context.Context, rawURL string, migrate bool) (*Postgres, 
 	// A process that stops answering (frozen, cut off) must not hold the
 	// log's lock for long: the server ends its session, which lets go.
 	for k, v := range map[string]string{
-		"idle_in_transaction_session_timeout": "10s",
+		"idle_in_transaction_session_timeout": "5s",
 		"tcp_keepalives_idle":                 "5",
 		"tcp_keepalives_interval":             "2",
 		"tcp_keepalives_count":                "3",

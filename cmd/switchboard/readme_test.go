@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/internal/pgtest"
 )
 
 // TestREADME runs README.md top to bottom, as a newcomer on a fresh clone
@@ -156,6 +159,11 @@ type readmeRun struct {
 	addr        string          // the address standing in for localhost:8080
 	commandsRun int
 	first       []string
+	// pg maps the databases the README creates (createdb NAME) to test
+	// databases; noPG is set when there is no PostgreSQL to test against
+	// (outside CI), and the README's PostgreSQL commands are skipped.
+	pg   map[string]string
+	noPG bool
 }
 
 func (r *readmeRun) where(b block, i int) string { return fmt.Sprintf("README.md:%d", b.line+1+i) }
@@ -299,6 +307,18 @@ func (r *readmeRun) run(b block, c command) (string, int) {
 	case len(words) == 0:
 	case words[0] == "echo" && len(words) == 2 && words[1] == "$?":
 		out = strconv.Itoa(r.status) + "\n"
+	case words[0] == "createdb" && len(words) == 2:
+		// A database of the test's own stands in for NAME on the local
+		// server.
+		if !pgtest.Available(r.t) {
+			r.noPG = true
+			r.t.Logf("%s: no PostgreSQL to test against: skipped", r.where(b, c.line))
+			break
+		}
+		if r.pg == nil {
+			r.pg = map[string]string{}
+		}
+		r.pg[words[1]] = pgtest.URL(r.t)
 	case words[0] == "switchboard" && len(words) > 1 && words[1] == "serve":
 		r.serve(b, c, words[2:])
 	case words[0] == "switchboard":
@@ -355,9 +375,24 @@ func cleanEnv() []string {
 // until it answers.
 func (r *readmeRun) serve(b block, c command, args []string) {
 	addr := freeAddr(r.t)
+	shared := false
 	for i := 0; i < len(args); i++ {
 		if args[i] == "--addr" && i+1 < len(args) {
 			args = slices.Delete(args, i, i+2)
+			i--
+			continue
+		}
+		if args[i] == "--data" && i+1 < len(args) && isPostgres(args[i+1]) {
+			if r.noPG {
+				return
+			}
+			u, err := url.Parse(args[i+1])
+			test, ok := r.pg[strings.TrimPrefix(u.Path, "/")]
+			if err != nil || !ok {
+				r.t.Errorf("%s: %s: no createdb made that database", r.where(b, c.line), args[i+1])
+				return
+			}
+			args[i+1], shared = test, true
 		}
 	}
 	cmd := exec.Command(r.bin, append([]string{"serve", "--addr", addr}, args...)...)
@@ -371,7 +406,9 @@ func (r *readmeRun) serve(b block, c command, args []string) {
 	}
 	r.servers = append(r.servers, cmd)
 	waitHealthy(r.t, addr)
-	r.addr = addr
+	if !shared {
+		r.addr = addr // the README's localhost:8080
+	}
 }
 
 func (r *readmeRun) stopServers() {
