@@ -166,6 +166,10 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	return body, true
 }
 
+// readTimeout is how long a read may wait for the log's newest records
+// from a shared database before it answers 503.
+const readTimeout = 5 * time.Second
+
 // maxIDLen is the longest event id accepted.
 const maxIDLen = 256
 
@@ -191,7 +195,8 @@ func checkClientEvent(ev *triggers.Event) error {
 	case len(ev.ID) > maxIDLen:
 		return &triggers.FieldError{Field: "id", Message: fmt.Sprintf("longer than %d bytes", maxIDLen)}
 	}
-	// Identifiers are stored as text, in any database: no NUL, and UTF-8.
+	// Identifiers are stored as text, and indexed, in any database: no
+	// NUL, UTF-8, and no longer than an id.
 	fields := []struct{ name, v string }{{"id", ev.ID}, {"conversation", ev.Conversation}, {"agent", ev.Agent}, {"channel", ev.Channel}, {"to", ev.To}}
 	if ev.Contact != nil {
 		fields = append(fields, struct{ name, v string }{"contact.id", ev.Contact.ID}, struct{ name, v string }{"contact.owner", ev.Contact.Owner})
@@ -199,6 +204,9 @@ func checkClientEvent(ev *triggers.Event) error {
 	for _, f := range fields {
 		if why := badText(f.v); why != "" {
 			return &triggers.FieldError{Field: f.name, Message: why + "; identifiers are text"}
+		}
+		if len(f.v) > maxIDLen {
+			return &triggers.FieldError{Field: f.name, Message: fmt.Sprintf("longer than %d bytes; identifiers are at most that", maxIDLen)}
 		}
 	}
 	return nil
@@ -487,6 +495,8 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 func (s *Service) readState(ctx context.Context, w http.ResponseWriter, fn func(*engine.Engine)) {
 	// What the other instances appended first (when the store is shared):
 	// a read never shows less than was acknowledged before it.
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	if err := s.catchUp(ctx); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the live state cannot be shown: the log's newest records cannot be read from the database: " + err.Error()})
 		return

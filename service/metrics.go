@@ -75,8 +75,11 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	s.catchUp(ctx)
+	err := s.catchUp(ctx)
 	cancel()
+	if err != nil {
+		return // the state's gauges would be behind the log: none rather than stale
+	}
 	s.lockState()
 	if s.eng == nil {
 		s.mu.Unlock()

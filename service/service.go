@@ -88,8 +88,12 @@ type Service struct {
 	inflight int
 	pending  map[string]known
 	poisoned bool // a group failed: those decided after it are refused too
-	idle     *sync.Cond
-	readers  atomic.Int32 // readers waiting for the state
+	// tickPause is when a tick that could not be stored is tried again;
+	// tickBackoff how long the last pause was.
+	tickPause   time.Time
+	tickBackoff time.Duration
+	idle        *sync.Cond
+	readers     atomic.Int32 // readers waiting for the state
 
 	recent *lru.Cache[string, known] // event id → what the store holds
 	// complete is true while recent holds every stored id, so that a miss
@@ -523,7 +527,8 @@ func (s *Service) untilDue() time.Duration {
 	if !ok {
 		return poll
 	}
-	return min(max(due.Sub(s.cfg.Now()), 0), poll)
+	// After a tick that could not be stored, the next try waits a while.
+	return min(max(due.Sub(s.cfg.Now()), time.Until(s.tickPause), 0), poll)
 }
 
 // drainRefuse answers requests still queued when the loop stops.
@@ -961,7 +966,15 @@ func (s *Service) tick(ctx context.Context) {
 	in.hash = hashEvent(ev)
 	r := &request{events: []*incoming{in}, results: make([]result, 1), done: make(chan struct{}), start: time.Now()}
 	s.commit(ctx, []*request{r})
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := r.results[0].err; err != nil {
-		s.log.Error("a due timer could not be fired", "tick", id, "err", err)
+		// Tried again after a pause, growing while it fails: a database
+		// that is down is not hammered, nor the log flooded.
+		s.tickBackoff = min(max(2*s.tickBackoff, 100*time.Millisecond), 10*time.Second)
+		s.tickPause = time.Now().Add(s.tickBackoff)
+		s.log.Error("a due timer could not be fired; trying again", "tick", id, "in", s.tickBackoff.String(), "err", err)
+		return
 	}
+	s.tickBackoff, s.tickPause = 0, time.Time{}
 }

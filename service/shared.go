@@ -335,7 +335,10 @@ func (s *Service) follow(ctx context.Context) {
 		case <-t.C:
 			s.reached(s.sh.Ping(ctx))
 		}
-		if err := s.catchUp(ctx); err != nil && ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, readTimeout)
+		err := s.catchUp(cctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && s.unreach.Load() == nil {
 			s.log.Warn("cannot read the shared log's tail", "err", err)
 		}
 	}

@@ -166,6 +166,8 @@ func TestTextIDs(t *testing.T) {
 	for _, tc := range []struct{ body, field string }{
 		{`{"id":"a\u0000b","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k"}}`, "id"},
 		{`{"id":"e","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k\u0000"}}`, "contact.id"},
+		{`{"id":"e","type":"message.received","channel":"sms","to":"+1","contact":{"id":"` + strings.Repeat("k", 3000) + `"}}`, "contact.id"},
+		{`{"id":"e","type":"message.received","channel":"sms","to":"+1","conversation":"` + strings.Repeat("c", 300) + `","contact":{"id":"k"}}`, "conversation"},
 	} {
 		code, body, _ := do(t, "POST", url+"/v1/events", "", tc.body)
 		if code != 400 || !strings.Contains(body, `"field":"`+tc.field+`"`) {

@@ -212,8 +212,12 @@ func openPostgres(ctx context.Context, rawURL string, migrate bool) (*Postgres, 
 	if !migrate {
 		var have int
 		err := pool.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have)
-		if err == nil && have != len(pgMigrations) {
-			err = &SchemaError{fmt.Sprintf("the database's schema is version %d, this switchboard's %d: run this switchboard's serve on it first, or the switchboard that migrated it", have, len(pgMigrations))}
+		switch {
+		case err != nil:
+		case have > len(pgMigrations):
+			err = &SchemaError{fmt.Sprintf("the database's schema (version %d) is newer than this switchboard's (version %d): read it with the newer switchboard", have, len(pgMigrations))}
+		case have < len(pgMigrations):
+			err = &SchemaError{fmt.Sprintf("the database's schema (version %d) is older than this switchboard's (version %d): run this switchboard's serve on it once to bring it up to date, or read it with the switchboard that runs it", have, len(pgMigrations))}
 		}
 		if err != nil {
 			pool.Close()

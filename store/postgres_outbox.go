@@ -551,6 +551,14 @@ func (s *Postgres) OpenFeed(ctx context.Context, dest string, head int64) (Feed,
 			return f, err
 		}
 		if !got {
+			// A holder that has not said it is alive for feedStale is
+			// frozen (its process stopped, its machine paused): its
+			// session is ended, which lets the feed go, and it is taken
+			// at the next try.
+			if feedAge(ctx, c, dest) > feedStale {
+				c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+					AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1`, feedLockKey(dest))
+			}
 			c.Release()
 			return f, ErrFeedHeld
 		}
@@ -567,6 +575,9 @@ func (s *Postgres) OpenFeed(ctx context.Context, dest string, head int64) (Feed,
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $3), ($2, $3) ON CONFLICT (key) DO NOTHING`,
 				feedKey(dest, "from"), feedKey(dest, "cursor"), strconv.FormatInt(head, 10)); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "at")); err != nil {
 				return err
 			}
 			m := map[string]int64{}
@@ -646,7 +657,8 @@ func (s *Postgres) onFeed(ctx context.Context, dest string, fn func(*pgx.Conn) e
 }
 
 // watchFeed makes sure, every feedCheckEvery, that the session holding a
-// feed is alive; when it is not, the feed is lost.
+// feed is alive, and says so in the database (feed:DEST:at, on the
+// database's clock); when it is not, the feed is lost.
 func (s *Postgres) watchFeed(dest string, h *heldFeed) {
 	defer s.bg.Done()
 	t := time.NewTicker(feedCheckEvery)
@@ -659,7 +671,7 @@ func (s *Postgres) watchFeed(dest string, h *heldFeed) {
 		}
 		h.mu.Lock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*feedCheckEvery)
-		err := h.conn.Conn().Ping(ctx)
+		_, err := h.conn.Conn().Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "at"))
 		cancel()
 		h.mu.Unlock()
 		if err != nil {
@@ -744,8 +756,8 @@ func (s *Postgres) AdvanceFeed(ctx context.Context, dest string, cursor int64, d
 					return err
 				}
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2), ($3, $4) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "cursor"), strconv.FormatInt(cursor, 10),
-				feedKey(dest, "at"), strconv.FormatInt(time.Now().UnixMilli(), 10))
+			_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2), ($3, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+				feedKey(dest, "cursor"), strconv.FormatInt(cursor, 10), feedKey(dest, "at"))
 			return err
 		})
 	})
@@ -756,6 +768,26 @@ func (s *Postgres) AdvanceFeed(ctx context.Context, dest string, cursor int64, d
 // configured otherwise must not close the feed the others work, even
 // while its holder restarts.
 const feedIdle = 10 * time.Minute
+
+// feedStale is how long the holder of a feed may go without saying it is
+// alive before another process ends its session and takes the feed over.
+const feedStale = 15 * time.Second
+
+// dbMillis is the database's clock in Unix milliseconds, as text.
+const dbMillis = `(extract(epoch from clock_timestamp()) * 1000)::bigint::text`
+
+// feedAge is how long ago, on the database's clock, dest's feed was last
+// worked; very long when it never was.
+func feedAge(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, dest string) time.Duration {
+	var ms int64
+	err := q.QueryRow(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint - value::bigint FROM meta WHERE key = $1`, feedKey(dest, "at")).Scan(&ms)
+	if err != nil {
+		return 1 << 62
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 // ErrFeedInUse is returned by CloseFeed when other processes worked the
 // feed recently: it is left open.
@@ -772,9 +804,7 @@ func (s *Postgres) CloseFeed(ctx context.Context, dest, why string) error {
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, feedLockKey(dest)).Scan(&free); err != nil {
 			return err
 		}
-		var at string
-		tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, feedKey(dest, "at")).Scan(&at)
-		if ms, err := strconv.ParseInt(at, 10, 64); !free || (err == nil && time.Since(time.UnixMilli(ms)) < feedIdle) {
+		if !free || feedAge(ctx, tx, dest) < feedIdle {
 			return ErrFeedInUse
 		}
 		var v string

@@ -152,6 +152,29 @@ func TestPostgresFeedHeld(t *testing.T) {
 	if fb.Cursor != 7 {
 		t.Fatalf("taken over at %d, want 7", fb.Cursor)
 	}
+	// A holder that stops saying it is alive (its process frozen) has its
+	// session ended by the next taker, who then takes the feed.
+	if _, err := c.Exec(ctx, `UPDATE meta SET value = '0' WHERE key = 'feed:platform:at'`); err != nil {
+		t.Fatal(err)
+	}
+	d := openPG(t, u)
+	if _, err := d.OpenFeed(ctx, "platform", 0); !errors.Is(err, ErrFeedHeld) {
+		t.Fatalf("taking a frozen holder's feed: %v", err)
+	}
+	select {
+	case <-fb.Lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frozen holder kept the feed")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := d.OpenFeed(ctx, "platform", 0); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the feed was not taken over from a frozen holder: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestPostgresSchema: a database migrated by a newer switchboard is
