@@ -117,6 +117,7 @@ type Service struct {
 	reach    atomic.Int64           // when the shared store last answered (Unix ns)
 	unreach  atomic.Pointer[string] // why it does not, while it does not
 	catching atomic.Bool            // catching up with a long tail
+	appended atomic.Int64           // when this instance last appended (Unix ns)
 	explains chan struct{}          // explanation slots
 	snap     *snapshotter
 	eraseMu  sync.Mutex // one erasure at a time

@@ -31,6 +31,9 @@ const (
 	// unreachableAfter is how long the database may go unanswered before
 	// the instance says it is not ready.
 	unreachableAfter = 3 * time.Second
+	// busyAppending: an instance that appended this recently leaves the
+	// others' announcements to its next append.
+	busyAppending = 100 * time.Millisecond
 	// catchUpBatch is how many records a catch-up reads at once; a tail
 	// longer than that is a long catch-up, and the instance says it is
 	// not ready while it lasts.
@@ -99,7 +102,8 @@ func (s *Service) commitShared(ctx context.Context, batch []*request) {
 	// tail read under the lock is short; one too long is caught up with
 	// outside it, and the group tried again.)
 	for try := 0; ; try++ {
-		retry := s.tryShared(ctx, batch, try == 2)
+		var retry bool
+		batch, retry = s.tryShared(ctx, batch, try == 2)
 		if !retry {
 			return
 		}
@@ -107,16 +111,34 @@ func (s *Service) commitShared(ctx context.Context, batch []*request) {
 	}
 }
 
-// tryShared makes one attempt at appending a group; it returns true when
-// the group should be decided again (nothing was stored, nothing
+// drainQueued takes the requests that came while the group waited for the
+// log's lock, up to the group's limits: under contention, the wait for
+// the lock gathers the next group, and one commit covers more events.
+func (s *Service) drainQueued(n int) []*request {
+	var more []*request
+	for n < maxGroup {
+		select {
+		case r := <-s.reqs:
+			more = append(more, r)
+			n += len(r.events) + 1
+		default:
+			return more
+		}
+	}
+	return more
+}
+
+// tryShared makes one attempt at appending a group, which may grow by the
+// requests that come while it waits for the lock; it returns the group,
+// and true when it should be decided again (nothing was stored, nothing
 // answered).
-func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (retry bool) {
+func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_ []*request, retry bool) {
 	s.mu.Lock()
 	if f := s.fault.Load(); f != nil {
 		s.refuseAll(batch, &refusal{reason: *f})
 		s.mu.Unlock()
 		s.answer(batch)
-		return false
+		return batch, false
 	}
 	// Ids stored long ago are looked up before the lock; those the other
 	// instances append meanwhile come with the tail.
@@ -127,7 +149,11 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (r
 		s.log.Error("cannot look up event ids", "err", err)
 		s.refuseAll(batch, errNotStored)
 		s.answer(batch)
-		return false
+		return batch, false
+	}
+	size := 0
+	for _, r := range batch {
+		size += len(r.events) + 1
 	}
 	var f *flight
 	applied := false
@@ -147,6 +173,18 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (r
 				}
 			}
 		}
+		if more := s.drainQueued(size); len(more) > 0 {
+			found, err := s.lookup(ctx, more)
+			batch = append(batch, more...)
+			if err != nil {
+				return nil, err
+			}
+			for id, k := range found {
+				if _, ok := stored[id]; !ok {
+					stored[id] = k
+				}
+			}
+		}
 		if fault := s.fault.Load(); fault != nil {
 			s.refuseAll(batch, &refusal{reason: *fault})
 			return nil, errAnswered
@@ -160,14 +198,15 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (r
 	}
 	if err == nil {
 		s.reached(nil)
+		s.appended.Store(time.Now().UnixNano())
 	}
 	if f != nil {
 		s.finish(f, err)
-		return false
+		return batch, false
 	}
 	if errors.Is(err, errAnswered) {
 		s.answer(batch)
-		return false
+		return batch, false
 	}
 	if applied {
 		// Part of a tail may have been applied before it failed: the
@@ -178,12 +217,12 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (r
 		s.mu.Unlock()
 	}
 	if !last && (errors.Is(err, store.ErrLongTail) || errors.Is(err, errRebuild)) {
-		return true
+		return batch, true
 	}
 	s.log.Error("cannot append to the shared log: refusing the group", "err", err)
 	s.refuseAll(batch, errNotStored)
 	s.answer(batch)
-	return false
+	return batch, false
 }
 
 // committedAnyway says whether a group whose commit reported an error was
@@ -332,6 +371,11 @@ func (s *Service) follow(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.sh.Appended():
+			// An instance appending itself reads the tail as it does: a
+			// catch-up now would only take the same records sooner.
+			if time.Since(time.Unix(0, s.appended.Load())) < busyAppending {
+				continue
+			}
 		case <-t.C:
 			s.reached(s.sh.Ping(ctx))
 		}
