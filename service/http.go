@@ -107,6 +107,12 @@ func textPaths(h http.Handler) http.Handler {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: "the path " + why + "; ids are text"})
 			return
 		}
+		for _, part := range strings.Split(r.URL.Path, "/") {
+			if len(part) > maxIDLen {
+				writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("the path holds an id longer than %d bytes; ids are at most that", maxIDLen)})
+				return
+			}
+		}
 		h.ServeHTTP(w, r)
 	})
 }

@@ -177,4 +177,7 @@ func TestTextIDs(t *testing.T) {
 	if code, body, _ := do(t, "GET", url+"/v1/events/a%00b", "", ""); code != 400 {
 		t.Errorf("a NUL in a path: %d %s", code, body)
 	}
+	if code, body, _ := do(t, "DELETE", url+"/v1/contacts/"+strings.Repeat("k", 3000), "", ""); code != 400 {
+		t.Errorf("a 3,000-byte id in a path: %d %s", code, body)
+	}
 }
