@@ -197,8 +197,10 @@ func (d *Dispatcher) openFeed(ctx context.Context, head int64) (*feed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the platform's feed: %w", err)
 	}
+	// A shared feed reads the store first: what was committed while it
+	// was being taken was handed to no feed.
 	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued, lost: st.Lost,
-		next: st.Cursor, saved: st.Cursor, head: head, gap: st.Cursor < head, lines: map[string]*slot{}}
+		next: st.Cursor, saved: st.Cursor, head: head, gap: st.Cursor < head || st.Lost != nil, lines: map[string]*slot{}}
 	f.cursor.Store(st.Cursor)
 	return f, nil
 }
@@ -225,15 +227,8 @@ func (d *Dispatcher) runFeed(ctx context.Context, f *feed) {
 				continue
 			}
 			d.log.Info("working the platform's feed", "cursor", f.cursor.Load())
-			// What was committed while it was being taken is read back
-			// from the store: the feed starts reading there.
-			f.mu.Lock()
-			f.head, f.gap = max(f.head, d.head.Load()), true
-			f.mu.Unlock()
 			d.feed.Store(f)
-			f.mu.Lock()
-			f.head = max(f.head, d.head.Load())
-			f.mu.Unlock()
+			d.Resync(d.head.Load()) // the head it missed while being taken
 		}
 		fctx, stop := context.WithCancel(ctx)
 		if f.lost != nil {
@@ -287,12 +282,18 @@ func (d *Dispatcher) Resync(head int64) {
 	if head > d.head.Load() {
 		d.head.Store(head)
 	}
-	f := d.feed.Load()
-	if f == nil {
-		return
+	if f := d.feed.Load(); f != nil {
+		f.readStore(head, false)
 	}
+}
+
+// readStore drops the decisions held in memory, so that the feed reads
+// the store from where it is up to head; forget also has it read again
+// those it holds and has not sent.
+func (f *feed) readStore(head int64, forget bool) {
 	f.mu.Lock()
 	f.live, f.gap, f.head = f.live[:0], true, max(f.head, head)
+	f.forget = f.forget || forget
 	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
@@ -304,16 +305,8 @@ func (d *Dispatcher) Resync(head int64) {
 // rewritten them in the log, and they are read again from there. (One
 // being sent at that moment is sent as it was: it left before the erasure.)
 func (d *Dispatcher) Forget() {
-	f := d.feed.Load()
-	if f == nil {
-		return
-	}
-	f.mu.Lock()
-	f.live, f.gap, f.forget = f.live[:0], true, true
-	f.mu.Unlock()
-	select {
-	case f.wake <- struct{}{}:
-	default:
+	if f := d.feed.Load(); f != nil {
+		f.readStore(0, true)
 	}
 }
 

@@ -869,13 +869,7 @@ func (s *Service) lookup(ctx context.Context, batch []*request) (map[string]know
 		return nil, err
 	}
 	for id, f := range found {
-		k := known{seq: f.Seq, rules: f.RuleSet}
-		if len(f.Hash) == hashSize {
-			copy(k.hash[:], f.Hash)
-		} else {
-			k.seq = 0 // stored before hashes: any body is the same event
-		}
-		out[id] = k
+		out[id] = knownOf(f.Seq, f.Hash, f.RuleSet)
 	}
 	return out, nil
 }

@@ -167,9 +167,7 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 			}
 			for _, r := range tail {
 				if len(r.Hash) == hashSize {
-					k := known{seq: r.Seq, rules: r.RuleSet}
-					copy(k.hash[:], r.Hash)
-					stored[r.ID] = k
+					stored[r.ID] = knownOf(r.Seq, r.Hash, r.RuleSet)
 				}
 			}
 		}
@@ -285,13 +283,7 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 		case store.TypeErase:
 			erased = true
 		default:
-			var k known
-			copy(k.hash[:], r.Hash)
-			k.seq, k.rules = r.Seq, r.RuleSet
-			if len(r.Hash) != hashSize {
-				k.seq = 0
-			}
-			s.recent.Add(r.ID, k)
+			s.recent.Add(r.ID, knownOf(r.Seq, r.Hash, r.RuleSet))
 			if it, ok := delivery.ItemOf(r); ok {
 				items = append(items, it)
 			}

@@ -31,12 +31,7 @@ func (s *Service) load(ctx context.Context) (*state, error) {
 			case store.TypeReload, store.TypePrune, store.TypeErase:
 				return nil
 			}
-			k := known{seq: r.Seq, rules: r.RuleSet}
-			copy(k.hash[:], r.Hash)
-			if len(r.Hash) != hashSize {
-				k.seq = 0 // stored before hashes: any body is the same event
-			}
-			st.ids = append(st.ids, idKnown{r.ID, k})
+			st.ids = append(st.ids, idKnown{r.ID, knownOf(r.Seq, r.Hash, r.RuleSet)})
 			return nil
 		},
 		Skipped: func(in store.SnapshotInfo, err error) {
@@ -53,4 +48,14 @@ func (s *Service) load(ctx context.Context) (*state, error) {
 		s.log.Warn("replaying the log gave other decisions than were stored", "events", js.Changed)
 	}
 	return st, nil
+}
+
+// knownOf is what the service knows of a stored event, for idempotency.
+func knownOf(seq int64, hash []byte, rules string) known {
+	k := known{seq: seq, rules: rules}
+	copy(k.hash[:], hash)
+	if len(hash) != hashSize {
+		k.seq = 0 // stored before hashes: any body is the same event
+	}
+	return k
 }
