@@ -275,6 +275,11 @@ func (d *Dispatcher) Committed(items []Item, head int64) {
 	}
 }
 
+// Feeding says whether this process works the platform's feed now: only
+// then do the decisions it did not make itself need handing to Committed
+// as items (a feed taken later reads the store from its cursor).
+func (d *Dispatcher) Feeding() bool { return d.feed.Load() != nil }
+
 // Resync says the log reached head without handing the feed every
 // decision on the way (the service rebuilt its state from the store): the
 // feed reads what it has not taken in from the store.

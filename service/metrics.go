@@ -18,6 +18,11 @@ type metrics struct {
 	refused   *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	snapshots *prometheus.CounterVec
+	// Storing: how long a group takes to be stored, how many records it
+	// holds, and how many records other instances appended (a shared log).
+	commitTime    prometheus.Histogram
+	commitRecords prometheus.Histogram
+	applied       prometheus.Counter
 }
 
 func newMetrics(s *Service) *metrics {
@@ -44,10 +49,30 @@ func newMetrics(s *Service) *metrics {
 			Name: "switchboard_snapshots_total",
 			Help: "Snapshots of the state, by outcome.",
 		}, []string{"outcome"}),
+		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_commit_seconds",
+			Help:    "Time to store one group of records durably; on a shared log, with the wait for the log's lock and the read of what the other instances appended.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		commitRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_commit_records",
+			Help:    "Records per group stored (events, ticks and reloads decided together, in one transaction).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_log_applied_total",
+			Help: "Records the other instances appended to the shared log, applied to this instance's state.",
+		}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, readyGauge(s), &stateCollector{s: s},
+	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, readyGauge(s), &stateCollector{s: s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
+}
+
+// stored measures a group stored.
+func (m *metrics) stored(records int, took time.Duration) {
+	m.commitTime.Observe(took.Seconds())
+	m.commitRecords.Observe(float64(records))
 }
 
 func (m *metrics) handler() http.Handler {

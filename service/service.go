@@ -458,7 +458,7 @@ func (s *Service) Run(ctx context.Context) {
 				if poisoned {
 					s.finish(ready, errPoisoned)
 				} else {
-					s.finish(ready, s.cfg.Store.Append(context.WithoutCancel(ctx), ready.recs))
+					s.finish(ready, s.append(context.WithoutCancel(ctx), ready))
 				}
 			}
 			s.drainRefuse()
@@ -645,13 +645,23 @@ func (s *Service) commit(ctx context.Context, batch []*request) {
 		return
 	}
 	if f := s.prepare(ctx, batch); f != nil {
-		s.finish(f, s.cfg.Store.Append(ctx, f.recs))
+		s.finish(f, s.append(ctx, f))
 	}
 }
 
 // write stores a decided group.
 func (s *Service) write(ctx context.Context, f *flight) {
-	f.done <- s.cfg.Store.Append(context.WithoutCancel(ctx), f.recs)
+	f.done <- s.append(context.WithoutCancel(ctx), f)
+}
+
+// append stores a decided group in one transaction, and measures it.
+func (s *Service) append(ctx context.Context, f *flight) error {
+	start := time.Now()
+	err := s.cfg.Store.Append(ctx, f.recs)
+	if err == nil && len(f.recs) > 0 {
+		s.m.stored(len(f.recs), time.Since(start))
+	}
+	return err
 }
 
 // prepare decides a group of requests on the live engine, after any group

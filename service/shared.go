@@ -157,6 +157,7 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 	}
 	var f *flight
 	applied := false
+	start := time.Now()
 	err = s.sh.Sequence(ctx, after, func(tail []store.Record) ([]store.Record, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -197,6 +198,9 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 	if err == nil {
 		s.reached(nil)
 		s.appended.Store(time.Now().UnixNano())
+		if f != nil && len(f.recs) > 0 {
+			s.m.stored(len(f.recs), time.Since(start))
+		}
 	}
 	if f != nil {
 		s.finish(f, err)
@@ -251,6 +255,7 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 	var done []store.Record
 	var items []delivery.Item
 	changed, erased := 0, false
+	feeding := s.disp.Feeding()
 	for _, r := range recs {
 		if r.Seq <= st.Seq {
 			continue // applied already
@@ -284,6 +289,9 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 			erased = true
 		default:
 			s.recent.Add(r.ID, knownOf(r.Seq, r.Hash, r.RuleSet))
+			if !feeding {
+				continue
+			}
 			if it, ok := delivery.ItemOf(r); ok {
 				items = append(items, it)
 			}
@@ -293,6 +301,7 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 	v := st.Rules.Version
 	s.version.Store(&v)
 	if len(done) > 0 {
+		s.m.applied.Add(float64(len(done)))
 		s.signalCommit(done)
 		s.disp.Committed(items, s.seq)
 		s.snap.committedTo(s.seq)

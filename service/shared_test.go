@@ -102,6 +102,15 @@ func TestSharedInstances(t *testing.T) {
 			t.Fatalf("agents on %s: %s", url, agents)
 		}
 	}
+	// Each stored one group, and applied the other's: what /metrics says.
+	for _, url := range []string{a, b} {
+		_, metrics, _ := do(t, "GET", url+"/metrics", "", "")
+		for _, want := range []string{"switchboard_commit_records_count 1\n", "switchboard_commit_records_sum 1\n", "switchboard_log_applied_total 1\n", "switchboard_commit_seconds_count 1\n"} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics on %s lack %q:\n%s", url, want, metrics)
+			}
+		}
+	}
 	// A reload on A switches B at the same record.
 	second := "on new conversation -> assign user b even if offline"
 	rules.Store(&second)

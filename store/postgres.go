@@ -592,7 +592,10 @@ func (s *Postgres) Lookup(ctx context.Context, ids []string) (map[string]Known, 
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, seq, hash, ruleset FROM events WHERE id = ANY($1)`, ids)
+	// Planned for these ids each time (pgx.QueryExecModeExec): a plan
+	// cached while the log was small scans the whole table, and keeps on
+	// scanning it as the log grows.
+	rows, err := s.pool.Query(ctx, `SELECT id, seq, hash, ruleset FROM events WHERE id = ANY($1)`, pgx.QueryExecModeExec, ids)
 	if err != nil {
 		return nil, err
 	}

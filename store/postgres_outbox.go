@@ -494,7 +494,8 @@ func (s *Postgres) fillFromLog(ctx context.Context, ds []Delivery) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT seq, clock, decision FROM events WHERE seq = ANY($1)`, seqs)
+	// (Planned for these seqs each time: see Lookup.)
+	rows, err := s.pool.Query(ctx, `SELECT seq, clock, decision FROM events WHERE seq = ANY($1)`, pgx.QueryExecModeExec, seqs)
 	if err != nil {
 		return err
 	}

@@ -249,3 +249,76 @@ func TestPostgresSnapshotRace(t *testing.T) {
 		t.Fatalf("%d snapshots, %d blobs of chunks", snaps, blobs)
 	}
 }
+
+// TestPostgresLookupPlan: looking ids up reads the id index however the
+// log has grown since the first lookups (a plan cached while the log was
+// small would scan the whole table on every lookup ever after).
+func TestPostgresLookupPlan(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	s := openPG(t, u)
+	seq := int64(0)
+	appendN := func(n int) {
+		t.Helper()
+		var recs []Record
+		for range n {
+			seq++
+			recs = append(recs, rec(seq, fmt.Sprint("e", seq), "k"))
+		}
+		if err := s.Append(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func() []string {
+		var out []string
+		for i := range 20 {
+			out = append(out, fmt.Sprint("e", seq-int64(i)*7), fmt.Sprint("x", i))
+		}
+		return out
+	}
+	// A small log, looked up often enough for a prepared statement to
+	// settle on a plan for it.
+	appendN(10)
+	for range 12 {
+		if _, err := s.Lookup(ctx, ids()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		appendN(1000)
+	}
+	scans := func() (seqScans, idxScans int64) {
+		t.Helper()
+		if err := s.pool.QueryRow(ctx, `SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'events'`).Scan(&seqScans, &idxScans); err != nil {
+			t.Fatal(err)
+		}
+		return seqScans, idxScans
+	}
+	// (Statistics reach other sessions within a second or so.)
+	time.Sleep(1500 * time.Millisecond)
+	seq0, idx0 := scans()
+	const lookups = 20
+	for range lookups {
+		found, err := s.Lookup(ctx, ids())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(found) != 20 {
+			t.Fatalf("found %d of the 20 stored ids", len(found))
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seq1, idx1 := scans()
+		if seq1 > seq0 {
+			t.Fatalf("%d lookups on a log of %d records scanned the whole table %d times", lookups, seq, seq1-seq0)
+		}
+		if idx1-idx0 >= lookups {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the statistics show %d index scans for %d lookups", idx1-idx0, lookups)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

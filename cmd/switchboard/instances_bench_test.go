@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,6 +119,7 @@ func BenchmarkInstances(b *testing.B) {
 			var next atomic.Int64
 			lat := make([][]time.Duration, benchClients)
 			var wg sync.WaitGroup
+			before := scrape(b, addrs)
 			b.ResetTimer()
 			start := time.Now()
 			for c := range benchClients {
@@ -144,8 +147,47 @@ func BenchmarkInstances(b *testing.B) {
 				b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50_ms")
 				b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99_ms")
 			}
+			// What it cost: the instances' CPU per event (the database's
+			// and the clients' are not in it), and how many events one
+			// commit stored.
+			after := scrape(b, addrs)
+			b.ReportMetric((after.cpu-before.cpu)*1e6/float64(b.N), "cpu_us/event")
+			if groups := after.groups - before.groups; groups > 0 {
+				b.ReportMetric((after.records-before.records)/groups, "events/commit")
+			}
 		})
 	}
+}
+
+// scraped sums what the instances' metrics say.
+type scraped struct{ cpu, groups, records float64 }
+
+// scrape reads the instances' /metrics.
+func scrape(b *testing.B, addrs []string) (sum scraped) {
+	for _, a := range addrs {
+		resp, err := http.Get("http://" + a + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		text, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(text), "\n") {
+			name, value, ok := strings.Cut(line, " ")
+			v, err := strconv.ParseFloat(value, 64)
+			if !ok || err != nil {
+				continue
+			}
+			switch name {
+			case "process_cpu_seconds_total":
+				sum.cpu += v
+			case "switchboard_commit_records_count":
+				sum.groups += v
+			case "switchboard_commit_records_sum":
+				sum.records += v
+			}
+		}
+	}
+	return sum
 }
 
 // BenchmarkFailover: three instances under load from 64 clients; one is
