@@ -400,6 +400,9 @@ func (e *Engine) drain() {
 		e.stats.waited++
 		e.stats.waitTotal += wait
 		e.stats.waitMax = max(e.stats.waitMax, wait)
+		if e.stats.waits != nil {
+			e.stats.waits = append(e.stats.waits, wait)
+		}
 		e.commit(conv, bestAgent, best.Cost, best.Rule, best.Group, best.Algorithm, false, true)
 		if e.trace != nil {
 			if step == nil {

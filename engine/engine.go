@@ -268,6 +268,9 @@ type runStats struct {
 	waited    int
 	waitTotal time.Duration
 	waitMax   time.Duration
+	// Since StartRun: every wait, and every rule's matches by name.
+	waits   []time.Duration
+	matched map[string]int
 }
 
 type agentStats struct {
@@ -406,6 +409,9 @@ func (e *Engine) runRule(r *dsl.Rule, ctx *evalCtx) {
 	}
 	if !ok {
 		return
+	}
+	if e.stats.matched != nil {
+		e.stats.matched[r.Name]++
 	}
 	if r.Table {
 		ctx.row = true

@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/actions"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
 
@@ -100,6 +103,9 @@ type AgentStats struct {
 	Assigned int
 	PeakLoad string // units, "3/4"
 	Open     int
+	// Peak and Capacity are PeakLoad's numbers, in units (capacity 0:
+	// unlimited).
+	Peak, Capacity float64
 }
 
 // Stats summarises a run: per agent, and waiting work.
@@ -112,6 +118,32 @@ type Stats struct {
 	WaitMax            time.Duration
 	StillWaiting       int
 	OldestStillWaiting time.Duration
+	// Waits are the waits of those placed from a line, in the order
+	// they were placed: kept only since StartRun.
+	Waits []time.Duration
+}
+
+// StartRun begins a run's statistics afresh, from the state as it is: no
+// one assigned, each agent's peak load the load they carry now, nothing
+// waited. From then on every wait is kept (Stats().Waits) and every
+// rule's matches counted (Matches), across reloads. What-if compares two
+// runs over the same stretch of traffic this way.
+func (e *Engine) StartRun() {
+	for a, st := range e.stats.agents {
+		*st = agentStats{peak: a.Load}
+	}
+	e.stats.waited, e.stats.waitTotal, e.stats.waitMax = 0, 0, 0
+	e.stats.waits = []time.Duration{}
+	e.stats.matched = map[string]int{}
+}
+
+// Matches returns how many times each rule matched since StartRun, by
+// rule name (a mapping table's rows are rules too); nil before StartRun.
+func (e *Engine) Matches() map[string]int {
+	if e.stats.matched == nil {
+		return nil
+	}
+	return maps.Clone(e.stats.matched)
 }
 
 // Stats reports the run so far.
@@ -123,9 +155,11 @@ func (e *Engine) Stats() Stats {
 		if a.Capacity > 0 {
 			peak += "/" + units(a.Capacity)
 		}
-		s.Agents = append(s.Agents, AgentStats{Agent: a.ID, Assigned: st.assigned, PeakLoad: peak, Open: a.Open})
+		s.Agents = append(s.Agents, AgentStats{Agent: a.ID, Assigned: st.assigned, PeakLoad: peak, Open: a.Open,
+			Peak: float64(st.peak) / actions.Unit, Capacity: float64(a.Capacity) / actions.Unit})
 	}
 	s.Waited, s.WaitTotal, s.WaitMax = e.stats.waited, e.stats.waitTotal, e.stats.waitMax
+	s.Waits = slices.Clone(e.stats.waits)
 	for _, c := range e.convs {
 		if c.waiting != nil {
 			s.StillWaiting++

@@ -193,43 +193,60 @@ func (j *Journal) Snapshot(ctx context.Context, in store.SnapshotInfo) (*engine.
 // Apply replays one record on st. It returns the decision it gave, for
 // events.
 func (j *Journal) Apply(ctx context.Context, st *State, r store.Record) ([]byte, error) {
+	d, ok, err := j.Decide(ctx, st, r)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return d.AppendJSON(nil), nil
+}
+
+// Decide replays one record on st, as Apply does, and returns the
+// engine's decision; ok is false for a record that is not an event (a
+// reload, a prune, an erasure). The decision's actions are valid until
+// st's engine decides again.
+func (j *Journal) Decide(ctx context.Context, st *State, r store.Record) (_ engine.Decision, ok bool, _ error) {
 	st.Seq = r.Seq
 	st.Replayed++
 	switch r.Type {
 	case store.TypeReload:
 		rs, err := j.RuleSet(ctx, r.RuleSet)
 		if err != nil {
-			return nil, fmt.Errorf("record %d reloads rules: %w", r.Seq, err)
+			return engine.Decision{}, false, fmt.Errorf("record %d reloads rules: %w", r.Seq, err)
 		}
 		st.Engine = st.Engine.Reload(rs)
 		st.Rules = rs
-		return nil, nil
+		return engine.Decision{}, false, nil
 	case store.TypeErase:
 		var body struct {
 			Contact string `json:"contact"`
 		}
 		if err := json.Unmarshal(r.Event, &body); err != nil {
-			return nil, fmt.Errorf("record %d: %w", r.Seq, err)
+			return engine.Decision{}, false, fmt.Errorf("record %d: %w", r.Seq, err)
 		}
 		st.Engine.EraseContact(body.Contact)
-		return nil, nil
+		return engine.Decision{}, false, nil
 	case store.TypePrune:
-		return nil, nil
+		return engine.Decision{}, false, nil
 	}
 	ev, err := triggers.DecodeStored(r.Event)
 	if err != nil {
-		return nil, fmt.Errorf("stored event %s (record %d) does not decode: %w", r.ID, r.Seq, err)
+		return engine.Decision{}, false, fmt.Errorf("stored event %s (record %d) does not decode: %w", r.ID, r.Seq, err)
 	}
-	var d engine.Decision
-	if r.Clock.IsZero() {
-		d, err = st.Engine.Decide(ev) // stored before the service owned its clock
-	} else {
-		d, err = st.Engine.DecideAt(ev, r.Clock)
-	}
+	d, err := DecideStored(st.Engine, ev, r)
 	if err != nil {
-		return nil, fmt.Errorf("stored event %s (record %d): %w", r.ID, r.Seq, err)
+		return engine.Decision{}, false, fmt.Errorf("stored event %s (record %d): %w", r.ID, r.Seq, err)
 	}
-	return d.AppendJSON(nil), nil
+	return d, true, nil
+}
+
+// DecideStored decides a stored event on eng as the service did: at the
+// service's clock when it decided, or, for events stored before the
+// service owned its clock, at the event's own time.
+func DecideStored(eng *engine.Engine, ev *triggers.Event, r store.Record) (engine.Decision, error) {
+	if r.Clock.IsZero() {
+		return eng.Decide(ev)
+	}
+	return eng.DecideAt(ev, r.Clock)
 }
 
 // ErrNotEvent is returned by Explain for a record the service made itself.

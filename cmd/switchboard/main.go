@@ -28,13 +28,15 @@ Usage:
   switchboard test [-update] DIR...        run rule sets' own tests (DIR/tests/*.txtar)
   switchboard serve [--rules DIR] [--addr HOST:PORT] [--data FILE]
                                            run the routing service
+  switchboard whatif --rules DIR [--data FILE] [--since 7d] [--json]
+                                           what other rules would have done with the stored traffic
 
   switchboard version                      print the version and the revision it was built from
 
 Run "switchboard help COMMAND" (or "switchboard COMMAND -h") for a command's options.
 `
 
-var commands = []string{"check", "fmt", "simulate", "explain", "test", "serve", "version", "help"}
+var commands = []string{"check", "fmt", "simulate", "explain", "test", "serve", "whatif", "version", "help"}
 
 // run is the whole program, minus the process: it returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -56,6 +58,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runTest(rest, stdout, stderr)
 	case "serve":
 		return runServe(rest, stdout, stderr)
+	case "whatif", "what-if":
+		return runWhatif(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return 0
