@@ -13,7 +13,11 @@ import (
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 	"github.com/switchboard-dev/switchboard/triggers"
+	"golang.org/x/sync/errgroup"
 )
+
+// replayBatch is how many records the reader hands the runs at a time.
+const replayBatch = 512
 
 // Options say which traffic to replay, and under what.
 type Options struct {
@@ -139,14 +143,64 @@ var ErrEmptyWindow = errors.New("no traffic in the window")
 
 // run is one of the two replays.
 type run struct {
-	st      *journal.State
-	first   map[string]Placement // conversation: where it went first
-	notify  int
-	replies int
+	j         *journal.Journal
+	st        *journal.State
+	candidate bool
+	first     map[string]Placement // conversation: where it went first
+	order     []firstSeen // conversations, as first routed
+	events    int
+	notify    int
+	replies   int
+	rules     []string  // the log's: the versions reloaded
+	refused   []Refusal // the candidate's
 }
 
-// note counts a decision's messages, and notes the first placement of the conversations a decision routes.
-func (r *run) note(d engine.Decision) {
+// firstSeen is a conversation a run routed, and where in the log it
+// first did.
+type firstSeen struct {
+	conv    string
+	seq     int64
+	contact string
+}
+
+// step replays one record.
+func (r *run) step(ctx context.Context, rec store.Record) error {
+	var d engine.Decision
+	switch {
+	case rec.Type == store.TypeReload && r.candidate:
+		r.st.Seq = rec.Seq // the log's rules change; the candidate's stay
+		return nil
+	case r.candidate && rec.Type != store.TypePrune && rec.Type != store.TypeErase:
+		ev, err := triggers.DecodeStored(rec.Event)
+		if err != nil {
+			return fmt.Errorf("stored event %s (record %d) does not decode: %w", rec.ID, rec.Seq, err)
+		}
+		r.st.Seq = rec.Seq
+		if d, err = journal.DecideStored(r.st.Engine, ev, rec); err != nil {
+			r.refused = append(r.refused, Refusal{Event: rec.ID, Record: rec.Seq, Reason: err.Error()})
+			return nil
+		}
+	default:
+		var ok bool
+		var err error
+		if d, ok, err = r.j.Decide(ctx, r.st, rec); err != nil {
+			return err
+		}
+		if rec.Type == store.TypeReload {
+			r.rules = append(r.rules, r.st.Rules.Version)
+		}
+		if !ok {
+			return nil
+		}
+	}
+	r.events++
+	r.note(rec, d)
+	return nil
+}
+
+// note counts a decision's messages, and notes where the conversations
+// it routes went first.
+func (r *run) note(rec store.Record, d engine.Decision) {
 	for i := range d.Actions {
 		a := &d.Actions[i]
 		switch a.Type {
@@ -160,6 +214,13 @@ func (r *run) note(d engine.Decision) {
 			}
 			p := placement(a, d.Event)
 			old, seen := r.first[a.Conversation]
+			if !seen {
+				fs := firstSeen{conv: a.Conversation, seq: rec.Seq}
+				if len(rec.Contacts) > 0 {
+					fs.contact = rec.Contacts[0]
+				}
+				r.order = append(r.order, fs)
+			}
 			// An assignment beats having waited first: where it went is
 			// whom it went to.
 			if !seen || (waiting(old) && !waiting(p)) {
@@ -232,69 +293,81 @@ func Run(ctx context.Context, st store.Store, j *journal.Journal, o Options) (*R
 	baseRules := base.Rules
 	rep.Rules = []string{base.Rules.Version}
 
-	b := &run{st: base, first: map[string]Placement{}}
-	c := &run{st: cand, first: map[string]Placement{}}
+	runs := [2]*run{
+		{j: j, st: base, first: map[string]Placement{}},
+		{j: j, st: cand, candidate: true, first: map[string]Placement{}},
+	}
+	b, c := runs[0], runs[1]
 	b.st.Engine.StartRun()
 	c.st.Engine.StartRun()
-	var order []string // conversations, as first routed
-	seen := map[string]bool{}
-	contact := map[string]string{}
-	routed := func(r store.Record, d engine.Decision) {
-		for i := range d.Actions {
-			conv := d.Actions[i].Conversation
-			if conv == "" || seen[conv] {
-				continue
-			}
-			switch d.Actions[i].Type {
-			case engine.ActAssign, engine.ActQueued:
-				seen[conv] = true
-				order = append(order, conv)
-				if len(r.Contacts) > 0 {
-					contact[conv] = r.Contacts[0]
+
+	// One reader, two runs: each its own goroutine, on the same records.
+	g, gctx := errgroup.WithContext(ctx)
+	var feeds [2]chan []store.Record
+	for i, r := range runs {
+		feeds[i] = make(chan []store.Record, 8)
+		g.Go(func() error {
+			for recs := range feeds[i] {
+				for _, rec := range recs {
+					if err := r.step(gctx, rec); err != nil {
+						return err
+					}
 				}
 			}
-		}
+			return nil
+		})
 	}
-	err = st.Replay(ctx, before, last, func(r store.Record) error {
-		if r.Type == store.TypeReload {
-			// The log's rules change; the candidate's stay.
-			if _, _, err := j.Decide(ctx, b.st, r); err != nil {
+	g.Go(func() error {
+		defer close(feeds[0])
+		defer close(feeds[1])
+		send := func(recs []store.Record) error {
+			for _, f := range feeds {
+				select {
+				case f <- recs:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		}
+		var recs []store.Record
+		err := st.Replay(gctx, before, last, func(r store.Record) error {
+			if recs = append(recs, r); len(recs) == replayBatch {
+				err := send(recs)
+				recs = nil
 				return err
 			}
-			rep.Rules = append(rep.Rules, b.st.Rules.Version)
-			cand.Seq = r.Seq
 			return nil
+		})
+		if err == nil && len(recs) > 0 {
+			err = send(recs)
 		}
-		d, ok, err := j.Decide(ctx, b.st, r)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			// A prune or an erasure: the same for both.
-			_, _, err := j.Decide(ctx, c.st, r)
-			return err
-		}
-		rep.Events++
-		b.note(d)
-		routed(r, d)
-		ev, err := triggers.DecodeStored(r.Event)
-		if err != nil {
-			return fmt.Errorf("stored event %s (record %d) does not decode: %w", r.ID, r.Seq, err)
-		}
-		c.st.Seq = r.Seq
-		d, err = journal.DecideStored(c.st.Engine, ev, r)
-		if err != nil {
-			rep.Refused = append(rep.Refused, Refusal{Event: r.ID, Record: r.Seq, Reason: err.Error()})
-			return nil
-		}
-		c.note(d)
-		routed(r, d)
-		return nil
+		return err
 	})
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	rep.Events, rep.Refused = b.events, append(rep.Refused, c.refused...)
+	rep.Rules = append(rep.Rules, b.rules...)
 
+	// The conversations in the order they were first routed, by either
+	// run (on the same record, the log's run first): the runs' own
+	// orders, merged.
+	order := make([]string, 0, len(b.order)+len(c.order)/8)
+	contact := make(map[string]string, len(b.order))
+	bo, co := b.order, c.order
+	for len(bo) > 0 || len(co) > 0 {
+		var next firstSeen
+		if len(co) == 0 || len(bo) > 0 && (bo[0].seq < co[0].seq || bo[0].seq == co[0].seq) {
+			next, bo = bo[0], bo[1:]
+		} else {
+			next, co = co[0], co[1:]
+		}
+		if _, done := contact[next.conv]; !done {
+			contact[next.conv] = next.contact
+			order = append(order, next.conv)
+		}
+	}
 	rep.Conversations = len(order)
 	for _, conv := range order {
 		pb, pa := b.first[conv], c.first[conv]
