@@ -147,7 +147,7 @@ type run struct {
 	st        *journal.State
 	candidate bool
 	first     map[string]Placement // conversation: where it went first
-	order     []firstSeen // conversations, as first routed
+	order     []firstSeen          // conversations, as first routed
 	events    int
 	notify    int
 	replies   int
