@@ -252,3 +252,30 @@ func TestGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestWithTable: a table file tried with the running rules reports as the
+// same table in a candidate folder does, its rows named as the running
+// table's; its mistakes are named in the file as given.
+func TestWithTable(t *testing.T) {
+	fs, _ := files(t, filepath.Join(cases, "table_row.txtar"))
+	sc := loadScenario(t, "table")
+	running, err := whatif.Current(context.Background(), sc.st, sc.j, sc.window[1])
+	if err != nil || running.Version != sc.rs.Version {
+		t.Fatalf("the running rules: %v %v", running, err)
+	}
+	cand, ds := whatif.WithTable(running, dsl.Source{Name: "edited.csv", Text: fs["candidate/mappings.csv"]})
+	if cand == nil || len(ds) > 0 {
+		t.Fatalf("the edited table: %v", ds)
+	}
+	viaTable := sc.run(t, cand)
+	viaFolder := sc.run(t, sc.candidate(t, map[string][]byte{"mappings.csv": fs["candidate/mappings.csv"]}))
+	a, _ := json.Marshal(viaTable)
+	b, _ := json.Marshal(viaFolder)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("a table file and the same table in a folder report differently:\n%s\n%s", a, b)
+	}
+	bad := bytes.Replace(fs["candidate/mappings.csv"], []byte("German,language is de,Spanish"), []byte("German,language is de,Spanihs"), 1)
+	if cand, ds := whatif.WithTable(running, dsl.Source{Name: "edited.csv", Text: bad}); cand != nil || !strings.Contains(ds.Error(), `edited.csv:4:`) || !strings.Contains(ds.Error(), `did you mean "Spanish"`) {
+		t.Fatalf("a misspelt group: %v", ds)
+	}
+}
