@@ -53,4 +53,3 @@ func WithTable(rs *dsl.RuleSet, table dsl.Source) (*dsl.RuleSet, dsl.Diagnostics
 	}
 	return cand, ds
 }
-
