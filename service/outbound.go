@@ -143,6 +143,16 @@ func (s *Service) getDecisions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if v := r.URL.Query().Get("last"); v != "" {
+		// The newest decisions: the records of the log's last limit.
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 || r.URL.Query().Has("after") {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("last %q: write a number from 1 to 1000, without after", v), Field: "last"})
+			return
+		}
+		head := s.committedSeq()
+		after, limit = max(head-int64(n), 0), n
+	}
 	recs, err := s.cfg.Store.Records(r.Context(), after, limit)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err)

@@ -139,6 +139,14 @@ on unanswered 1s -> notify agent via email`)}},
 	if !strings.Contains(page, `"event":"e2"`) || !strings.Contains(page, `"type":"tick"`) || !strings.Contains(page, `"next":3`) {
 		t.Errorf("the cursor: %s", page)
 	}
+	// The newest decisions, as the console lists them: the log's last.
+	_, newest, _ := do(t, "GET", srv.URL+"/v1/decisions?last=2", "", "")
+	if strings.Contains(newest, `"event":"e1"`) || strings.Count(newest, `"seq":`) != 2 || !strings.Contains(newest, fmt.Sprintf(`"next":%d`, len(got))) {
+		t.Errorf("the last 2 of %d: %s", len(got), newest)
+	}
+	if code, body, _ := do(t, "GET", srv.URL+"/v1/decisions?last=2&after=1", "", ""); code != 400 || !strings.Contains(body, "without after") {
+		t.Errorf("last with after: %d %s", code, body)
+	}
 	// The CRM refused the VIP notice: dead, with its answer; once fixed,
 	// a retry delivers it under the same id.
 	waitFor(t, "the refused delivery", func() bool {

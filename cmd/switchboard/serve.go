@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/console"
 	deliverypkg "github.com/switchboard-dev/switchboard/delivery"
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/service"
@@ -168,7 +169,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	// Timeouts: a slow or idle client cannot hold a connection for ever;
 	// the read timeout leaves a 4 MiB batch time on a slow link.
-	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: *readTimeout,
+	ui, err := console.New(console.Config{API: svc.Handler(), Token: *token, Log: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "switchboard serve: the console: %v\n", err)
+		return 1
+	}
+	srv := &http.Server{Handler: withConsole(svc.Handler(), ui), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: *readTimeout,
 		WriteTimeout: *readTimeout + 30*time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	srv.RegisterOnShutdown(svc.CloseStreams)
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -237,6 +243,19 @@ func openStore(ctx context.Context, data string, log *slog.Logger) (store.Store,
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// withConsole serves the API under /v1 and the operational endpoints,
+// and the web console everywhere else.
+func withConsole(api, ui http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/v1/"), p == "/v1", p == "/healthz", p == "/readyz", p == "/metrics":
+			api.ServeHTTP(w, r)
+		default:
+			ui.ServeHTTP(w, r)
+		}
+	})
 }
 
 // parseDays is time.ParseDuration with days ("90d"), up to a century.

@@ -381,3 +381,16 @@ func TestServePortInUse(t *testing.T) {
 		t.Errorf("serve on a busy port created %s (%v)", db, err)
 	}
 }
+
+// postAuth posts an event with a bearer token.
+func (s *server) postAuth(body, token string) (int, string) {
+	req, _ := http.NewRequest("POST", "http://"+s.addr+"/v1/events", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

@@ -1,0 +1,322 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Config says what the console shows and how people reach it.
+type Config struct {
+	// API is the service's JSON API (/v1/...), called in process.
+	API http.Handler
+	// Token is the service's token: people log in with it. Empty: the
+	// console answers only on loopback, without logging in.
+	Token string
+	// Log is where the console says what went wrong.
+	Log *slog.Logger
+}
+
+// Console is the web console's handler.
+type Console struct {
+	cfg   Config
+	pages map[string]*template.Template
+	mux   *http.ServeMux
+	// key signs sessions and CSRF tokens; a new one at each start, so a
+	// restart logs everyone out.
+	key []byte
+
+	mu       sync.Mutex
+	sessions map[string]time.Time // session id: when it expires
+}
+
+// sessionTTL is how long a login lasts without use.
+const sessionTTL = 12 * time.Hour
+
+// cookieName is the session cookie.
+const cookieName = "switchboard_session"
+
+// New returns the console.
+func New(cfg Config) (*Console, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: map[string]time.Time{}, key: make([]byte, 32)}
+	rand.Read(c.key)
+	funcs := template.FuncMap{
+		"json":   func(v any) string { b, _ := json.Marshal(v); return string(b) },
+		"since":  since,
+		"units":  units,
+		"pct":    pct,
+		"action": describeAction,
+	}
+	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, page := range []string{"login", "live", "event"} {
+		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html")
+		if err != nil {
+			return nil, err
+		}
+		c.pages[page] = t
+	}
+	static, _ := fs.Sub(staticFS, "static")
+	m := http.NewServeMux()
+	m.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(http.FileServerFS(static))))
+	m.HandleFunc("GET /login", c.loginPage)
+	m.HandleFunc("POST /login", c.login)
+	m.Handle("POST /logout", c.authed(c.logout))
+	m.Handle("GET /{$}", c.authed(c.live))
+	m.Handle("GET /live/agents", c.authed(c.liveAgents))
+	m.Handle("GET /live/queues", c.authed(c.liveQueues))
+	m.Handle("GET /live/decisions", c.authed(c.liveDecisions))
+	m.Handle("GET /events/{id}", c.authed(c.event))
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.fail(w, r, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
+	})
+	c.mux = m
+	return c, nil
+}
+
+func cacheFor(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ServeHTTP serves the console: on loopback only when there is no token.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'")
+	if c.cfg.Token == "" && !loopback(r) {
+		http.Error(w, "The console answers only on this machine when the service runs without --token. Start serve with --token to reach it from elsewhere.", http.StatusForbidden)
+		return
+	}
+	c.mux.ServeHTTP(w, r)
+}
+
+func loopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// session is the request's login, if any: its id.
+func (c *Console) session(r *http.Request) (string, bool) {
+	if c.cfg.Token == "" {
+		return "local", true
+	}
+	ck, err := r.Cookie(cookieName)
+	if err != nil {
+		return "", false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	exp, ok := c.sessions[ck.Value]
+	if !ok || time.Now().After(exp) {
+		delete(c.sessions, ck.Value)
+		return "", false
+	}
+	c.sessions[ck.Value] = time.Now().Add(sessionTTL)
+	return ck.Value, true
+}
+
+// csrf is the token a session's writes carry.
+func (c *Console) csrf(session string) string {
+	m := hmac.New(sha256.New, c.key)
+	io.WriteString(m, "csrf:"+session)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// checkCSRF says whether a write carries its session's token (a form
+// field, or the X-CSRF-Token header htmx sends).
+func (c *Console) checkCSRF(r *http.Request, session string) bool {
+	got := r.Header.Get("X-CSRF-Token")
+	if got == "" {
+		got = r.PostFormValue("csrf")
+	}
+	return hmac.Equal([]byte(got), []byte(c.csrf(session)))
+}
+
+// authed lets logged-in requests through (and checks the CSRF token of
+// writes); others go to the login page.
+func (c *Console) authed(h func(w http.ResponseWriter, r *http.Request, v *view)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := c.session(r)
+		if !ok {
+			if r.Header.Get("HX-Request") != "" {
+				w.Header().Set("HX-Redirect", "/login")
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			http.Redirect(w, r, "/login?next="+urlQuery(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !c.checkCSRF(r, s) {
+			c.fail(w, r, http.StatusForbidden, "This change was refused: it did not come from a console page (the CSRF token is missing or wrong). Reload the page and try again.")
+			return
+		}
+		h(w, r, &view{CSRF: c.csrf(s), LoggedIn: c.cfg.Token != "", Path: r.URL.Path})
+	})
+}
+
+func urlQuery(s string) string {
+	return strings.NewReplacer("%", "%25", "&", "%26", "#", "%23", "?", "%3F", "+", "%2B", " ", "%20").Replace(s)
+}
+
+// view is what every page template gets.
+type view struct {
+	Title    string
+	CSRF     string
+	LoggedIn bool
+	Path     string
+	Error    string
+	Data     any
+}
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	if c.cfg.Token == "" {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	c.render(w, r, http.StatusOK, "login", &view{Title: "Log in", Data: safeNext(r.URL.Query().Get("next"))})
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if c.cfg.Token == "" {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	next := safeNext(r.PostFormValue("next"))
+	if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(c.cfg.Token)) != 1 {
+		c.render(w, r, http.StatusUnauthorized, "login", &view{Title: "Log in", Error: "That is not the service's token. It is the value serve was started with (--token, or SWITCHBOARD_TOKEN).", Data: next})
+		return
+	}
+	id := make([]byte, 32)
+	rand.Read(id)
+	s := base64.RawURLEncoding.EncodeToString(id)
+	c.mu.Lock()
+	now := time.Now()
+	for k, exp := range c.sessions {
+		if now.After(exp) {
+			delete(c.sessions, k)
+		}
+	}
+	c.sessions[s] = now.Add(sessionTTL)
+	c.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: s, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// safeNext keeps a redirect after login on this site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return "/"
+	}
+	return next
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request, _ *view) {
+	if ck, err := r.Cookie(cookieName); err == nil {
+		c.mu.Lock()
+		delete(c.sessions, ck.Value)
+		c.mu.Unlock()
+	}
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// render writes a page, or, for htmx, the part it asked for.
+func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, page string, v *view) {
+	c.renderTemplate(w, code, c.pages[page], "layout.html", v)
+}
+
+// renderPart writes one named part of a page.
+func (c *Console) renderPart(w http.ResponseWriter, page, part string, v *view) {
+	c.renderTemplate(w, http.StatusOK, c.pages[page], part, v)
+}
+
+func (c *Console) renderTemplate(w http.ResponseWriter, code int, t *template.Template, name string, v any) {
+	var b bytes.Buffer
+	if err := t.ExecuteTemplate(&b, name, v); err != nil {
+		c.cfg.Log.Error("console: cannot render a page", "template", name, "err", err)
+		http.Error(w, "The console could not draw this page; the service's log says why.", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write(b.Bytes())
+}
+
+// fail shows a page that says what went wrong, in words.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	if r.Header.Get("HX-Request") != "" {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `<p class="error" role="alert">%s</p>`, template.HTMLEscapeString(msg))
+		return
+	}
+	c.render(w, r, code, "login", &view{Title: "Something went wrong", Error: msg, Data: "/"})
+}
+
+// api calls the service's JSON API in process, as the service's token
+// holder, and decodes the answer into out.
+func (c *Console) api(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	req := httptest.NewRequestWithContext(ctx, method, path, bytes.NewReader(body))
+	req.RemoteAddr = "127.0.0.1:0"
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	rec := httptest.NewRecorder()
+	c.cfg.API.ServeHTTP(rec, req)
+	if rec.Code >= 400 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		json.Unmarshal(rec.Body.Bytes(), &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(rec.Body.String())
+		}
+		return rec.Code, fmt.Errorf("%s", e.Error)
+	}
+	if out == nil {
+		return rec.Code, nil
+	}
+	switch o := out.(type) {
+	case *string:
+		*o = rec.Body.String()
+		return rec.Code, nil
+	}
+	return rec.Code, json.Unmarshal(rec.Body.Bytes(), out)
+}
