@@ -116,11 +116,26 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'")
-	if c.cfg.Token == "" && !loopback(r) {
-		http.Error(w, "The console answers only on this machine when the service runs without --token. Start serve with --token to reach it from elsewhere.", http.StatusForbidden)
+	// Without a token, only this machine, under a name for this machine:
+	// a page elsewhere that rebinds its own name to 127.0.0.1 gets nothing.
+	if c.cfg.Token == "" && (!loopback(r) || !localHost(r.Host)) {
+		http.Error(w, "The console answers only on this machine (as localhost or 127.0.0.1) when the service runs without --token. Start serve with --token to reach it from elsewhere.", http.StatusForbidden)
 		return
 	}
 	c.mux.ServeHTTP(w, r)
+}
+
+// localHost says whether a Host header names this machine.
+func localHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func loopback(r *http.Request) bool {

@@ -55,7 +55,7 @@ func do(c http.Handler, method, path, remote string, form url.Values, cookies ..
 	if form != nil {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	r.RemoteAddr = remote
+	r.RemoteAddr, r.Host = remote, "localhost:8080"
 	for _, ck := range cookies {
 		r.AddCookie(ck)
 	}
@@ -76,6 +76,24 @@ func TestLoopbackOnly(t *testing.T) {
 	}
 	if w := do(c, "GET", "/", "10.0.0.7:5000", nil); w.Code != 403 || !strings.Contains(w.Body.String(), "--token") {
 		t.Fatalf("from elsewhere: %d %s", w.Code, w.Body.String())
+	}
+	// A page elsewhere whose name now points at 127.0.0.1 (DNS
+	// rebinding) reaches loopback under its own name: refused.
+	r := httptest.NewRequest("GET", "http://evil.example:8080/", nil)
+	r.RemoteAddr = "127.0.0.1:5000"
+	w := httptest.NewRecorder()
+	c.ServeHTTP(w, r)
+	if w.Code != 403 {
+		t.Fatalf("a rebound name: %d", w.Code)
+	}
+	for _, host := range []string{"localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST"} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host, r.RemoteAddr = host, "127.0.0.1:5000"
+		w := httptest.NewRecorder()
+		c.ServeHTTP(w, r)
+		if w.Code != 200 {
+			t.Errorf("Host %s: %d", host, w.Code)
+		}
 	}
 }
 
