@@ -72,12 +72,19 @@ func New(cfg Config) (*Console, error) {
 		"units":  units,
 		"pct":    pct,
 		"action": describeAction,
+		"dict": func(kv ...any) map[string]any {
+			m := map[string]any{}
+			for i := 0; i+1 < len(kv); i += 2 {
+				m[kv[i].(string)] = kv[i+1]
+			}
+			return m
+		},
 	}
 	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html")
 	if err != nil {
 		return nil, err
 	}
-	for _, page := range []string{"login", "live", "event"} {
+	for _, page := range []string{"login", "live", "event", "deliveries"} {
 		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -95,6 +102,8 @@ func New(cfg Config) (*Console, error) {
 	m.Handle("GET /live/queues", c.authed(c.liveQueues))
 	m.Handle("GET /live/decisions", c.authed(c.liveDecisions))
 	m.Handle("GET /events/{id}", c.authed(c.event))
+	m.Handle("GET /deliveries", c.authed(c.deliveries))
+	m.Handle("POST /deliveries/{id}/retry", c.authed(c.retry))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
 	})

@@ -9,6 +9,9 @@ import (
 	"testing"
 )
 
+// retried are the deliveries the fake API was asked to retry.
+var retried []string
+
 // fakeAPI answers as the service's API does, for one agent and one
 // decision; it checks the token the console presents.
 func fakeAPI(t *testing.T, token string) http.Handler {
@@ -29,6 +32,22 @@ func fakeAPI(t *testing.T, token string) http.Handler {
 			fmt.Fprint(w, "event e1: message.received\n  <script>alert(1)</script>\n")
 		case "/v1/events/e1":
 			fmt.Fprint(w, `{"decision":{"event":"e1"}}`)
+		case "/v1/deliveries":
+			if r.URL.Query().Get("status") == "dead" {
+				fmt.Fprint(w, `{"deliveries":[{"id":"sb-1-1","destination":"webhook:crm","kind":"notify","status":"dead","attempts":3,"code":400,"answer":"no such account"}]}`)
+				return
+			}
+			fmt.Fprint(w, `{"deliveries":[]}`)
+		case "/v1/deliveries/sb-1-1/retry":
+			if r.Method != "POST" {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+			retried = append(retried, "sb-1-1")
+			fmt.Fprint(w, `{"id":"sb-1-1","status":"pending"}`)
+		case "/v1/deliveries/sb-2-1/retry":
+			w.WriteHeader(http.StatusConflict)
+			fmt.Fprint(w, `{"error":"delivery sb-2-1 was delivered already"}`)
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			fmt.Fprint(w, `{"error":"no event \"nope\""}`)
@@ -169,5 +188,29 @@ func TestParts(t *testing.T) {
 	}
 	if w := do(c, "GET", "/static/htmx.min.js", "127.0.0.1:1", nil); w.Code != 200 || w.Body.Len() < 10000 {
 		t.Fatalf("htmx: %d, %d bytes", w.Code, w.Body.Len())
+	}
+}
+
+// TestDeliveries: failed and dead deliveries are listed with their
+// answers; a retry goes to the API with the page's CSRF token only, and
+// one the API refuses says why.
+func TestDeliveries(t *testing.T) {
+	c := newConsole(t, "tok")
+	remote := "10.0.0.7:5000"
+	w := do(c, "POST", "/login", remote, url.Values{"token": {"tok"}})
+	ck := w.Result().Cookies()[0]
+	page := do(c, "GET", "/deliveries", remote, nil, ck)
+	if page.Code != 200 || !strings.Contains(page.Body.String(), "sb-1-1") || !strings.Contains(page.Body.String(), "no such account") || !strings.Contains(page.Body.String(), `aria-label="Retry delivery sb-1-1"`) {
+		t.Fatalf("the deliveries page: %d\n%s", page.Code, page.Body.String())
+	}
+	retried = nil
+	if w := do(c, "POST", "/deliveries/sb-1-1/retry", remote, url.Values{}, ck); w.Code != 403 || len(retried) != 0 {
+		t.Fatalf("a retry without the CSRF token: %d, retried %v", w.Code, retried)
+	}
+	if w := do(c, "POST", "/deliveries/sb-1-1/retry", remote, url.Values{"csrf": {c.csrf(ck.Value)}}, ck); w.Code != 303 || len(retried) != 1 || w.Header().Get("Location") != "/deliveries?retried=sb-1-1" {
+		t.Fatalf("a retry: %d %v, retried %v", w.Code, w.Header(), retried)
+	}
+	if w := do(c, "POST", "/deliveries/sb-2-1/retry", remote, url.Values{"csrf": {c.csrf(ck.Value)}}, ck); w.Code != 409 || !strings.Contains(w.Body.String(), "was delivered already") {
+		t.Fatalf("a refused retry: %d %s", w.Code, w.Body.String())
 	}
 }

@@ -64,7 +64,9 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // TestConsoleBrowser drives the console in Debian's chromium against the
 // real serve: log in with the token; an event posted to the API shows on
 // the desk without a reload (the agent's load and the decision); its
-// explanation opens from the decision; the page fits a phone's width.
+// explanation opens from the decision; a write without the page's CSRF
+// token is refused; a dead email is listed and retried; the page fits a
+// phone's width.
 func TestConsoleBrowser(t *testing.T) {
 	bin := binary(t)
 	ctx := browser(t, 1280)
@@ -113,6 +115,32 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("the explanation: %v %v\n%s", err, terr, trace)
 	}
 	screenshot(t, ctx, "explain")
+
+	// A write that does not come from a page (no CSRF token) is refused,
+	// though the browser holds the session.
+	code, err := chromedp.Run(ctx, chromedp.Evaluate[int](`fetch("/logout", {method: "POST"}).then(r => r.status)`, chromedp.EvalAwaitPromise))
+	if err != nil || code != 403 {
+		t.Fatalf("a write without the CSRF token: %d %v", code, err)
+	}
+
+	// The email to a1 (no mail server configured) is dead: listed, and
+	// retried from the page.
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(base+"/deliveries"),
+		chromedp.WaitVisible(chromedp.CSS(`#dead tr[data-delivery]`)),
+	)
+	if err != nil {
+		t.Fatalf("the dead email is not listed: %v", err)
+	}
+	screenshot(t, ctx, "deliveries")
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#dead tr[data-delivery] button`)),
+		chromedp.WaitVisible(chromedp.CSS(`p[role=status]`)),
+	)
+	done, derr := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`p[role=status]`)))
+	if err != nil || derr != nil || !strings.Contains(done, "will be made again now") {
+		t.Fatalf("the retry: %q %v %v", done, err, derr)
+	}
 
 	// A phone's width: nothing wider than the screen.
 	phone := browser(t, 390)
