@@ -51,7 +51,7 @@ const latest = 25
 // live is the desk: agents, waiting lines, the latest decisions.
 func (c *Console) live(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Title = "Live"
-	v.Data = c.liveData(r)
+	v.Data = c.liveData(r, partAgents|partQueues|partDecisions)
 	c.render(w, r, http.StatusOK, "live", v)
 }
 
@@ -62,24 +62,38 @@ type liveData struct {
 	Error     string
 }
 
-func (c *Console) liveData(r *http.Request) *liveData {
+// The live page's parts, each refreshed on its own.
+const (
+	partAgents = 1 << iota
+	partQueues
+	partDecisions
+)
+
+// liveData asks the API for the parts wanted.
+func (c *Console) liveData(r *http.Request, parts int) *liveData {
 	d := &liveData{}
 	var errs []string
-	if _, err := c.api(r.Context(), "GET", "/v1/agents", nil, &d.Agents); err != nil {
-		errs = append(errs, "agents: "+err.Error())
+	if parts&partAgents != 0 {
+		if _, err := c.api(r.Context(), "GET", "/v1/agents", nil, &d.Agents); err != nil {
+			errs = append(errs, "agents: "+err.Error())
+		}
 	}
-	if _, err := c.api(r.Context(), "GET", "/v1/queues", nil, &d.Queues); err != nil {
-		errs = append(errs, "waiting lines: "+err.Error())
+	if parts&partQueues != 0 {
+		if _, err := c.api(r.Context(), "GET", "/v1/queues", nil, &d.Queues); err != nil {
+			errs = append(errs, "waiting lines: "+err.Error())
+		}
 	}
-	var ds struct {
-		Decisions []decision `json:"decisions"`
-	}
-	if _, err := c.api(r.Context(), "GET", fmt.Sprintf("/v1/decisions?last=%d&limit=%d", latest, latest), nil, &ds); err != nil {
-		errs = append(errs, "decisions: "+err.Error())
-	}
-	// Newest first.
-	for i := len(ds.Decisions) - 1; i >= 0; i-- {
-		d.Decisions = append(d.Decisions, ds.Decisions[i])
+	if parts&partDecisions != 0 {
+		var ds struct {
+			Decisions []decision `json:"decisions"`
+		}
+		if _, err := c.api(r.Context(), "GET", fmt.Sprintf("/v1/decisions?last=%d&limit=%d", latest, latest), nil, &ds); err != nil {
+			errs = append(errs, "decisions: "+err.Error())
+		}
+		// Newest first.
+		for i := len(ds.Decisions) - 1; i >= 0; i-- {
+			d.Decisions = append(d.Decisions, ds.Decisions[i])
+		}
 	}
 	if len(errs) > 0 {
 		d.Error = "The service did not answer for " + strings.Join(errs, "; ")
@@ -87,19 +101,12 @@ func (c *Console) liveData(r *http.Request) *liveData {
 	return d
 }
 
-func (c *Console) liveAgents(w http.ResponseWriter, r *http.Request, v *view) {
-	v.Data = c.liveData(r)
-	c.renderPart(w, "live", "agents", v)
-}
-
-func (c *Console) liveQueues(w http.ResponseWriter, r *http.Request, v *view) {
-	v.Data = c.liveData(r)
-	c.renderPart(w, "live", "queues", v)
-}
-
-func (c *Console) liveDecisions(w http.ResponseWriter, r *http.Request, v *view) {
-	v.Data = c.liveData(r)
-	c.renderPart(w, "live", "decisions", v)
+// livePart serves one part of the live page, for htmx to swap in.
+func (c *Console) livePart(part int, name string) func(w http.ResponseWriter, r *http.Request, v *view) {
+	return func(w http.ResponseWriter, r *http.Request, v *view) {
+		v.Data = c.liveData(r, part)
+		c.renderPart(w, "live", name, v)
+	}
 }
 
 // event is one event's decision and why.

@@ -2,18 +2,14 @@ package whatif_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/dsl"
-	"github.com/switchboard-dev/switchboard/engine"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
-	"github.com/switchboard-dev/switchboard/triggers"
 	"github.com/switchboard-dev/switchboard/whatif"
 )
 
@@ -58,62 +54,24 @@ func benchRules(b *testing.B, row string) *dsl.RuleSet {
 // conversations in four languages, and closes that keep the desk busy
 // but not full, one event a second.
 func benchLog(b *testing.B, rs *dsl.RuleSet) (store.Store, *journal.Journal, time.Time, time.Time) {
-	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(b.TempDir(), "sb.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	var files []store.RuleSetFile
-	for _, f := range rs.Sources.Files() {
-		files = append(files, store.RuleSetFile{Name: f.Name, Text: string(f.Text)})
-	}
-	if err := st.SaveRuleSet(ctx, rs.Version, files); err != nil {
-		b.Fatal(err)
-	}
-	eng := engine.New(rs, engine.Options{})
+	l := newLog(b, rs, 0)
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	var recs []store.Record
 	for i := range benchEvents {
-		at := start.Add(time.Duration(i) * time.Second)
-		var line string
+		at := start.Add(time.Duration(i) * time.Second).Format(time.RFC3339)
 		if i%2 == 0 || i < 40 {
 			lang := []string{"es", "de", "fr", "en", "pt"}[(i/2)%5]
 			tags := ""
 			if i%97 == 0 {
 				tags = `, "tags": ["vip"]`
 			}
-			line = fmt.Sprintf(`{"id":"e%d","type":"message.received","at":%q,"channel":"whatsapp","to":"+15550100","contact":{"id":"k%d","lang":%q%s},"message":{"id":"m%d","text":"hello"}}`,
-				i, at.Format(time.RFC3339), i/2, lang, tags, i)
+			l.add(fmt.Appendf(nil, `{"id":"e%d","type":"message.received","at":%q,"channel":"whatsapp","to":"+15550100","contact":{"id":"k%d","lang":%q%s},"message":{"id":"m%d","text":"hello"}}`,
+				i, at, i/2, lang, tags, i))
 		} else {
-			line = fmt.Sprintf(`{"id":"e%d","type":"conversation.closed","at":%q,"conversation":"e%d"}`, i, at.Format(time.RFC3339), i-39)
-		}
-		ev, err := triggers.DecodeEvent([]byte(line), true)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var own string
-		if ev.Conversation != "" {
-			own = eng.ConversationContact(ev.Conversation)
-		}
-		d, err := eng.DecideAt(ev, at)
-		if err != nil {
-			continue // a close of a conversation closed already
-		}
-		sum := sha256.Sum256([]byte(line))
-		recs = append(recs, store.Record{Seq: int64(i + 1), ID: ev.ID, Type: ev.Type, At: at, Clock: at,
-			Event: []byte(line), Hash: sum[:], Decision: d.AppendJSON(nil), RuleSet: rs.Version, Contacts: eng.Contacts(ev, own, &d)})
-		if len(recs) == 5000 {
-			if err := st.Append(ctx, recs); err != nil {
-				b.Fatal(err)
-			}
-			recs = recs[:0]
+			l.add(fmt.Appendf(nil, `{"id":"e%d","type":"conversation.closed","at":%q,"conversation":"e%d"}`, i, at, i-39)) // a close of one closed already is refused
 		}
 	}
-	if err := st.Append(ctx, recs); err != nil {
-		b.Fatal(err)
-	}
-	return st, journal.New(st, nil, 0), start, start.Add(benchEvents * time.Second)
+	st, j := l.done()
+	return st, j, start, start.Add(benchEvents * time.Second)
 }
 
 // BenchmarkWhatif: a window of 500,000 stored events replayed under the

@@ -64,10 +64,20 @@ func build(t testing.TB, fs map[string][]byte, order []string) *dsl.RuleSet {
 	return rs
 }
 
-// logged is a service's store holding a scenario's events, decided as the
+// testLog is a service's store being filled with events decided as the
 // service decides them: each at its own time, which stands for the
-// service's clock.
-func logged(t testing.TB, rs *dsl.RuleSet, events []byte, seed uint64) (store.Store, *journal.Journal) {
+// service's clock; refused events and repeated ids are not stored.
+type testLog struct {
+	t      testing.TB
+	st     store.Store
+	rs     *dsl.RuleSet
+	eng    *engine.Engine
+	seq    int64
+	stored map[string]bool
+	recs   []store.Record
+}
+
+func newLog(t testing.TB, rs *dsl.RuleSet, seed uint64) *testLog {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "sb.db"))
@@ -85,33 +95,56 @@ func logged(t testing.TB, rs *dsl.RuleSet, events []byte, seed uint64) (store.St
 	if err := st.SetMeta(ctx, journal.SeedKey, strconv.FormatUint(seed, 10)); err != nil {
 		t.Fatal(err)
 	}
-	eng := engine.New(rs, engine.Options{Seed: seed})
-	var recs []store.Record
-	stored := map[string]bool{}
+	return &testLog{t: t, st: st, rs: rs, eng: engine.New(rs, engine.Options{Seed: seed}), stored: map[string]bool{}}
+}
+
+// add decides one event line and stores it, in groups of 5,000.
+func (l *testLog) add(line []byte) {
+	ev, err := triggers.DecodeEvent(line, true)
+	if err != nil || l.stored[ev.ID] {
+		return // refused, or answered from the log: stored once
+	}
+	var own string
+	if ev.Conversation != "" {
+		own = l.eng.ConversationContact(ev.Conversation)
+	}
+	d, err := l.eng.DecideAt(ev, ev.At)
+	if err != nil {
+		return
+	}
+	l.stored[ev.ID] = true
+	l.seq++
+	sum := sha256.Sum256(line)
+	l.recs = append(l.recs, store.Record{Seq: l.seq, ID: ev.ID, Type: ev.Type, At: ev.At, Clock: ev.At.Round(0),
+		Event: line, Hash: sum[:], Decision: d.AppendJSON(nil), RuleSet: l.rs.Version, Contacts: l.eng.Contacts(ev, own, &d)})
+	if len(l.recs) == 5000 {
+		l.flush()
+	}
+}
+
+func (l *testLog) flush() {
+	if err := l.st.Append(context.Background(), l.recs); err != nil {
+		l.t.Fatal(err)
+	}
+	l.recs = l.recs[:0]
+}
+
+// done stores what is left and returns the store and its journal.
+func (l *testLog) done() (store.Store, *journal.Journal) {
+	l.flush()
+	return l.st, journal.New(l.st, nil, 0)
+}
+
+// logged is a service's store holding a scenario's events.
+func logged(t testing.TB, rs *dsl.RuleSet, events []byte, seed uint64) (store.Store, *journal.Journal) {
+	t.Helper()
+	l := newLog(t, rs, seed)
 	for _, line := range bytes.Split(events, []byte("\n")) {
-		if line = bytes.TrimSpace(line); len(line) == 0 {
-			continue
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			l.add(line)
 		}
-		ev, err := triggers.DecodeEvent(line, true)
-		if err != nil || stored[ev.ID] {
-			continue // refused, or answered from the log: stored once
-		}
-		var own string
-		if ev.Conversation != "" {
-			own = eng.ConversationContact(ev.Conversation)
-		}
-		d, err := eng.DecideAt(ev, ev.At)
-		if err != nil {
-			continue
-		}
-		stored[ev.ID] = true
-		sum := sha256.Sum256(line)
-		recs = append(recs, store.Record{Seq: int64(len(recs) + 1), ID: ev.ID, Type: ev.Type, At: ev.At, Clock: ev.At.Round(0),
-			Event: line, Hash: sum[:], Decision: d.AppendJSON(nil), RuleSet: rs.Version, Contacts: eng.Contacts(ev, own, &d)})
 	}
-	if err := st.Append(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	st, _ := l.done()
 	return st, journal.New(st, nil, seed)
 }
 
