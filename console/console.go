@@ -21,6 +21,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service"
+	"github.com/switchboard-dev/switchboard/store"
 )
 
 //go:embed templates/*.html
@@ -38,6 +43,20 @@ type Config struct {
 	Token string
 	// Log is where the console says what went wrong.
 	Log *slog.Logger
+
+	// Rules is the rule set's directory, which serve loads: the rules page
+	// shows its files, the table editor writes its mapping table. Options
+	// are what serve checks it with.
+	Rules   string
+	Options dsl.Options
+	// Store and Journal are the service's log: Preview replays it.
+	Store   store.Store
+	Journal *journal.Journal
+	// Publish writes the rule set's files and reloads, with no other
+	// reload in between (service.Publish). Nil: the table is read-only.
+	Publish func(ctx context.Context, note service.ReloadNote, write func() (undo func() error, err error)) (service.ReloadResult, error)
+	// Now is the clock; nil: the wall clock.
+	Now func() time.Time
 }
 
 // Console is the web console's handler.
@@ -50,7 +69,17 @@ type Console struct {
 	key []byte
 
 	mu       sync.Mutex
-	sessions map[string]time.Time // session id: when it expires
+	sessions map[string]*session // by id
+
+	// publishing makes previews one at a time: a replay of a week is
+	// heavy, and the desk must keep routing beside it.
+	previews chan struct{}
+}
+
+// session is a login.
+type session struct {
+	expires time.Time
+	name    string // who logged in, as they said: for the rules history
 }
 
 // sessionTTL is how long a login lasts without use.
@@ -64,7 +93,10 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: map[string]time.Time{}, key: make([]byte, 32)}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: map[string]*session{}, key: make([]byte, 32), previews: make(chan struct{}, 1)}
 	rand.Read(c.key)
 	funcs := template.FuncMap{
 		"json":   func(v any) string { b, _ := json.Marshal(v); return string(b) },
@@ -84,7 +116,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, page := range []string{"login", "live", "event", "deliveries"} {
+	for _, page := range []string{"login", "live", "event", "conversation", "table", "rules", "diff", "deliveries"} {
 		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -102,6 +134,12 @@ func New(cfg Config) (*Console, error) {
 	m.Handle("GET /live/queues", c.authed(c.livePart(partQueues, "queues")))
 	m.Handle("GET /live/decisions", c.authed(c.livePart(partDecisions, "decisions")))
 	m.Handle("GET /events/{id}", c.authed(c.event))
+	m.Handle("GET /conversations/{id}", c.authed(c.conversation))
+	m.Handle("GET /table", c.authed(c.table))
+	m.Handle("POST /table", c.authed(c.tableEdit))
+	m.Handle("POST /table/check", c.authed(c.tableCheck))
+	m.Handle("GET /rules", c.authed(c.rules))
+	m.Handle("GET /rules/diff", c.authed(c.rulesDiff))
 	m.Handle("GET /deliveries", c.authed(c.deliveries))
 	m.Handle("POST /deliveries/{id}/retry", c.authed(c.retry))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -156,24 +194,33 @@ func loopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// session is the request's login, if any: its id.
-func (c *Console) session(r *http.Request) (string, bool) {
+// session is the request's login, if any: its id and who it is.
+func (c *Console) session(r *http.Request) (id, name string, ok bool) {
 	if c.cfg.Token == "" {
-		return "local", true
+		return "local", "", true
 	}
 	ck, err := r.Cookie(cookieName)
 	if err != nil {
-		return "", false
+		return "", "", false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	exp, ok := c.sessions[ck.Value]
-	if !ok || time.Now().After(exp) {
+	s, ok := c.sessions[ck.Value]
+	if !ok || time.Now().After(s.expires) {
 		delete(c.sessions, ck.Value)
-		return "", false
+		return "", "", false
 	}
-	c.sessions[ck.Value] = time.Now().Add(sessionTTL)
-	return ck.Value, true
+	s.expires = time.Now().Add(sessionTTL)
+	return ck.Value, s.name, true
+}
+
+// remember keeps the name a session's person gave last.
+func (c *Console) remember(id, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.sessions[id]; ok {
+		s.name = name
+	}
 }
 
 // csrf is the token a session's writes carry.
@@ -197,7 +244,7 @@ func (c *Console) checkCSRF(r *http.Request, session string) bool {
 // writes); others go to the login page.
 func (c *Console) authed(h func(w http.ResponseWriter, r *http.Request, v *view)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, ok := c.session(r)
+		s, name, ok := c.session(r)
 		if !ok {
 			if r.Header.Get("HX-Request") != "" {
 				w.Header().Set("HX-Redirect", "/login")
@@ -211,7 +258,7 @@ func (c *Console) authed(h func(w http.ResponseWriter, r *http.Request, v *view)
 			c.fail(w, r, http.StatusForbidden, "This change was refused: it did not come from a console page (the CSRF token is missing or wrong). Reload the page and try again.")
 			return
 		}
-		h(w, r, &view{CSRF: c.csrf(s), LoggedIn: c.cfg.Token != "", Path: r.URL.Path})
+		h(w, r, &view{CSRF: c.csrf(s), LoggedIn: c.cfg.Token != "", Path: r.URL.Path, session: s, User: name})
 	})
 }
 
@@ -227,6 +274,9 @@ type view struct {
 	Path     string
 	Error    string
 	Data     any
+	// User is the name the person logged in with, if they gave one.
+	User    string
+	session string
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -252,15 +302,25 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	s := base64.RawURLEncoding.EncodeToString(id)
 	c.mu.Lock()
 	now := time.Now()
-	for k, exp := range c.sessions {
-		if now.After(exp) {
+	for k, old := range c.sessions {
+		if now.After(old.expires) {
 			delete(c.sessions, k)
 		}
 	}
-	c.sessions[s] = now.Add(sessionTTL)
+	c.sessions[s] = &session{expires: now.Add(sessionTTL), name: cleanName(r.PostFormValue("name"))}
 	c.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: s, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// cleanName is a person's name as the history keeps it: one line, not
+// too long.
+func cleanName(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > 80 {
+		s = string(r[:80])
+	}
+	return s
 }
 
 // safeNext keeps a redirect after login on this site.

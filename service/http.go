@@ -57,9 +57,13 @@ func (s *Service) Handler() http.Handler {
 	v1("GET /v1/agents/{id}", s.getAgent)
 	v1("PUT /v1/agents/{id}/status", s.putStatus)
 	v1("GET /v1/conversations/{id}", s.getConversation)
+	v1("GET /v1/conversations/{id}/events", s.getConversationEvents)
 	v1("DELETE /v1/contacts/{id}", s.deleteContact)
 	v1("GET /v1/queues", s.getQueues)
 	v1("POST /v1/rules/reload", s.postReload)
+	v1("GET /v1/rules", s.getRules)
+	v1("GET /v1/rules/versions", s.getRuleVersions)
+	v1("GET /v1/rules/versions/{version}", s.getRuleVersion)
 	v1("GET /v1/decisions", s.getDecisions)
 	v1("GET /v1/decisions/stream", s.streamDecisions)
 	v1("GET /v1/deliveries", s.getDeliveries)
@@ -482,7 +486,26 @@ func (s *Service) explainEvent(w http.ResponseWriter, r *http.Request) {
 // postReload compiles the rule directory and swaps it in; with any
 // diagnostic the running rules stay and the answer is 422.
 func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
-	res, err := s.Reload(r.Context())
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	// The body is optional: {"by": "who", "reason": "why"} goes into the
+	// rule set's history.
+	var note ReloadNote
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&note); err != nil || dec.More() {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: `the body, when there is one, is {"by": "who reloads", "reason": "why"}`})
+			return
+		}
+		if err := note.check(); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+			return
+		}
+	}
+	res, err := s.Reload(r.Context(), note)
 	switch {
 	case errors.Is(err, errReloadRefused):
 		writeJSON(w, http.StatusUnprocessableEntity, struct {

@@ -75,10 +75,13 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	mu  sync.Mutex // guards eng, seq, next, rs, inflight, pending: the commit loop and the readers
-	eng *engine.Engine
-	seq int64        // the last record committed
-	rs  *dsl.RuleSet // the rule set running
+	mu sync.Mutex // guards eng, seq, next, rs, inflight, pending: the commit loop and the readers
+	// reloadMu makes reloads one at a time, a publish's file writes
+	// included.
+	reloadMu sync.Mutex
+	eng      *engine.Engine
+	seq      int64        // the last record committed
+	rs       *dsl.RuleSet // the rule set running
 	// The commit loop decides the next group while the one before is
 	// being written: the engine may hold decisions not yet durable. next
 	// is the last record decided; inflight counts the groups decided and
@@ -152,6 +155,7 @@ const hashSize = 16
 type request struct {
 	events  []*incoming
 	reload  *dsl.RuleSet // a reload instead of events
+	note    ReloadNote   // who reloaded and why
 	erase   string       // a contact to erase instead of events
 	eraseID string       // the id of the erasure's record
 	convs   []string     // the erased contact's open conversations
@@ -321,7 +325,7 @@ func (s *Service) install(st *state) {
 
 // startReload records a reload before the loop runs.
 func (s *Service) startReload(ctx context.Context, rs *dsl.RuleSet) error {
-	r := &request{reload: rs, done: make(chan struct{})}
+	r := &request{reload: rs, note: ReloadNote{By: "serve", Reason: "started on other rules than the log's last"}, done: make(chan struct{})}
 	s.commit(ctx, []*request{r})
 	return r.err
 }
@@ -697,7 +701,7 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 		switch {
 		case r.reload != nil:
 			seq++
-			body, _ := gojson.Marshal(map[string]string{"version": r.reload.Version, "previous": rs.Version})
+			body, _ := gojson.Marshal(reloadBody{Version: r.reload.Version, Previous: rs.Version, ReloadNote: r.note})
 			f.recs = append(f.recs, internalRecord(seq, store.TypeReload, body, now, r.reload.Version))
 			eng = eng.Reload(r.reload)
 			rs = r.reload

@@ -108,6 +108,8 @@ var pgMigrations = []string{
 		error    text NOT NULL,
 		PRIMARY KEY (delivery, n)
 	);`,
+	// 2: the reloads, for the rule set's history.
+	`CREATE INDEX events_reloads ON events (seq) WHERE type = 'rules.reload';`,
 }
 
 // Advisory lock keys. The one-key (bigint) and two-key (int4, int4) spaces
@@ -638,7 +640,25 @@ func (s *Postgres) Replay(ctx context.Context, after, upto int64, fn func(Record
 }
 
 func (s *Postgres) records(ctx context.Context, after, upto int64, limit int) ([]Record, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3`, after, upto, limit)
+	return s.query(ctx, `SELECT `+recordColumns+` FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3`, after, upto, limit)
+}
+
+// Reloads returns the log's reload records before seq before, newest first.
+func (s *Postgres) Reloads(ctx context.Context, before int64, limit int) ([]Record, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	return s.query(ctx, `SELECT `+recordColumns+` FROM events WHERE type = 'rules.reload' AND seq < $1 ORDER BY seq DESC LIMIT $2`, before, limit)
+}
+
+// Concerning returns the records concerning a contact after seq after.
+func (s *Postgres) Concerning(ctx context.Context, contact string, after int64, limit int) ([]Record, error) {
+	return s.query(ctx, `SELECT `+prefixed("e.", recordColumns)+` FROM event_contacts c JOIN events e ON e.seq = c.seq
+		WHERE c.seq > $1 AND c.contact = $2 ORDER BY c.seq LIMIT $3`, after, contact, limit)
+}
+
+func (s *Postgres) query(ctx context.Context, q string, args ...any) ([]Record, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -687,7 +707,7 @@ func (s *Postgres) RuleSet(ctx context.Context, version string) ([]RuleSetFile, 
 	var data string
 	if err := s.pool.QueryRow(ctx, `SELECT files FROM rulesets WHERE version = $1`, version).Scan(&data); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("no rule set %s in the store", version)
+			return nil, fmt.Errorf("%w: %s", ErrNoRuleSet, version)
 		}
 		return nil, err
 	}

@@ -122,6 +122,8 @@ var migrations = []string{
 		SELECT 1 FROM deliveries e WHERE e.destination = deliveries.destination AND e.line = deliveries.line
 		AND e.status IN ('pending', 'failed') AND (e.seq < deliveries.seq OR (e.seq = deliveries.seq AND e.n < deliveries.n))));
 	CREATE INDEX deliveries_heads ON deliveries(due, seq, n) WHERE head = 1 AND status IN ('pending', 'failed');`,
+	// 5: the reloads, for the rule set's history.
+	`CREATE INDEX events_reloads ON events(seq) WHERE type = 'rules.reload';`,
 }
 
 // SQLite is the built-in store: one database file in WAL mode, owned by
@@ -665,7 +667,7 @@ func (s *SQLite) RuleSet(ctx context.Context, version string) ([]RuleSetFile, er
 	var data string
 	if err := s.db.QueryRowContext(ctx, `SELECT files FROM rulesets WHERE version = ?`, version).Scan(&data); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("no rule set %s in the store", version)
+			return nil, fmt.Errorf("%w: %s", ErrNoRuleSet, version)
 		}
 		return nil, err
 	}

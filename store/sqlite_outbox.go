@@ -455,7 +455,25 @@ func (s *SQLite) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
 
 // Records returns up to limit records after seq after.
 func (s *SQLite) Records(ctx context.Context, after int64, limit int) ([]Record, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+recordColumns+` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	return s.query(ctx, `SELECT `+recordColumns+` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+}
+
+// Reloads returns the log's reload records before seq before, newest first.
+func (s *SQLite) Reloads(ctx context.Context, before int64, limit int) ([]Record, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	return s.query(ctx, `SELECT `+recordColumns+` FROM events WHERE type = 'rules.reload' AND seq < ? ORDER BY seq DESC LIMIT ?`, before, limit)
+}
+
+// Concerning returns the records concerning a contact after seq after.
+func (s *SQLite) Concerning(ctx context.Context, contact string, after int64, limit int) ([]Record, error) {
+	return s.query(ctx, `SELECT `+prefixed("e.", recordColumns)+` FROM event_contacts c JOIN events e ON e.seq = c.seq
+		WHERE c.seq > ? AND c.contact = ? ORDER BY c.seq LIMIT ?`, after, contact, limit)
+}
+
+func (s *SQLite) query(ctx context.Context, q string, args ...any) ([]Record, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -469,6 +487,11 @@ func (s *SQLite) Records(ctx context.Context, after int64, limit int) ([]Record,
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// prefixed qualifies each of a list of columns.
+func prefixed(p, cols string) string {
+	return p + strings.ReplaceAll(cols, ", ", ", "+p)
 }
 
 // eraseDeliveries rewrites the bodies of the contact's deliveries made up to

@@ -92,6 +92,9 @@ type Eraser interface {
 	RedactDelivery(Delivery) ([]byte, error)
 }
 
+// ErrNoRuleSet is returned by RuleSet for a version not stored.
+var ErrNoRuleSet = errors.New("no such rule set in the store")
+
 // ErrDuplicate is returned by Append when an event id is already stored.
 var ErrDuplicate = errors.New("event id already stored")
 
@@ -113,6 +116,13 @@ type Store interface {
 	LastSeq(ctx context.Context) (int64, error)
 	// Records returns up to limit records after seq after, in order.
 	Records(ctx context.Context, after int64, limit int) ([]Record, error)
+	// Reloads returns up to limit of the log's reload records before seq
+	// before (0: the newest), newest first: the rule set's history.
+	Reloads(ctx context.Context, before int64, limit int) ([]Record, error)
+	// Concerning returns up to limit records concerning a contact (see
+	// Record.Contacts) after seq after, in order. It reads the log from
+	// after on: give it a recent seq.
+	Concerning(ctx context.Context, contact string, after int64, limit int) ([]Record, error)
 
 	// SaveRuleSet stores a rule set's files under its version, once.
 	SaveRuleSet(ctx context.Context, version string, files []RuleSetFile) error

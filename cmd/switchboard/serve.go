@@ -147,7 +147,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	// SIGHUP, and with --watch a change to the files, reload the rules.
 	reload := func(why string) {
-		res, err := svc.Reload(ctx)
+		res, err := svc.Reload(ctx, service.ReloadNote{By: why})
 		for _, d := range res.Diagnostics {
 			log.Warn("rules", "diagnostic", d.String())
 		}
@@ -169,7 +169,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	// Timeouts: a slow or idle client cannot hold a connection for ever;
 	// the read timeout leaves a 4 MiB batch time on a slow link.
-	ui, err := console.New(console.Config{API: svc.Handler(), Token: *token, Log: log})
+	ui, err := console.New(console.Config{API: svc.Handler(), Token: *token, Log: log,
+		Rules: *rules, Options: opts, Store: st, Journal: svc.Journal(), Publish: svc.Publish})
 	if err != nil {
 		fmt.Fprintf(stderr, "switchboard serve: the console: %v\n", err)
 		return 1
