@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,6 +52,30 @@ func start(t *testing.T, path, token string) (url string, stop func()) {
 	go func() { svc.Run(runCtx); close(done) }()
 	srv := httptest.NewServer(svc.Handler())
 	return srv.URL, func() { srv.Close(); cancel(); <-done; st.Close() }
+}
+
+// serveDir runs a service on the rule set directory dir, which it
+// reloads from, and the store at path.
+func serveDir(t *testing.T, dir, path string) (svc *Service, url string, stop func()) {
+	t.Helper()
+	rs, ds := dsl.Load(dir)
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	st, err := store.OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err = New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Load: func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(dir) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	srv := httptest.NewServer(svc.Handler())
+	return svc, srv.URL, func() { srv.Close(); cancel(); <-done; st.Close() }
 }
 
 func do(t *testing.T, method, url, token, body string) (int, string, http.Header) {
@@ -255,29 +280,17 @@ func TestReload(t *testing.T) {
 	write("on new conversation -> assign group G by least_active")
 	path := filepath.Join(dir, "sb.db")
 	run := func() (string, func()) {
-		rs, ds := dsl.Load(rulesDir)
-		if rs == nil {
-			t.Fatal(ds)
-		}
-		st, err := store.OpenSQLite(context.Background(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc, err := New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Load: func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(rulesDir) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { svc.Run(ctx); close(done) }()
-		srv := httptest.NewServer(svc.Handler())
-		return srv.URL, func() { srv.Close(); cancel(); <-done; st.Close() }
+		_, url, stop := serveDir(t, rulesDir, path)
+		return url, stop
 	}
 	url, stop := run()
 	do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
 	write("rule \"tagged\" on new conversation -> tag reloaded; assign group G by round_robin")
-	code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", "")
+	// A note that is not one is refused before anything happens.
+	if code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", `{"who":"x"}`); code != 400 || !strings.Contains(body, `who reloads`) {
+		t.Fatalf("a wrong note: %d %s", code, body)
+	}
+	code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", `{"by":"ops","reason":"tag what the new rules route"}`)
 	if code != 200 || !strings.Contains(body, `"changed":true`) {
 		t.Fatalf("reload: %d %s", code, body)
 	}
@@ -314,6 +327,78 @@ func TestReload(t *testing.T) {
 	code, body, _ = do(t, "GET", url+"/v1/events/e2/explain?format=text", "", "")
 	if code != 200 || !strings.Contains(body, `rule "tagged"`) {
 		t.Fatalf("explain does not follow the reload: %d %s", code, body)
+	}
+
+	// The history: both switches, newest first, with who and why, and
+	// the files of each version.
+	var hist struct {
+		Running  string
+		Versions []RuleVersion
+	}
+	_, body, _ = do(t, "GET", url+"/v1/rules/versions", "", "")
+	json.Unmarshal([]byte(body), &hist)
+	if len(hist.Versions) != 2 || hist.Versions[0].By != "serve" || hist.Versions[1].By != "ops" || hist.Versions[1].Reason != "tag what the new rules route" ||
+		hist.Versions[0].Previous != hist.Versions[1].Version || hist.Running != hist.Versions[0].Version || hist.Versions[1].At.IsZero() {
+		t.Fatalf("the history: %s", body)
+	}
+	if _, body, _ = do(t, "GET", url+"/v1/rules/versions?before="+fmt.Sprint(hist.Versions[0].Seq)+"&limit=1", "", ""); !strings.Contains(body, `"by":"ops"`) || strings.Contains(body, `"by":"serve"`) {
+		t.Fatalf("the page before the newest: %s", body)
+	}
+	code, body, _ = do(t, "GET", url+"/v1/rules/versions/"+hist.Versions[1].Version, "", "")
+	if code != 200 || !strings.Contains(body, `tag reloaded`) || !strings.Contains(body, `"name":"team.yaml"`) {
+		t.Fatalf("a version's files: %d %s", code, body)
+	}
+	if code, body, _ = do(t, "GET", url+"/v1/rules/versions/0123456789abcdef", "", ""); code != 404 || !strings.Contains(body, "no rule set") {
+		t.Fatalf("an unknown version: %d %s", code, body)
+	}
+	if code, body, _ = do(t, "GET", url+"/v1/rules", "", ""); code != 200 || !strings.Contains(body, hist.Running) || !strings.Contains(body, "least_active") {
+		t.Fatalf("the running rules: %d %s", code, body)
+	}
+}
+
+// TestPublish: a publish that the reload refuses puts the files back;
+// one that fails to write reloads nothing; one that changes nothing is
+// undone too.
+func TestPublish(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "r.rules")
+	os.WriteFile(filepath.Join(dir, "team.yaml"), []byte(team), 0o644)
+	os.WriteFile(file, []byte("on new conversation -> assign group G\n"), 0o644)
+	svc, _, stop := serveDir(t, dir, filepath.Join(t.TempDir(), "sb.db"))
+	defer stop()
+	ctx := context.Background()
+	st := svc.cfg.Store
+	undos := 0
+	writing := func(text string) func() (func() error, error) {
+		return func() (func() error, error) {
+			old, _ := os.ReadFile(file)
+			os.WriteFile(file, []byte(text), 0o644)
+			return func() error { undos++; return os.WriteFile(file, old, 0o644) }, nil
+		}
+	}
+	res, err := svc.Publish(ctx, ReloadNote{By: "x"}, writing("on incomming message -> stop\n"))
+	if !errors.Is(err, ErrReloadRefused) || undos != 1 || len(res.Diagnostics) == 0 {
+		t.Fatalf("refused: %v, %d undos, %v", err, undos, res.Diagnostics)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "on new conversation -> assign group G\n" {
+		t.Fatalf("the file was not put back: %q", b)
+	}
+	if _, err := svc.Publish(ctx, ReloadNote{By: "x"}, writing("on new conversation -> assign group G\n")); err != nil || undos != 2 {
+		t.Fatalf("unchanged: %v, %d undos", err, undos)
+	}
+	if _, err := svc.Publish(ctx, ReloadNote{By: "x"}, func() (func() error, error) { return nil, errors.New("disk full") }); err == nil || err.Error() != "disk full" {
+		t.Fatalf("a failed write: %v", err)
+	}
+	res, err = svc.Publish(ctx, ReloadNote{By: "x", Change: []byte(`{"rows":1}`)}, writing("on new conversation -> tag t; assign group G\n"))
+	if err != nil || !res.Changed || res.Seq == 0 || undos != 2 {
+		t.Fatalf("published: %+v %v, %d undos", res, err, undos)
+	}
+	recs, _ := st.Reloads(ctx, 0, 1)
+	if len(recs) != 1 || !strings.Contains(string(recs[0].Event), `"change":{"rows":1}`) || !strings.Contains(string(recs[0].Event), `"by":"x"`) {
+		t.Fatalf("the reload record: %+v", recs)
+	}
+	if _, err := svc.Publish(ctx, ReloadNote{Change: []byte(`{not json`)}, nil); err == nil {
+		t.Fatal("a change that is not JSON was stored")
 	}
 }
 
