@@ -349,7 +349,9 @@ func (t *tableView) Cells() [][]cellView {
 		}
 		for j, v := range row {
 			id := fmt.Sprintf("r%dc%d", i, j)
-			cv := cellView{ID: id, Value: v, Row: i, Label: label, Column: t.Grid.Header[j]}
+			col := t.Grid.Header[j]
+			k := strings.ToLower(strings.TrimSpace(col))
+			cv := cellView{ID: id, Value: v, Row: i, Label: label, Column: col, Wide: k == "when" || k == "greeting" || k == "segment"}
 			if t.Check != nil {
 				cv.Notes = t.Check.Cells[id]
 			}
@@ -364,6 +366,7 @@ func (t *tableView) Cells() [][]cellView {
 type cellView struct {
 	ID, Value, Label, Column string
 	Row                      int
+	Wide                     bool // a column of sentences
 	Notes                    []note
 }
 
