@@ -93,7 +93,7 @@ func (s *Service) getConversationEvents(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	p, ok := s.locate(w, r.Context(), id, q.Get("event"))
+	p, ok := s.locate(r.Context(), w, id, q.Get("event"))
 	if !ok {
 		return
 	}
@@ -111,9 +111,9 @@ func (s *Service) getConversationEvents(w http.ResponseWriter, r *http.Request) 
 
 // locate finds where a conversation starts in the log and its contact;
 // false once it has answered (404, or 503 when the store failed).
-func (s *Service) locate(w http.ResponseWriter, ctx context.Context, id, event string) (place, bool) {
+func (s *Service) locate(ctx context.Context, w http.ResponseWriter, id, event string) (place, bool) {
 	var found []place // exact starts: the open conversation's, its opening event's
-	open, ok := s.openStart(w, ctx, id)
+	open, ok := s.openStart(ctx, w, id)
 	if !ok {
 		return place{}, false
 	}
@@ -151,16 +151,19 @@ func (s *Service) locate(w http.ResponseWriter, ctx context.Context, id, event s
 	if isNamed && concerns(named, id) {
 		return s.around(ctx, named, id, nil)
 	}
-	writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf(
-		"no conversation %q: none is open with that id, and no stored event that opened one has it (a conversation's id is its opening event's, unless the client gave one). "+
-			"Pass ?event=ID, the id of any event of the conversation, to find it in the log", id), Field: "id"})
+	msg := fmt.Sprintf("no conversation %q: none is open with that id, and no stored event that opened one has it (a conversation's id is its opening event's, unless the client gave one). "+
+		"Pass ?event=ID, the id of any event of the conversation, to find it in the log", id)
+	if pr, err := s.cfg.Store.Pruned(ctx); err == nil && pr.Through > 0 {
+		msg += fmt.Sprintf("; events decided before %s were pruned by retention, and its events may have been among them", pr.Before.Format(time.RFC3339))
+	}
+	writeJSON(w, http.StatusNotFound, apiError{Error: msg, Field: "id"})
 	return place{}, false
 }
 
 // openStart is where an open conversation starts: after the last record
 // decided before it was created. Nil when it is not open; false once it
 // has answered 503.
-func (s *Service) openStart(w http.ResponseWriter, ctx context.Context, id string) (*place, bool) {
+func (s *Service) openStart(ctx context.Context, w http.ResponseWriter, id string) (*place, bool) {
 	var contact, created string
 	read, open := false, false
 	s.readState(ctx, w, func(e *engine.Engine) {
@@ -176,7 +179,7 @@ func (s *Service) openStart(w http.ResponseWriter, ctx context.Context, id strin
 	// opening record's: the last record before it is before the opening.
 	t, err := time.Parse(time.RFC3339, created)
 	if err != nil {
-		return &place{contact: contact}, true
+		return nil, true // found another way, then
 	}
 	seq, err := s.cfg.Store.SeqBefore(ctx, t)
 	if err != nil {

@@ -40,8 +40,14 @@ func browser(t *testing.T, width int) context.Context {
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	// A window is never narrower than 500 px: the page's width is set
+	// as a phone's would be.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), 900)); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancelTime := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(func() { cancelTime(); cancel(); cancelAlloc() })
+	t.Cleanup(cancelTime)
 	return ctx
 }
 
@@ -117,6 +123,17 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("the explanation: %v %v\n%s", err, terr, trace)
 	}
 	screenshot(t, ctx, "explain")
+
+	// The conversation's timeline, from the explanation.
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`a[href^="/conversations/e1"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`ol.timeline li[data-event="e1"]`)),
+	)
+	item, ierr := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`ol.timeline li[data-event="e1"]`)))
+	if err != nil || ierr != nil || !strings.Contains(item, "assigned to agent a1") {
+		t.Fatalf("the conversation's timeline: %v %v\n%s", err, ierr, item)
+	}
+	screenshot(t, ctx, "conversation")
 
 	// A write that does not come from a page (no CSRF token) is refused,
 	// though the browser holds the session.
