@@ -10,6 +10,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -18,9 +19,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/journal"
@@ -54,7 +57,7 @@ type Config struct {
 	Journal *journal.Journal
 	// Publish writes the rule set's files and reloads, with no other
 	// reload in between (service.Publish). Nil: the table is read-only.
-	Publish func(ctx context.Context, note service.ReloadNote, write func() (undo func() error, err error)) (service.ReloadResult, error)
+	Publish func(ctx context.Context, note service.ReloadNote, write func() (undo func() error, err error), verify func(*dsl.RuleSet) error) (service.ReloadResult, error)
 	// Now is the clock; nil: the wall clock.
 	Now func() time.Time
 }
@@ -74,6 +77,7 @@ type Console struct {
 	// publishing makes previews one at a time: a replay of a week is
 	// heavy, and the desk must keep routing beside it.
 	previews chan struct{}
+	checks   chan struct{} // table checks running
 }
 
 // session is a login.
@@ -96,7 +100,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: map[string]*session{}, key: make([]byte, 32), previews: make(chan struct{}, 1)}
+	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: map[string]*session{}, key: make([]byte, 32), previews: make(chan struct{}, 1), checks: make(chan struct{}, 2)}
 	rand.Read(c.key)
 	funcs := template.FuncMap{
 		"json":   func(v any) string { b, _ := json.Marshal(v); return string(b) },
@@ -169,7 +173,48 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "The console answers only on this machine (as localhost or 127.0.0.1) when the service runs without --token. Start serve with --token to reach it from elsewhere.", http.StatusForbidden)
 		return
 	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if !c.readForm(w, r) {
+			return
+		}
+	}
 	c.mux.ServeHTTP(w, r)
+}
+
+// Limits of what a page posts: a login is a few fields; the table editor
+// posts the whole table.
+const (
+	maxLoginBody = 8 << 10
+	maxFormBody  = 16 << 20
+)
+
+// readForm reads a page's form, and only a page's form: URL-encoded and
+// bounded, never multipart (nothing here uploads files, and a multipart
+// body is spooled to disk before anyone has logged in).
+func (c *Console) readForm(w http.ResponseWriter, r *http.Request) bool {
+	limit := int64(maxFormBody)
+	if r.URL.Path == "/login" {
+		limit = maxLoginBody
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		c.fail(w, r, http.StatusUnsupportedMediaType, "The console takes forms as its pages post them (application/x-www-form-urlencoded), not "+ct+".")
+		return false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		msg := "The form could not be read: " + err.Error() + ". Reload the page and try again."
+		code := http.StatusBadRequest
+		switch {
+		case errors.As(err, &tooBig):
+			msg, code = fmt.Sprintf("The form is over %d bytes, more than any console page posts. A table that large is edited in the file itself.", limit), http.StatusRequestEntityTooLarge
+		case strings.Contains(err.Error(), "too many"):
+			msg, code = "The form has more fields than the console reads. A table that large is edited in the file itself.", http.StatusRequestEntityTooLarge
+		}
+		c.fail(w, r, code, msg)
+		return false
+	}
+	return true
 }
 
 // localHost says whether a Host header names this machine.
@@ -323,9 +368,17 @@ func cleanName(s string) string {
 	return s
 }
 
-// safeNext keeps a redirect after login on this site.
+// safeNext keeps a redirect after login on this site: a path, with no
+// way for a browser to read it as another host (//host, /\host, or those
+// with tabs or other control characters in between, which browsers drop).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+	for _, r := range next {
+		if r < 0x20 || r == 0x7f || r == '\\' || unicode.IsSpace(r) {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || u.Scheme != "" || u.Host != "" {
 		return "/"
 	}
 	return next

@@ -168,10 +168,29 @@ func TestLogin(t *testing.T) {
 
 // TestNoOpenRedirect: after login, only this site's paths are followed.
 func TestNoOpenRedirect(t *testing.T) {
-	for next, want := range map[string]string{"/x": "/x", "//evil.example": "/", "https://evil.example": "/", "/\\evil": "/", "": "/"} {
+	for next, want := range map[string]string{"/x": "/x", "/table?published=1": "/table?published=1", "//evil.example": "/", "https://evil.example": "/",
+		"/\\evil": "/", "": "/", "/\t/evil.example": "/", "/\n/evil": "/", " //evil": "/", "/ /evil": "/", "/\x7f/evil": "/"} {
 		if got := safeNext(next); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", next, got, want)
 		}
+	}
+}
+
+// TestForms: the console reads forms as its pages post them, bounded; a
+// multipart body, or a body too large, is refused before it is read.
+func TestForms(t *testing.T) {
+	c := newConsole(t, "s3cret")
+	r := httptest.NewRequest("POST", "/login", strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\ns3cret\r\n--x--\r\n"))
+	r.Header.Set("Content-Type", "multipart/form-data; boundary=x")
+	r.RemoteAddr = "10.0.0.7:1"
+	w := httptest.NewRecorder()
+	c.ServeHTTP(w, r)
+	if w.Code != http.StatusUnsupportedMediaType || len(w.Result().Cookies()) != 0 {
+		t.Fatalf("a multipart login: %d %v", w.Code, w.Result().Cookies())
+	}
+	big := url.Values{"token": {strings.Repeat("x", maxLoginBody)}}
+	if w := do(c, "POST", "/login", "10.0.0.7:1", big); w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a large login: %d", w.Code)
 	}
 }
 

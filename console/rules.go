@@ -175,6 +175,12 @@ func (c *Console) rulesDiff(w http.ResponseWriter, r *http.Request, v *view) {
 		c.fail(w, r, http.StatusBadRequest, "Choose two rule set versions to compare (from and to), on the rules page.")
 		return
 	}
+	for _, v := range []string{from, to} {
+		if !isVersion(v) {
+			c.fail(w, r, http.StatusBadRequest, fmt.Sprintf("%q is not a rule set version: versions are 16 letters and digits (0-9, a-f), as the rules page lists them.", v))
+			return
+		}
+	}
 	files := func(version string) (map[string]string, error) {
 		var rs struct {
 			Files []ruleFile `json:"files"`
@@ -232,6 +238,19 @@ func (c *Console) rulesDiff(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	v.Data = map[string]any{"From": from, "To": to, "Files": diffs}
 	c.render(w, r, http.StatusOK, "diff", v)
+}
+
+// isVersion says whether s is a rule set version: 16 hexadecimal digits.
+func isVersion(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // unified is a unified diff of a file, line by line.

@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/service"
@@ -30,9 +32,12 @@ import (
 
 // Limits of an edited table, well above any table people keep by hand.
 const (
-	maxRows     = 2000
-	maxCols     = 20
-	maxCellLen  = 2000
+	maxRows    = 2000
+	maxCols    = 20
+	maxCellLen = 2000 // characters
+	// maxCells keeps a table's form under the fields a form may have
+	// (net/url reads up to 10,000).
+	maxCells    = 9000
 	previewDays = 7
 	// noFile is the base of a table that did not exist when the editor
 	// opened.
@@ -46,6 +51,9 @@ type grid struct {
 	Header []string
 	Rows   [][]string
 	Base   string // the hash of the file when the editor opened it, or noFile
+	// BOM and CRLF keep the file as a spreadsheet saved it: a byte order
+	// mark first, lines ending in CR LF.
+	BOM, CRLF bool
 }
 
 // hashOf is a file's content hash, as the editor's form carries it.
@@ -88,7 +96,7 @@ func (c *Console) readGrid() (*grid, []byte, error) {
 // parseGrid reads a CSV table into cells, as check reads it (a header
 // row; semicolons when the first line has more of them than commas).
 func parseGrid(path string, data []byte) (*grid, error) {
-	g := &grid{File: path, Comma: ','}
+	g := &grid{File: path, Comma: ',', BOM: bytes.HasPrefix(data, []byte("\xef\xbb\xbf")), CRLF: bytes.Contains(data, []byte("\r\n"))}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	if first, _, _ := bytes.Cut(data, []byte("\n")); bytes.Count(first, []byte(";")) > bytes.Count(first, []byte(",")) {
 		g.Comma = ';'
@@ -106,8 +114,8 @@ func parseGrid(path string, data []byte) (*grid, error) {
 	for _, rec := range recs {
 		width = max(width, len(rec))
 	}
-	if width > maxCols || len(recs)-1 > maxRows {
-		return nil, fmt.Errorf("%s has %d rows and %d columns; the editor takes up to %d rows and %d columns. Edit the file itself", path, len(recs)-1, width, maxRows, maxCols)
+	if width > maxCols || len(recs)-1 > maxRows || width*len(recs) > maxCells {
+		return nil, fmt.Errorf("%s has %d rows and %d columns; the editor takes up to %d rows, %d columns and %d cells. Edit the file itself", path, len(recs)-1, width, maxRows, maxCols, maxCells)
 	}
 	for i, rec := range recs {
 		for len(rec) < width {
@@ -124,26 +132,27 @@ func parseGrid(path string, data []byte) (*grid, error) {
 
 // gridFromForm is the grid a page posted.
 func (c *Console) gridFromForm(r *http.Request) (*grid, error) {
-	if err := r.ParseForm(); err != nil {
-		return nil, errors.New("the form could not be read; open the table again")
-	}
 	f := r.PostForm
 	rows, err1 := strconv.Atoi(f.Get("rows"))
 	cols, err2 := strconv.Atoi(f.Get("cols"))
-	if err1 != nil || err2 != nil || rows < 0 || rows > maxRows || cols < 1 || cols > maxCols {
-		return nil, fmt.Errorf("the table posted is not one the editor made (rows %q, columns %q; at most %d rows and %d columns); open the table again", f.Get("rows"), f.Get("cols"), maxRows, maxCols)
+	if err1 != nil || err2 != nil || rows < 0 || rows > maxRows || cols < 1 || cols > maxCols || rows*cols > maxCells {
+		return nil, fmt.Errorf("the table posted is not one the editor made (rows %q, columns %q; at most %d rows, %d columns and %d cells); open the table again", f.Get("rows"), f.Get("cols"), maxRows, maxCols, maxCells)
 	}
-	g := &grid{File: c.tablePath(), Comma: ',', Base: f.Get("base")}
+	g := &grid{File: c.tablePath(), Comma: ',', Base: f.Get("base"), BOM: f.Get("bom") == "1", CRLF: f.Get("crlf") == "1"}
 	if f.Get("comma") == ";" {
 		g.Comma = ';'
 	}
 	cell := func(name string) (string, error) {
-		v := f.Get(name)
-		if len(v) > maxCellLen {
-			return "", fmt.Errorf("a cell holds %d characters; keep each under %d", len(v), maxCellLen)
+		v := strings.ReplaceAll(strings.ReplaceAll(f.Get(name), "\r\n", "\n"), "\r", "\n")
+		if n := utf8.RuneCountInString(v); n > maxCellLen {
+			return "", fmt.Errorf("a cell holds %d characters; keep each under %d", n, maxCellLen)
 		}
-		// One line per row: a cell is one line.
-		return strings.Join(strings.FieldsFunc(v, func(r rune) bool { return r == '\n' || r == '\r' }), " "), nil
+		for _, r := range v {
+			if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+				return "", fmt.Errorf("a cell holds a control character (%U), which a table cannot keep; remove it", r)
+			}
+		}
+		return v, nil
 	}
 	for j := range cols {
 		h, err := cell(fmt.Sprintf("h%d", j))
@@ -176,12 +185,16 @@ func blank(row []string) bool {
 	return true
 }
 
-// csv writes the grid as its file: one line per row, so that row i of the
-// grid is line i+2. With tidy, blank rows are left out (a published file).
+// csv writes the grid as its file, as it was saved (separator, byte
+// order mark, line ends). With tidy, blank rows are left out (a published
+// file).
 func (g *grid) csv(tidy bool) []byte {
 	var b bytes.Buffer
+	if g.BOM {
+		b.WriteString("\xef\xbb\xbf")
+	}
 	w := csv.NewWriter(&b)
-	w.Comma = g.Comma
+	w.Comma, w.UseCRLF = g.Comma, g.CRLF
 	w.Write(g.Header)
 	for _, row := range g.Rows {
 		if tidy && blank(row) {
@@ -203,13 +216,13 @@ func (g *grid) apply(op string) error {
 	empty := make([]string, len(g.Header))
 	switch {
 	case verb == "add" && arg == "":
-		if len(g.Rows) >= maxRows {
-			return fmt.Errorf("the editor takes up to %d rows", maxRows)
+		if len(g.Rows) >= maxRows || (len(g.Rows)+2)*len(g.Header) > maxCells {
+			return fmt.Errorf("the editor takes up to %d rows and %d cells; a larger table is edited in the file itself", maxRows, maxCells)
 		}
 		g.Rows = append(g.Rows, empty)
 	case verb == "insert" && arg != "":
-		if len(g.Rows) >= maxRows {
-			return fmt.Errorf("the editor takes up to %d rows", maxRows)
+		if len(g.Rows) >= maxRows || (len(g.Rows)+2)*len(g.Header) > maxCells {
+			return fmt.Errorf("the editor takes up to %d rows and %d cells; a larger table is edited in the file itself", maxRows, maxCells)
 		}
 		g.Rows = append(g.Rows[:i+1], append([][]string{empty}, g.Rows[i+1:]...)...)
 	case verb == "del" && arg != "":
@@ -269,7 +282,7 @@ func (c *Console) check(g *grid) *checked {
 		}
 	}
 	rs, ds := dsl.Build(src)
-	starts := fieldStarts(text, g.Comma)
+	fields := fieldPositions(text, g.Comma)
 	for _, d := range ds {
 		n := note{Warning: d.Severity == dsl.Warning, Text: d.Message}
 		if d.Hint != "" {
@@ -278,8 +291,8 @@ func (c *Console) check(g *grid) *checked {
 		if !n.Warning {
 			out.Errors++
 		}
-		if d.Pos.File == g.File && d.Pos.Line >= 2 && d.Pos.Line-2 < len(g.Rows) {
-			id := fmt.Sprintf("r%dc%d", d.Pos.Line-2, fieldAt(starts[d.Pos.Line], d.Pos.Col))
+		if rec, field, ok := cellAt(fields, d.Pos); ok && d.Pos.File == g.File && rec >= 1 && rec-1 < len(g.Rows) {
+			id := fmt.Sprintf("r%dc%d", rec-1, field)
 			out.Cells[id] = append(out.Cells[id], n)
 			continue
 		}
@@ -295,33 +308,37 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// fieldStarts gives, for each line of a CSV text, the column where each
-// of its fields starts, as check counts columns.
-func fieldStarts(text []byte, comma rune) map[int][]int {
-	r := csv.NewReader(bytes.NewReader(text))
+// fieldPositions gives where each field of each record of a CSV text
+// starts, as check counts lines and columns (a record may span lines).
+func fieldPositions(text []byte, comma rune) [][]dsl.Pos {
+	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(text, []byte("\xef\xbb\xbf"))))
 	r.Comma, r.FieldsPerRecord, r.TrimLeadingSpace = comma, -1, true
-	out := map[int][]int{}
+	var out [][]dsl.Pos
 	for {
 		rec, err := r.Read()
 		if err != nil {
 			return out
 		}
+		ps := make([]dsl.Pos, len(rec))
 		for i := range rec {
-			line, col := r.FieldPos(i)
-			out[line] = append(out[line], col)
+			ps[i].Line, ps[i].Col = r.FieldPos(i)
 		}
+		out = append(out, ps)
 	}
 }
 
-// fieldAt is the field a column falls in.
-func fieldAt(starts []int, col int) int {
-	f := 0
-	for i, s := range starts {
-		if s <= col {
-			f = i
+// cellAt is the record and field a position falls in: the last field
+// that starts at or before it.
+func cellAt(fields [][]dsl.Pos, p dsl.Pos) (rec, field int, ok bool) {
+	before := func(a, b dsl.Pos) bool { return a.Line < b.Line || a.Line == b.Line && a.Col <= b.Col }
+	for i, ps := range fields {
+		for j, fp := range ps {
+			if before(fp, p) {
+				rec, field, ok = i, j, true
+			}
 		}
 	}
-	return f
+	return rec, field, ok
 }
 
 // tableView is what the table page shows.
@@ -342,16 +359,14 @@ func (t *tableView) Cells() [][]cellView {
 	n := 2
 	for i, row := range t.Grid.Rows {
 		var cells []cellView
-		label := ""
-		if !blank(row) {
-			label = strconv.Itoa(n)
-			n++
-		}
+		// Rows are numbered as in the file and in check's messages:
+		// the header is row 1, blank rows count.
+		label := strconv.Itoa(n + i)
 		for j, v := range row {
 			id := fmt.Sprintf("r%dc%d", i, j)
 			col := t.Grid.Header[j]
 			k := strings.ToLower(strings.TrimSpace(col))
-			cv := cellView{ID: id, Value: v, Row: i, Label: label, Column: col, Wide: k == "when" || k == "greeting" || k == "segment"}
+			cv := cellView{ID: id, Value: v, Row: i, Label: label, Column: col, Wide: k == "when" || k == "greeting" || k == "segment", Lines: strings.Contains(v, "\n")}
 			if t.Check != nil {
 				cv.Notes = t.Check.Cells[id]
 			}
@@ -367,6 +382,7 @@ type cellView struct {
 	ID, Value, Label, Column string
 	Row                      int
 	Wide                     bool // a column of sentences
+	Lines                    bool // a value over several lines: a text area
 	Notes                    []note
 }
 
@@ -391,7 +407,7 @@ func (c *Console) table(w http.ResponseWriter, r *http.Request, v *view) {
 	if c.cfg.Publish == nil {
 		tv.ReadOnly = "This service cannot reload its rules, so the table can be checked and previewed here but not published."
 	}
-	if p := r.URL.Query().Get("published"); p != "" {
+	if p := r.URL.Query().Get("published"); isVersion(p) {
 		tv.Done = "Published: the service now routes with this table (rule set " + p + "). The rules page lists the change."
 	}
 	v.Data = tv
@@ -420,6 +436,8 @@ func (c *Console) tableEdit(w http.ResponseWriter, r *http.Request, v *view) {
 	switch op := r.PostFormValue("op"); op {
 	case "check", "":
 	case "preview":
+		// A week's replay may outlast the server's write timeout.
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(15 * time.Minute))
 		tv.Check = c.check(g)
 		tv.Preview, err = c.preview(r.Context(), g)
 		if err != nil {
@@ -465,6 +483,13 @@ func (c *Console) tableCheck(w http.ResponseWriter, r *http.Request, v *view) {
 		c.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	// Checks come as people type: a few at a time, beside the routing.
+	select {
+	case c.checks <- struct{}{}:
+		defer func() { <-c.checks }()
+	case <-r.Context().Done():
+		return
+	}
 	tv := &tableView{Grid: g, Check: c.check(g)}
 	v.Data = tv
 	c.renderPart(w, "table", "notes", v)
@@ -479,8 +504,8 @@ func (c *Console) preview(ctx context.Context, g *grid) (*preview, error) {
 	select {
 	case c.previews <- struct{}{}:
 		defer func() { <-c.previews }()
-	case <-ctx.Done():
-		return nil, errors.New("another preview was running; try again")
+	default:
+		return nil, errors.New("another preview is running (a replay of a week takes a while, and one runs at a time so that the desk keeps routing); try again when it is done")
 	}
 	now := c.cfg.Now()
 	running, err := whatif.Current(ctx, c.cfg.Store, c.cfg.Journal, now)
@@ -492,7 +517,7 @@ func (c *Console) preview(ctx context.Context, g *grid) (*preview, error) {
 	}
 	cand, ds := whatif.WithTable(running, dsl.Source{Name: g.File, Text: g.csv(false)})
 	if cand == nil {
-		return nil, fmt.Errorf("not previewed: the running rules do not build with this table (%d problems; the first: %s). Fix the cells marked below", len(ds), first(ds))
+		return nil, fmt.Errorf("not previewed: the running rules do not build with this table (%s; the first: %s). Fix the cells marked below", plural(len(ds), "problem"), first(ds))
 	}
 	rep, err := whatif.Run(ctx, c.cfg.Store, c.cfg.Journal, whatif.Options{From: now.Add(-previewDays * 24 * time.Hour), To: now, Candidate: cand, Source: "the edited table"})
 	if errors.Is(err, whatif.ErrEmptyWindow) {
@@ -551,29 +576,51 @@ func newPreview(rep *whatif.Report) *preview {
 }
 
 // errChanged: the file is not the one the editor opened.
-var errChanged = errors.New("not published: mappings.csv changed on disk since you opened the editor (someone else published, or it was edited on the server). Your edits are still below, not saved. Open the table again to see the file as it is now, then make your change there")
+var errChanged = errors.New("mappings.csv changed on disk since you opened the editor (someone else published, or it was edited on the server). Your edits are still below, not saved. Open the table again to see the file as it is now, then make your change there")
+
+// maxReason is the longest note about a change the history keeps, in
+// bytes (the service's limit).
+const maxReason = 500
 
 // publish writes the edited table in place of the file and reloads, and
 // returns the new rule set version. The log's reload record says who, why,
-// and which rows changed.
+// and which rows changed. Every error says "not published" or why nothing
+// was to be published.
 func (c *Console) publish(ctx context.Context, g *grid, tv *tableView, v *view) (string, error) {
-	if tv.By == "" {
-		return "", errors.New("not published: say who you are (your name, above Publish): the rules history records who published each change")
+	version, err := c.publishTable(ctx, g, tv, v)
+	if err != nil && !strings.HasPrefix(err.Error(), "nothing to publish") {
+		return "", fmt.Errorf("not published: %w", err)
 	}
-	if len([]rune(tv.Reason)) > 300 {
-		return "", errors.New("not published: keep the note about the change under 300 characters")
+	return version, err
+}
+
+func (c *Console) publishTable(ctx context.Context, g *grid, tv *tableView, v *view) (string, error) {
+	switch {
+	case tv.By == "":
+		return "", errors.New("say who you are (your name, above Publish): the rules history records who published each change")
+	case len(tv.Reason) > maxReason:
+		return "", fmt.Errorf("the note about the change is %d bytes long; keep it under %d (about %d letters)", len(tv.Reason), maxReason, maxReason/2)
+	case !tv.Check.Clean:
+		return "", fmt.Errorf("the table has %s; fix the cells marked below", plural(tv.Check.Errors, "problem"))
 	}
-	if !tv.Check.Clean {
-		return "", fmt.Errorf("not published: the table has %s; fix the cells marked below", plural(tv.Check.Errors, "problem"))
+	// A publish makes the directory live as it is: it must be the
+	// running rules, but for the table.
+	if err := c.onlyTableChanges(ctx); err != nil {
+		return "", err
 	}
 	c.remember(v.session, tv.By)
 	text := g.csv(true)
+	// A link (to a git checkout, a mounted configuration) stays a link:
+	// the file it names is replaced.
 	path := g.File
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
 	// The change is described against the file the editor opened; write
 	// makes sure that is still the file.
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("not published: %s cannot be read: %v", path, err)
+		return "", fmt.Errorf("%s cannot be read: %v", g.File, err)
 	}
 	if hashOf(old) != g.Base {
 		return "", errChanged
@@ -585,7 +632,7 @@ func (c *Console) publish(ctx context.Context, g *grid, tv *tableView, v *view) 
 	write := func() (func() error, error) {
 		cur, err := os.ReadFile(path)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("not published: %s cannot be read: %v", path, err)
+			return nil, fmt.Errorf("%s cannot be read: %v", g.File, err)
 		}
 		if hashOf(cur) != g.Base {
 			return nil, errChanged
@@ -598,7 +645,7 @@ func (c *Console) publish(ctx context.Context, g *grid, tv *tableView, v *view) 
 			mode = info.Mode().Perm()
 		}
 		if err := writeAtomic(path, text, mode); err != nil {
-			return nil, fmt.Errorf("not published: %s could not be written: %v", path, err)
+			return nil, fmt.Errorf("%s could not be written: %v", g.File, err)
 		}
 		return func() error {
 			if cur == nil {
@@ -607,7 +654,15 @@ func (c *Console) publish(ctx context.Context, g *grid, tv *tableView, v *view) 
 			return writeAtomic(path, cur, mode)
 		}, nil
 	}
-	res, err := c.cfg.Publish(ctx, service.ReloadNote{By: tv.By, Reason: tv.Reason, Change: change}, write)
+	// The rules the service loads must hold the table written, not one
+	// that another process wrote in between.
+	verify := func(rs *dsl.RuleSet) error {
+		if m := rs.Sources.Mappings; m == nil || !bytes.Equal(m.Text, text) {
+			return errChanged
+		}
+		return nil
+	}
+	res, err := c.cfg.Publish(ctx, service.ReloadNote{By: tv.By, Reason: tv.Reason, Change: change}, write, verify)
 	switch {
 	case errors.Is(err, service.ErrReloadRefused):
 		var msgs []string
@@ -616,14 +671,48 @@ func (c *Console) publish(ctx context.Context, g *grid, tv *tableView, v *view) 
 				msgs = append(msgs, d.String())
 			}
 		}
-		return "", fmt.Errorf("not published: the service refused the rule set, so the file was put back as it was. %s", strings.Join(msgs, "; "))
+		return "", fmt.Errorf("the service refused the rule set, so the file was put back as it was: %s", strings.Join(msgs, "; "))
 	case err != nil:
-		return "", fmt.Errorf("not published: %v", err)
+		return "", err
 	case !res.Changed:
 		return "", errors.New("nothing to publish: the service already runs the rules with exactly this table")
 	}
 	c.cfg.Log.Info("console: table published", "by", tv.By, "version", res.Version, "record", res.Seq)
 	return res.Version, nil
+}
+
+// onlyTableChanges makes sure the rule set's directory is the running
+// rules but for the table: a publish must not make live, and put under
+// the publisher's name, changes made on disk to the other files and not
+// yet reloaded.
+func (c *Console) onlyTableChanges(ctx context.Context) error {
+	var running struct {
+		Files []ruleFile `json:"files"`
+	}
+	if _, err := c.api(ctx, "GET", "/v1/rules", nil, &running); err != nil {
+		return fmt.Errorf("the running rules could not be read: %v", err)
+	}
+	var changed []string
+	onDisk := map[string]bool{}
+	paths, _ := dsl.RuleFiles(c.cfg.Rules)
+	paths = append(paths, filepath.Join(c.cfg.Rules, dsl.TeamFile))
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			onDisk[filepath.Base(p)] = true
+			if !slices.ContainsFunc(running.Files, func(f ruleFile) bool { return f.Name == filepath.Base(p) && f.Text == string(b) }) {
+				changed = append(changed, filepath.Base(p))
+			}
+		}
+	}
+	for _, f := range running.Files {
+		if f.Name != dsl.MappingsCSV && f.Name != dsl.MappingsYAML && !onDisk[f.Name] {
+			changed = append(changed, f.Name+" (removed)")
+		}
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("%s on disk %s changes the service does not run yet. Publishing would make them live too, under your name. Ask whoever changed %s to reload the rules (or undo the change), then publish", strings.Join(changed, ", "), map[bool]string{true: "has", false: "have"}[len(changed) == 1], map[bool]string{true: "it", false: "them"}[len(changed) == 1])
+	}
+	return nil
 }
 
 func plural(n int, what string) string {
@@ -785,7 +874,7 @@ func tableDiff(before, after []byte, comma rune) (json.RawMessage, error) {
 				was = old[i].cells[j]
 			}
 			if was != v {
-				edits = append(edits, cellEdit{Column: header[j], Before: was, After: v})
+				edits = append(edits, cellEdit{Column: header[j], Before: clip(was, 200), After: clip(v, 200)})
 			}
 		}
 		if len(edits) > 0 && listed(len(ch.Changed)) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,12 +32,18 @@ func tableConsole(t *testing.T) (*Console, string, *[]service.ReloadNote) {
 	rs, _ := dsl.Load(dir)
 	running := rs.Version
 	var notes []service.ReloadNote
-	publish := func(ctx context.Context, n service.ReloadNote, write func() (func() error, error)) (service.ReloadResult, error) {
+	runningFiles := rs.Sources.Files()
+	publish := func(ctx context.Context, n service.ReloadNote, write func() (func() error, error), verify func(*dsl.RuleSet) error) (service.ReloadResult, error) {
 		undo, err := write()
 		if err != nil {
 			return service.ReloadResult{}, err
 		}
 		rs, ds := dsl.Load(dir)
+		if rs != nil {
+			if err := verify(rs); err != nil {
+				return service.ReloadResult{}, err
+			}
+		}
 		if rs == nil {
 			undo()
 			return service.ReloadResult{Diagnostics: ds}, service.ErrReloadRefused
@@ -47,10 +54,23 @@ func tableConsole(t *testing.T) (*Console, string, *[]service.ReloadNote) {
 		}
 		notes = append(notes, n)
 		prev := running
-		running = rs.Version
+		running, runningFiles = rs.Version, rs.Sources.Files()
 		return service.ReloadResult{Version: rs.Version, Previous: prev, Changed: true, Seq: int64(len(notes))}, nil
 	}
-	c, err := New(Config{API: fakeAPI(t, ""), Rules: dir, Publish: publish})
+	// The API answers for the running rules; the rest as the fake does.
+	fake := fakeAPI(t, "")
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/rules" {
+			fake.ServeHTTP(w, r)
+			return
+		}
+		var files []ruleFile
+		for _, f := range runningFiles {
+			files = append(files, ruleFile{Name: f.Name, Text: string(f.Text)})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"version": running, "files": files})
+	})
+	c, err := New(Config{API: api, Rules: dir, Publish: publish})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +85,12 @@ func form(t *testing.T, c *Console) url.Values {
 		t.Fatal(err)
 	}
 	f := url.Values{"csrf": {c.csrf("local")}, "base": {g.Base}, "comma": {string(g.Comma)}, "rows": {fmt.Sprint(len(g.Rows))}, "cols": {fmt.Sprint(len(g.Header))}}
+	if g.BOM {
+		f.Set("bom", "1")
+	}
+	if g.CRLF {
+		f.Set("crlf", "1")
+	}
 	for j, h := range g.Header {
 		f.Set(fmt.Sprintf("h%d", j), h)
 	}
@@ -232,6 +258,23 @@ func TestTablePublish(t *testing.T) {
 		t.Fatal("a stale publish wrote the file")
 	}
 
+	// routing.rules was changed on disk and not reloaded: a publish would
+	// make that live under Dana's name. Refused.
+	f = form(t, c)
+	f.Set("r0c2", "Support")
+	f.Set("op", "publish")
+	f.Set("by", "Dana")
+	rules := filepath.Join(dir, "routing.rules")
+	orig, _ := os.ReadFile(rules)
+	os.WriteFile(rules, append(orig, "\non new conversation -> tag seen\n"...), 0o644)
+	if w := do(c, "POST", "/table", "127.0.0.1:1", f); w.Code != 409 || !strings.Contains(w.Body.String(), "routing.rules on disk has changes the service does not run yet") {
+		t.Fatalf("a publish over unreloaded rule changes: %d %s", w.Code, w.Body.String())
+	}
+	if again, _ := os.ReadFile(path); string(again) != string(after) {
+		t.Fatal("the table changed over unreloaded rule changes")
+	}
+	os.WriteFile(rules, orig, 0o644)
+
 	// The service refuses the rules (a rule file broke meanwhile): the
 	// table is put back as it was.
 	f = form(t, c)
@@ -261,5 +304,67 @@ func TestTableDiff(t *testing.T) {
 		if err != nil || string(got) != c.want {
 			t.Errorf("%q:\n got %s %v\nwant %s", c.after, got, err, c.want)
 		}
+	}
+}
+
+// TestTableFileKept: a publish keeps the file as the spreadsheet saved it
+// (byte order mark, CR LF, a value over two lines), keeps a link a link,
+// and a problem after a value over two lines is still put on its cell.
+func TestTableFileKept(t *testing.T) {
+	c, dir, _ := tableConsole(t)
+	path := filepath.Join(dir, "mappings.csv")
+	orig, _ := os.ReadFile(path)
+	text := strings.ReplaceAll(string(orig), "\n", "\r\n")
+	text = strings.Replace(text, "Hola {{contact.name}},owner", "\"Hola {{contact.name}},\r\nenseguida\",owner", 1) // row 4's greeting
+	// The file lives elsewhere (a git checkout); the rule set links it.
+	elsewhere := filepath.Join(t.TempDir(), "mappings.csv")
+	os.WriteFile(elsewhere, []byte("\xef\xbb\xbf"+text), 0o644)
+	os.Remove(path)
+	if err := os.Symlink(elsewhere, path); err != nil {
+		t.Fatal(err)
+	}
+	page := do(c, "GET", "/table", "127.0.0.1:1", nil).Body.String()
+	if !strings.Contains(page, `<textarea id="r2c4"`) || !strings.Contains(page, `name="bom" value="1"`) || !strings.Contains(page, `name="crlf" value="1"`) {
+		t.Fatalf("the editor does not keep the file's form:\n%s", page)
+	}
+	f := form(t, c)
+	f.Set("r3c2", "Frnech") // row 5, below the value over two lines
+	w := do(c, "POST", "/table/check", "127.0.0.1:1", f)
+	if b := w.Body.String(); !strings.Contains(b, `<div id="d-r3c2" class="notes" hx-swap-oob="true"><p class="bad">row 5, group: unknown group`) {
+		t.Fatalf("the problem is not on row 5's group:\n%s", b)
+	}
+	f.Set("r3c2", "Support")
+	f.Set("op", "publish")
+	f.Set("by", "Dana")
+	if w := do(c, "POST", "/table", "127.0.0.1:1", f); w.Code != 303 {
+		t.Fatalf("publish: %d %s", w.Code, w.Body.String())
+	}
+	if info, err := os.Lstat(path); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", info, err)
+	}
+	got, _ := os.ReadFile(elsewhere)
+	want := "\xef\xbb\xbf" + strings.Replace(text, "French speakers,language is fr,French,", "French speakers,language is fr,Support,", 1)
+	if string(got) != want {
+		t.Fatalf("the file:\n%q\nwant\n%q", got, want)
+	}
+
+	// A control character is refused in words; so is a table larger than
+	// the editor takes.
+	f = form(t, c)
+	f.Set("r0c0", "Enterprise\x00accounts")
+	if w := do(c, "POST", "/table", "127.0.0.1:1", f); w.Code != 400 || !strings.Contains(w.Body.String(), "control character") {
+		t.Fatalf("a NUL: %d %s", w.Code, w.Body.String())
+	}
+	f = form(t, c)
+	f.Set("rows", "2000")
+	f.Set("cols", "6")
+	if w := do(c, "POST", "/table", "127.0.0.1:1", f); w.Code != 400 || !strings.Contains(w.Body.String(), "9000 cells") {
+		t.Fatalf("too many cells: %d %s", w.Code, w.Body.String())
+	}
+	if w := do(c, "GET", "/rules/diff?from=..&to=0123456789abcdef", "127.0.0.1:1", nil); w.Code != 400 || !strings.Contains(w.Body.String(), "is not a rule set version") {
+		t.Fatalf("a diff of a path: %d %s", w.Code, w.Body.String())
+	}
+	if w := do(c, "GET", "/table?published=call+us+now", "127.0.0.1:1", nil); strings.Contains(w.Body.String(), "call us now") {
+		t.Fatal("the published banner shows what the address says")
 	}
 }

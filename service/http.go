@@ -167,13 +167,21 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: fmt.Sprintf("the body is over %d bytes; send fewer events per request", s.cfg.MaxBody)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: bodyTooBig(r, s.cfg.MaxBody)})
 		return nil, false
 	case err != nil:
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "cannot read the body: " + err.Error()})
 		return nil, false
 	}
 	return body, true
+}
+
+// bodyTooBig says a body is too large, and what to do about it.
+func bodyTooBig(r *http.Request, max int64) string {
+	if r.URL.Path == "/v1/events" {
+		return fmt.Sprintf("the body is over %d bytes; send fewer events per request", max)
+	}
+	return fmt.Sprintf("the body is over %d bytes", max)
 }
 
 // readTimeout is how long a read may wait for the log's newest records
@@ -492,11 +500,16 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 	}
 	// The body is optional: {"by": "who", "reason": "why"} goes into the
 	// rule set's history.
+	// A change (rows added, removed, changed) is the console's to
+	// describe, from the files it wrote; the API takes who and why.
 	var note ReloadNote
 	if len(bytes.TrimSpace(body)) > 0 {
+		var req struct{ By, Reason string }
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&note); err != nil || dec.More() {
+		err := dec.Decode(&req)
+		note.By, note.Reason = req.By, req.Reason
+		if err != nil || dec.More() {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: `the body, when there is one, is {"by": "who reloads", "reason": "why"}`})
 			return
 		}

@@ -70,15 +70,17 @@ var ErrReloadRefused = errReloadRefused
 // which carries note. With any diagnostic, or if the commit fails, the
 // running rules stay.
 func (s *Service) Reload(ctx context.Context, note ReloadNote) (ReloadResult, error) {
-	return s.Publish(ctx, note, nil)
+	return s.Publish(ctx, note, nil, nil)
 }
 
 // Publish runs write, which changes the rule set's files, and reloads,
 // with no other reload in between. When the reload does not happen (the
 // rules have errors, nothing changed, the commit failed), undo, which
 // write returned, puts the files back as they were. Nothing is reloaded
-// when write fails. A nil write is a plain reload.
-func (s *Service) Publish(ctx context.Context, note ReloadNote, write func() (undo func() error, err error)) (ReloadResult, error) {
+// when write fails, or when verify, given the rule set as loaded, says it
+// is not what was written (someone else changed the files meanwhile; they
+// are left as they are). A nil write is a plain reload.
+func (s *Service) Publish(ctx context.Context, note ReloadNote, write func() (undo func() error, err error), verify func(*dsl.RuleSet) error) (ReloadResult, error) {
 	if s.cfg.Load == nil {
 		return ReloadResult{}, errors.New("this service cannot reload its rules")
 	}
@@ -96,7 +98,10 @@ func (s *Service) Publish(ctx context.Context, note ReloadNote, write func() (un
 		}
 		undo = u
 	}
-	res, err := s.reload(ctx, note, prev)
+	res, err := s.reload(ctx, note, prev, verify)
+	if errors.Is(err, errNotWritten) {
+		return res, err
+	}
 	if write != nil && (err != nil || !res.Changed) {
 		if uerr := undo(); uerr != nil {
 			s.log.Error("publish: the files could not be put back after the reload did not happen", "err", uerr)
@@ -106,8 +111,17 @@ func (s *Service) Publish(ctx context.Context, note ReloadNote, write func() (un
 	return res, err
 }
 
-func (s *Service) reload(ctx context.Context, note ReloadNote, prev string) (ReloadResult, error) {
+// errNotWritten: the files loaded are not those written.
+var errNotWritten = errors.New("the files changed again before the service read them")
+
+func (s *Service) reload(ctx context.Context, note ReloadNote, prev string, verify func(*dsl.RuleSet) error) (ReloadResult, error) {
 	rs, ds := s.cfg.Load()
+	if rs != nil && verify != nil {
+		if err := verify(rs); err != nil {
+			s.m.reloads.WithLabelValues("refused").Inc()
+			return ReloadResult{Version: prev, Previous: prev, Diagnostics: ds}, fmt.Errorf("%w: %v", errNotWritten, err)
+		}
+	}
 	if rs == nil {
 		s.m.reloads.WithLabelValues("refused").Inc()
 		s.log.Warn("reload refused: the rules have errors", "diagnostics", len(ds))

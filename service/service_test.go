@@ -376,20 +376,30 @@ func TestPublish(t *testing.T) {
 			return func() error { undos++; return os.WriteFile(file, old, 0o644) }, nil
 		}
 	}
-	res, err := svc.Publish(ctx, ReloadNote{By: "x"}, writing("on incomming message -> stop\n"))
+	res, err := svc.Publish(ctx, ReloadNote{By: "x"}, writing("on incomming message -> stop\n"), nil)
 	if !errors.Is(err, ErrReloadRefused) || undos != 1 || len(res.Diagnostics) == 0 {
 		t.Fatalf("refused: %v, %d undos, %v", err, undos, res.Diagnostics)
 	}
 	if b, _ := os.ReadFile(file); string(b) != "on new conversation -> assign group G\n" {
 		t.Fatalf("the file was not put back: %q", b)
 	}
-	if _, err := svc.Publish(ctx, ReloadNote{By: "x"}, writing("on new conversation -> assign group G\n")); err != nil || undos != 2 {
+	if _, err := svc.Publish(ctx, ReloadNote{By: "x"}, writing("on new conversation -> assign group G\n"), nil); err != nil || undos != 2 {
 		t.Fatalf("unchanged: %v, %d undos", err, undos)
 	}
-	if _, err := svc.Publish(ctx, ReloadNote{By: "x"}, func() (func() error, error) { return nil, errors.New("disk full") }); err == nil || err.Error() != "disk full" {
+	if _, err := svc.Publish(ctx, ReloadNote{By: "x"}, func() (func() error, error) { return nil, errors.New("disk full") }, nil); err == nil || err.Error() != "disk full" {
 		t.Fatalf("a failed write: %v", err)
 	}
-	res, err = svc.Publish(ctx, ReloadNote{By: "x", Change: []byte(`{"rows":1}`)}, writing("on new conversation -> tag t; assign group G\n"))
+	// The files loaded are not those written (another process wrote in
+	// between): nothing is reloaded, and their files are left alone.
+	res, err = svc.Publish(ctx, ReloadNote{By: "x"}, writing("on new conversation -> tag other; assign group G\n"), func(*dsl.RuleSet) error { return errors.New("not mine") })
+	if err == nil || !strings.Contains(err.Error(), "not mine") || res.Changed || undos != 2 {
+		t.Fatalf("a publish whose files were changed underneath: %+v %v, %d undos", res, err, undos)
+	}
+	if b, _ := os.ReadFile(file); !strings.Contains(string(b), "tag other") {
+		t.Fatalf("their file was undone: %q", b)
+	}
+	os.WriteFile(file, []byte("on new conversation -> assign group G\n"), 0o644)
+	res, err = svc.Publish(ctx, ReloadNote{By: "x", Change: []byte(`{"rows":1}`)}, writing("on new conversation -> tag t; assign group G\n"), nil)
 	if err != nil || !res.Changed || res.Seq == 0 || undos != 2 {
 		t.Fatalf("published: %+v %v, %d undos", res, err, undos)
 	}
@@ -397,7 +407,7 @@ func TestPublish(t *testing.T) {
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Event), `"change":{"rows":1}`) || !strings.Contains(string(recs[0].Event), `"by":"x"`) {
 		t.Fatalf("the reload record: %+v", recs)
 	}
-	if _, err := svc.Publish(ctx, ReloadNote{Change: []byte(`{not json`)}, nil); err == nil {
+	if _, err := svc.Publish(ctx, ReloadNote{Change: []byte(`{not json`)}, nil, nil); err == nil {
 		t.Fatal("a change that is not JSON was stored")
 	}
 }
