@@ -140,9 +140,17 @@ on unanswered 1s -> notify agent via email`)}},
 		t.Errorf("the cursor: %s", page)
 	}
 	// The newest decisions, as the console lists them: the log's last.
+	// (Timers may have fired since: the log is at least as long as what
+	// was streamed.)
 	_, newest, _ := do(t, "GET", srv.URL+"/v1/decisions?last=2", "", "")
-	if strings.Contains(newest, `"event":"e1"`) || strings.Count(newest, `"seq":`) != 2 || !strings.Contains(newest, fmt.Sprintf(`"next":%d`, len(got))) {
-		t.Errorf("the last 2 of %d: %s", len(got), newest)
+	var last struct {
+		Decisions []struct{ Seq int64 }
+		Next      int64
+	}
+	json.Unmarshal([]byte(newest), &last)
+	if strings.Contains(newest, `"event":"e1"`) || len(last.Decisions) != 2 || last.Next < int64(len(got)) ||
+		last.Decisions[0].Seq != last.Next-1 || last.Decisions[1].Seq != last.Next {
+		t.Errorf("the last 2 of %d or more: %s", len(got), newest)
 	}
 	if code, body, _ := do(t, "GET", srv.URL+"/v1/decisions?last=2&after=1", "", ""); code != 400 || !strings.Contains(body, "without after") {
 		t.Errorf("last with after: %d %s", code, body)
