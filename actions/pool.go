@@ -33,6 +33,18 @@ type Agent struct {
 	Open int
 	// LastActive is the last assignment or outgoing message; zero if never.
 	LastActive time.Time
+	// Served counts the assignments since the agent last came online from
+	// offline (fewest_served).
+	Served int
+	// Finished is when the agent last finished a conversation: closed,
+	// moved away or unassigned; zero if never (longest_free).
+	Finished time.Time
+	// OnlineSince is when the agent last came online; zero for agents
+	// online from the start (longest_free).
+	OnlineSince time.Time
+	// assigned is the pool's number of the agent's last assignment; 0 for
+	// never (fair).
+	assigned uint64
 
 	Index    int // position in the pool
 	excluded bool
@@ -116,6 +128,8 @@ type Pool struct {
 	rng    *rand.Rand
 	src    *rand.PCG // rng's source: its state is part of a snapshot
 	online int       // agents online
+	// assignments numbers every assignment, in order (fair).
+	assignments uint64
 }
 
 type viewKey struct {
@@ -228,8 +242,19 @@ func (p *Pool) View(group string, skills []string, cost dsl.Cost) *View {
 	return v
 }
 
-// SetStatus changes an agent's presence.
-func (p *Pool) SetStatus(a *Agent, status string) {
+// SetStatus changes an agent's presence at t.
+func (p *Pool) SetStatus(a *Agent, status string, t time.Time) {
+	was := a.Status
+	if was == dsl.StatusOffline && status != dsl.StatusOffline {
+		a.Served = 0
+	}
+	if was != dsl.StatusOnline && status == dsl.StatusOnline {
+		a.OnlineSince = t
+	}
+	p.setStatus(a, status)
+}
+
+func (p *Pool) setStatus(a *Agent, status string) {
 	delta := 0
 	if a.Online() {
 		delta--
@@ -250,14 +275,40 @@ func (p *Pool) Take(a *Agent, load int64, t time.Time) {
 	a.Load += load
 	a.Open++
 	a.LastActive = t
+	p.assignments++
+	a.assigned = p.assignments
+	a.Served++
 	a.refresh()
 }
 
-// Release records a conversation of the given load leaving the agent.
-func (p *Pool) Release(a *Agent, load int64) {
+// Release records a conversation of the given load leaving the agent at t.
+func (p *Pool) Release(a *Agent, load int64, t time.Time) {
 	a.Load -= load
 	a.Open--
+	a.Finished = t
 	a.refresh()
+}
+
+// Busy says whether the agent ever had a conversation.
+func (a *Agent) Busy() bool { return a.assigned > 0 }
+
+// AssignedAgo is how many assignments the pool made since the agent's
+// last, counting it (1: the agent had the last one); 0 for never.
+func (p *Pool) AssignedAgo(a *Agent) uint64 {
+	if a.assigned == 0 {
+		return 0
+	}
+	return p.assignments - a.assigned + 1
+}
+
+// FreeSince is when the agent last finished a conversation or came
+// online, whichever is later (longest_free); zero when online from the
+// start and never finished one.
+func (a *Agent) FreeSince() time.Time {
+	if a.OnlineSince.After(a.Finished) {
+		return a.OnlineSince
+	}
+	return a.Finished
 }
 
 // Touch records activity (an outgoing message) at t.
@@ -301,13 +352,15 @@ func (a *Agent) refresh() {
 // gone are left out.
 func (p *Pool) TakeOver(old *Pool) {
 	p.rng, p.src = old.rng, old.src
+	p.assignments = old.assignments
 	for _, a := range p.Agents {
 		o := old.agents[a.ID]
 		if o == nil {
 			continue
 		}
-		p.SetStatus(a, o.Status)
+		p.setStatus(a, o.Status)
 		a.Load, a.Open, a.LastActive = o.Load, o.Open, o.LastActive
+		a.Served, a.Finished, a.OnlineSince, a.assigned = o.Served, o.Finished, o.OnlineSince, o.assigned
 		a.refresh()
 	}
 	for _, g := range p.Groups {

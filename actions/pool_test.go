@@ -68,6 +68,19 @@ func reference(g *Group, alg dsl.Algorithm, skills []string, cost dsl.Cost, exce
 			better = a.Open < best.Open || (a.Open == best.Open && idleLess(a, best))
 		case dsl.MostAvailable:
 			better = a.Spare() > best.Spare() || (a.Spare() == best.Spare() && idleLess(a, best))
+		case dsl.Fair: // least recently assigned; never first; then member order
+			better = a.assigned < best.assigned || (a.assigned == best.assigned && g.pos[a] < g.pos[best])
+		case dsl.FewestServed:
+			better = a.Served < best.Served || (a.Served == best.Served && idleLess(a, best))
+		case dsl.LongestFree: // never busy first, then free the longest, then member order
+			switch {
+			case a.Busy() != best.Busy():
+				better = !a.Busy()
+			case !a.Busy() || a.FreeSince().Equal(best.FreeSince()):
+				better = g.pos[a] < g.pos[best]
+			default:
+				better = a.FreeSince().Before(best.FreeSince())
+			}
 		}
 		if better {
 			best = a
@@ -102,15 +115,16 @@ func TestPickMatchesReference(t *testing.T) {
 		switch op := rng.IntN(10); {
 		case op < 2:
 			a := p.Agents[rng.IntN(len(p.Agents))]
-			p.SetStatus(a, []string{"online", "away", "offline"}[rng.IntN(3)])
+			p.SetStatus(a, []string{"online", "away", "offline"}[rng.IntN(3)], now)
 		case op < 4 && len(open) > 0:
 			i := rng.IntN(len(open))
-			p.Release(open[i].a, open[i].load)
+			p.Release(open[i].a, open[i].load, now)
 			open = append(open[:i], open[i+1:]...)
 		case op < 5:
 			p.Touch(p.Agents[rng.IntN(len(p.Agents))], now)
 		default:
-			alg := []dsl.Algorithm{dsl.RoundRobin, dsl.LongestIdle, dsl.LeastActive, dsl.MostAvailable}[rng.IntN(4)]
+			algs := []dsl.Algorithm{dsl.RoundRobin, dsl.LongestIdle, dsl.LeastActive, dsl.MostAvailable, dsl.Fair, dsl.FewestServed, dsl.LongestFree}
+			alg := algs[rng.IntN(len(algs))]
 			cost := costs[rng.IntN(len(costs))]
 			skills := skillSets[rng.IntN(len(skillSets))]
 			var except *Agent

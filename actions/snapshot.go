@@ -41,8 +41,38 @@ func (p *Pool) SetState(a *Agent, status string, load int64, open int, lastActiv
 	default:
 		return fmt.Errorf("agent %s: unknown status %q", a.ID, status)
 	}
-	p.SetStatus(a, status)
+	p.setStatus(a, status)
 	a.Load, a.Open, a.LastActive = load, open, lastActive
 	a.refresh()
 	return nil
 }
+
+// Turns is what fair, fewest_served and longest_free know of an agent,
+// as a snapshot keeps it.
+type Turns struct {
+	Assigned    uint64 // the pool's number of its last assignment; 0: never
+	Served      int
+	Finished    time.Time
+	OnlineSince time.Time
+}
+
+// Turns returns an agent's Turns.
+func (p *Pool) Turns(a *Agent) Turns {
+	return Turns{Assigned: a.assigned, Served: a.Served, Finished: a.Finished, OnlineSince: a.OnlineSince}
+}
+
+// SetTurns puts back what Turns returned.
+func (p *Pool) SetTurns(a *Agent, t Turns) error {
+	if t.Assigned > p.assignments || t.Served < 0 {
+		return fmt.Errorf("agent %s: assignment %d of %d, %d served", a.ID, t.Assigned, p.assignments, t.Served)
+	}
+	a.assigned, a.Served, a.Finished, a.OnlineSince = t.Assigned, t.Served, t.Finished, t.OnlineSince
+	a.refresh()
+	return nil
+}
+
+// Assignments is how many assignments the pool made.
+func (p *Pool) Assignments() uint64 { return p.assignments }
+
+// SetAssignments puts back what Assignments returned.
+func (p *Pool) SetAssignments(n uint64) { p.assignments = n }

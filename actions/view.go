@@ -45,7 +45,12 @@ type node struct {
 	idle   key // longest idle: oldest activity first
 	active key // least active: fewest open, then longest idle
 	avail  key // most available: most spare, then longest idle
+	fair   key // fair: assigned least recently, never first
+	served key // fewest served: fewest since coming online, then longest idle
+	free   key // longest free: free the longest, never busy first
 }
+
+var worstNode = node{idle: worst, active: worst, avail: worst, fair: worst, served: worst, free: worst}
 
 func newView(g *Group, skills []string, cost dsl.Cost) *View {
 	v := &View{group: g, skills: skills, cost: cost}
@@ -61,7 +66,7 @@ func newView(g *Group, skills []string, cost dsl.Cost) *View {
 	}
 	v.tree = make([]node, 2*v.size)
 	for i := range v.tree {
-		v.tree[i] = node{idle: worst, active: worst, avail: worst}
+		v.tree[i] = worstNode
 	}
 	for i, a := range v.members {
 		a.slots = append(a.slots, viewSlot{view: v, leaf: i})
@@ -77,12 +82,21 @@ func (v *View) setLeaf(i int) {
 	a := v.members[i]
 	n := &v.tree[v.size+i]
 	if !a.Online() || a.excluded || !a.Fits(v.cost) {
-		*n = node{idle: worst, active: worst, avail: worst}
+		*n = worstNode
 		return
 	}
 	idle := a.LastActive.UnixNano()
 	if a.LastActive.IsZero() {
 		idle = -1 << 62 // never active: first
+	}
+	var free int64
+	switch f := a.FreeSince(); {
+	case !a.Busy():
+		free = -1 << 62 // never busy: first
+	case f.IsZero():
+		free = -1 << 61 // free since the start
+	default:
+		free = f.UnixNano()
 	}
 	pos := int32(i)
 	*n = node{
@@ -90,6 +104,9 @@ func (v *View) setLeaf(i int) {
 		idle:   key{a: idle, pos: pos},
 		active: key{a: int64(a.Open), b: idle, pos: pos},
 		avail:  key{a: -a.Spare(), b: idle, pos: pos},
+		fair:   key{a: int64(a.assigned), pos: pos},
+		served: key{a: int64(a.Served), b: idle, pos: pos},
+		free:   key{a: free, pos: pos},
 	}
 }
 
@@ -100,6 +117,9 @@ func (v *View) pull(i int) {
 	n.idle = minKey(l.idle, r.idle)
 	n.active = minKey(l.active, r.active)
 	n.avail = minKey(l.avail, r.avail)
+	n.fair = minKey(l.fair, r.fair)
+	n.served = minKey(l.served, r.served)
+	n.free = minKey(l.free, r.free)
 }
 
 func minKey(a, b key) key {
@@ -140,6 +160,12 @@ func (v *View) pick(alg dsl.Algorithm, rng *rand.Rand) *Agent {
 		k = root.active
 	case dsl.MostAvailable:
 		k = root.avail
+	case dsl.Fair:
+		k = root.fair
+	case dsl.FewestServed:
+		k = root.served
+	case dsl.LongestFree:
+		k = root.free
 	default: // round robin
 		return v.members[v.nextAfter(v.group.last)]
 	}

@@ -61,9 +61,10 @@ type row struct {
 var tableHow = map[string]Algorithm{
 	"round robin": RoundRobin, "in order": RoundRobin, "least busy": LeastActive,
 	"longest idle": LongestIdle, "most available": MostAvailable, "random": Random,
+	"fair rotation": Fair, "fewest served": FewestServed, "longest free": LongestFree,
 }
 
-var tableHowWords = []string{"round robin", "least busy", "longest idle", "most available", "random", "in order"}
+var tableHowWords = []string{"round robin", "least busy", "longest idle", "most available", "random", "in order", "fair rotation", "fewest served", "longest free"}
 
 // readTable reads a mapping table into rows. Problems with the file as a
 // whole (not UTF-8, unknown or missing columns) are reported here.

@@ -126,6 +126,14 @@ const (
 	LongestIdle   Algorithm = "longest_idle"
 	LeastActive   Algorithm = "least_active"
 	MostAvailable Algorithm = "most_available"
+	// Fair: the member assigned least recently; one skipped while away
+	// keeps their turn.
+	Fair Algorithm = "fair"
+	// FewestServed: the fewest assignments since coming online.
+	FewestServed Algorithm = "fewest_served"
+	// LongestFree: the longest since finishing a conversation (or coming
+	// online).
+	LongestFree Algorithm = "longest_free"
 )
 
 // algorithms maps every accepted spelling to its algorithm.
@@ -135,6 +143,9 @@ var algorithms = map[string]Algorithm{
 	"longest_idle": LongestIdle, "most_waiting": LongestIdle,
 	"least_active": LeastActive, "least_chats": LeastActive,
 	"most_available": MostAvailable,
+	"fair":           Fair,
+	"fewest_served":  FewestServed,
+	"longest_free":   LongestFree,
 }
 
 // DefaultPriority is a conversation's priority until a rule sets one.

@@ -265,7 +265,7 @@ func agentID(a *actions.Agent, reassign bool) string {
 // is freed, its place in a line given up, its queue left.
 func (e *Engine) unplace(conv *conversation) {
 	if conv.assignee != nil {
-		e.pool.Release(conv.assignee, conv.load)
+		e.pool.Release(conv.assignee, conv.load, e.clock)
 		e.dirty = append(e.dirty, conv.assignee)
 		conv.assignee, conv.load = nil, 0
 	}

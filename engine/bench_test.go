@@ -179,7 +179,7 @@ func BenchmarkPick10k(b *testing.B) {
 				t = t.Add(time.Millisecond)
 				p.Take(a, actions.Unit, t)
 				p.Turn(g, a)
-				p.Release(a, actions.Unit)
+				p.Release(a, actions.Unit, t)
 			}
 		})
 	}

@@ -528,7 +528,7 @@ func (e *Engine) apply(ev *triggers.Event) string {
 	case triggers.TypeAgentStatus:
 		a := e.pool.Agent(ev.Agent)
 		wasOnline := a.Online()
-		e.pool.SetStatus(a, ev.Status)
+		e.pool.SetStatus(a, ev.Status, e.clock)
 		if a.Online() && !wasOnline {
 			e.dirty = append(e.dirty, a)
 		}
@@ -669,7 +669,7 @@ func (e *Engine) closed(ev *triggers.Event) string {
 	conv := e.convs[ev.Conversation]
 	conv.status = StatusClosed
 	if conv.assignee != nil {
-		e.pool.Release(conv.assignee, conv.load)
+		e.pool.Release(conv.assignee, conv.load, e.clock)
 		e.dirty = append(e.dirty, conv.assignee)
 		conv.load = 0
 	}

@@ -44,8 +44,9 @@ import (
 // and reads.
 //
 // 2: a reply held for a waiting conversation keeps the rule that made it.
-// Format 1 is still read.
-const SnapshotFormat = 2
+// 3: each agent's turns (fair, fewest_served, longest_free).
+// Formats 1 and 2 are still read.
+const SnapshotFormat = 3
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -117,7 +118,13 @@ func (e *Engine) encode(w *encoder) error {
 		st := e.stats.agents[a]
 		w.uint(uint64(st.assigned))
 		w.int(st.peak)
+		turns := e.pool.Turns(a)
+		w.uint(turns.Assigned)
+		w.uint(uint64(turns.Served))
+		w.time(turns.Finished)
+		w.time(turns.OnlineSince)
 	}
+	w.uint(e.pool.Assignments())
 	w.uint(uint64(len(e.pool.Groups)))
 	for _, g := range e.pool.Groups {
 		w.str(g.Name)
@@ -282,7 +289,7 @@ func Restore(rs *dsl.RuleSet, data []byte) (*Engine, error) {
 		return nil, fmt.Errorf("%w: %d bytes, the header alone takes %d", ErrSnapshotCorrupt, len(data), snapshotHeader)
 	}
 	v := binary.LittleEndian.Uint32(data[len(snapshotMagic):])
-	if v != SnapshotFormat && v != 1 {
+	if v < 1 || v > SnapshotFormat {
 		return nil, fmt.Errorf("%w: format version %d; this build reads versions 1 to %d", ErrSnapshotFormat, v, SnapshotFormat)
 	}
 	body := data[snapshotHeader:]
@@ -319,7 +326,10 @@ func (e *Engine) decode(d *decoder) {
 	if n := d.length(); n != len(e.pool.Agents) && d.err == nil {
 		d.fail("%d agents, the team has %d", n, len(e.pool.Agents))
 	}
-	for _, a := range e.pool.Agents {
+	// Snapshots before format 3 did not keep what fair, fewest_served
+	// and longest_free read: those start afresh from them.
+	turns := make([]actions.Turns, len(e.pool.Agents))
+	for i, a := range e.pool.Agents {
 		if id := d.bytes(); d.err == nil && string(id) != a.ID {
 			d.fail("agent %q where the team has %q", id, a.ID)
 		}
@@ -327,6 +337,9 @@ func (e *Engine) decode(d *decoder) {
 		load, open, last := d.int(), d.intv(), d.time()
 		st := e.stats.agents[a]
 		st.assigned, st.peak = d.small(), d.int()
+		if d.format >= 3 {
+			turns[i] = actions.Turns{Assigned: d.uint(), Served: d.small(), Finished: d.time(), OnlineSince: d.time()}
+		}
 		if d.err != nil {
 			return
 		}
@@ -337,6 +350,14 @@ func (e *Engine) decode(d *decoder) {
 		if err := e.pool.SetState(a, statusCodes[status], load, open, last); err != nil {
 			d.fail("%v", err)
 			return
+		}
+	}
+	if d.format >= 3 {
+		e.pool.SetAssignments(d.uint())
+		for i, a := range e.pool.Agents {
+			if err := e.pool.SetTurns(a, turns[i]); err != nil && d.err == nil {
+				d.fail("%v", err)
+			}
 		}
 	}
 	if n := d.length(); n != len(e.pool.Groups) && d.err == nil {

@@ -176,7 +176,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 			mt.Reason = fmt.Sprintf("no room: %s in use, needs %s", loadText(m), units(m.CostOf(a.Cost)))
 		case m == chosen:
 			mt.Chosen = true
-			mt.Reason = "chosen: " + merit(a.Algorithm, m)
+			mt.Reason = "chosen: " + merit(e.pool, a.Algorithm, m)
 		default:
 			switch a.Algorithm {
 			case dsl.RoundRobin:
@@ -184,7 +184,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 			case dsl.Random:
 				mt.Reason = "not drawn"
 			default:
-				mt.Reason = "eligible, but " + merit(a.Algorithm, m)
+				mt.Reason = "eligible, but " + merit(e.pool, a.Algorithm, m)
 			}
 		}
 		out = append(out, mt)
@@ -193,7 +193,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 }
 
 // merit is what an algorithm looks at in a member.
-func merit(alg dsl.Algorithm, m *actions.Agent) string {
+func merit(pool *actions.Pool, alg dsl.Algorithm, m *actions.Agent) string {
 	idle := "never active"
 	if !m.LastActive.IsZero() {
 		idle = "last active " + m.LastActive.UTC().Format(time.RFC3339)
@@ -212,6 +212,26 @@ func merit(alg dsl.Algorithm, m *actions.Agent) string {
 			return "unlimited capacity, " + idle
 		}
 		return fmt.Sprintf("%s free, %s", units(m.Capacity-m.Load), idle)
+	case dsl.Fair:
+		switch n := pool.AssignedAgo(m); n {
+		case 0:
+			return "never assigned"
+		case 1:
+			return "had the last assignment"
+		default:
+			return fmt.Sprintf("last assigned %d assignments ago", n)
+		}
+	case dsl.FewestServed:
+		return fmt.Sprintf("%d served since coming online, %s", m.Served, idle)
+	case dsl.LongestFree:
+		switch f := m.FreeSince(); {
+		case !m.Busy():
+			return "never busy"
+		case f.IsZero():
+			return "free since the start"
+		default:
+			return "free since " + f.UTC().Format(time.RFC3339)
+		}
 	}
 	return ""
 }
