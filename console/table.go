@@ -261,27 +261,11 @@ type checked struct {
 // cell.
 func (c *Console) check(g *grid) *checked {
 	text := g.csv(false)
-	src := dsl.Sources{Strict: c.cfg.Options.Strict, Endpoints: c.cfg.Options.Endpoints, Mappings: &dsl.Source{Name: g.File, Text: text}}
+	src, ds := dsl.ReadDir(c.cfg.Rules, c.cfg.Options)
+	src.Mappings = &dsl.Source{Name: g.File, Text: text}
 	out := &checked{Cells: map[string][]note{}}
-	read := func(p string) *dsl.Source {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			out.Others = append(out.Others, note{Text: fmt.Sprintf("%s: cannot read: %v", p, err)})
-			out.Errors++
-			return nil
-		}
-		return &dsl.Source{Name: p, Text: b}
-	}
-	if p := filepath.Join(c.cfg.Rules, dsl.TeamFile); fileExists(p) {
-		src.Team = read(p)
-	}
-	files, _ := dsl.RuleFiles(c.cfg.Rules)
-	for _, p := range files {
-		if s := read(p); s != nil {
-			src.Rules = append(src.Rules, *s)
-		}
-	}
-	rs, ds := dsl.Build(src)
+	rs, more := dsl.Build(src)
+	ds = append(ds, more...)
 	fields := fieldPositions(text, g.Comma)
 	for _, d := range ds {
 		n := note{Warning: d.Severity == dsl.Warning, Text: d.Message}

@@ -97,6 +97,30 @@ func LoadFilesWith(dir string, paths []string, o Options) (*RuleSet, Diagnostics
 }
 
 func loadFiles(dir string, paths []string, o Options) (*RuleSet, Diagnostics) {
+	set, all := readSources(dir, paths, o)
+	rs, ds := Build(set)
+	all = append(all, ds...)
+	all.Sort()
+	if all.HasErrors() {
+		return nil, all
+	}
+	rs.Dir = dir
+	return rs, all
+}
+
+// ReadDir reads the sources of the rule set in dir as Load does (every
+// *.rules file, team.yaml, the mapping table), without compiling them: for
+// a caller that changes one before Build, as the console's table editor
+// does. The diagnostics are the files that could not be read.
+func ReadDir(dir string, o Options) (Sources, Diagnostics) {
+	paths, err := RuleFiles(dir)
+	if err != nil {
+		return Sources{Strict: o.Strict, Endpoints: o.Endpoints}, Diagnostics{ioError(dir, err)}
+	}
+	return readSources(dir, paths, o)
+}
+
+func readSources(dir string, paths []string, o Options) (Sources, Diagnostics) {
 	var all Diagnostics
 	set := Sources{Strict: o.Strict, Endpoints: o.Endpoints}
 	read := func(p string) *Source {
@@ -124,14 +148,7 @@ func loadFiles(dir string, paths []string, o Options) (*RuleSet, Diagnostics) {
 			set.Rules = append(set.Rules, *src)
 		}
 	}
-	rs, ds := Build(set)
-	all = append(all, ds...)
-	all.Sort()
-	if all.HasErrors() {
-		return nil, all
-	}
-	rs.Dir = dir
-	return rs, all
+	return set, all
 }
 
 func fileExists(p string) bool {
