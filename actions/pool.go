@@ -187,7 +187,9 @@ func (p *Pool) viewsFor(act dsl.Action) {
 		return
 	}
 	if as.Target == dsl.TargetGroup {
-		p.View(as.Name, as.Skills, as.Cost)
+		if v := p.View(as.Name, as.Skills, as.Cost); v != nil {
+			v.use(slotOf(as.Algorithm))
+		}
 	}
 	if as.Else != nil {
 		p.viewsFor(as.Else)
@@ -221,7 +223,7 @@ func (p *Pool) AvailableCount(group string) int {
 	if v == nil {
 		return 0
 	}
-	return int(v.tree[1].count)
+	return v.Eligible()
 }
 
 // View returns the index of a group's members with those skills, for

@@ -10,7 +10,10 @@ import (
 // View indexes the members of a group that have a set of skills, for
 // conversations of one cost. It is a segment tree over the members in group
 // order: each node keeps how many members below it are eligible and, for
-// each algorithm, the best of them. Picking is a walk down the tree.
+// each algorithm the view is asked for, the best of them. Picking is a walk
+// down the tree. An algorithm's keys are built the first time the view is
+// asked for it, so that a view pays on every change only for the
+// algorithms its rules use.
 type View struct {
 	group   *Group
 	skills  []string
@@ -18,7 +21,11 @@ type View struct {
 	members []*Agent
 	gpos    []int // each member's position in the group
 	size    int   // leaves, a power of two
-	tree    []node
+	count   []int32
+	// keys holds one tree of keys per algorithm slot in use; nil for the
+	// others. used lists the slots in use.
+	keys [numSlots][]key
+	used []slot
 }
 
 // key orders members for one algorithm: smaller is better. The last part
@@ -40,17 +47,37 @@ func (k key) less(o key) bool {
 
 var worst = key{a: 1<<63 - 1, b: 1<<63 - 1, pos: 1<<31 - 1}
 
-type node struct {
-	count  int32
-	idle   key // longest idle: oldest activity first
-	active key // least active: fewest open, then longest idle
-	avail  key // most available: most spare, then longest idle
-	fair   key // fair: assigned least recently, never first
-	served key // fewest served: fewest since coming online, then longest idle
-	free   key // longest free: free the longest, never busy first
-}
+// slot is an algorithm's tree of keys.
+type slot uint8
 
-var worstNode = node{idle: worst, active: worst, avail: worst, fair: worst, served: worst, free: worst}
+const (
+	slotIdle   slot = iota // longest idle: oldest activity first
+	slotActive             // least active: fewest open, then longest idle
+	slotAvail              // most available: most spare, then longest idle
+	slotFair               // fair: assigned least recently, never first
+	slotServed             // fewest served: fewest since coming online, then longest idle
+	slotFree               // longest free: free the longest, never busy first
+	numSlots
+	noSlot slot = numSlots // round robin and random need only the counts
+)
+
+func slotOf(alg dsl.Algorithm) slot {
+	switch alg {
+	case dsl.LongestIdle:
+		return slotIdle
+	case dsl.LeastActive:
+		return slotActive
+	case dsl.MostAvailable:
+		return slotAvail
+	case dsl.Fair:
+		return slotFair
+	case dsl.FewestServed:
+		return slotServed
+	case dsl.LongestFree:
+		return slotFree
+	}
+	return noSlot
+}
 
 func newView(g *Group, skills []string, cost dsl.Cost) *View {
 	v := &View{group: g, skills: skills, cost: cost}
@@ -64,30 +91,61 @@ func newView(g *Group, skills []string, cost dsl.Cost) *View {
 	for v.size < len(v.members) {
 		v.size *= 2
 	}
-	v.tree = make([]node, 2*v.size)
-	for i := range v.tree {
-		v.tree[i] = worstNode
-	}
+	v.count = make([]int32, 2*v.size)
 	for i, a := range v.members {
 		a.slots = append(a.slots, viewSlot{view: v, leaf: i})
-		v.setLeaf(i)
+		if v.eligible(a) {
+			v.count[v.size+i] = 1
+		}
 	}
 	for i := v.size - 1; i >= 1; i-- {
-		v.pull(i)
+		v.count[i] = v.count[2*i] + v.count[2*i+1]
 	}
 	return v
 }
 
-func (v *View) setLeaf(i int) {
-	a := v.members[i]
-	n := &v.tree[v.size+i]
-	if !a.Online() || a.excluded || !a.Fits(v.cost) {
-		*n = worstNode
+// use builds the keys of an algorithm's slot, if not built yet.
+func (v *View) use(s slot) {
+	if s == noSlot || v.keys[s] != nil {
 		return
 	}
+	t := make([]key, 2*v.size)
+	for i := range t {
+		t[i] = worst
+	}
+	v.keys[s] = t
+	v.used = append(v.used, s)
+	for i, a := range v.members {
+		if v.eligible(a) {
+			t[v.size+i] = leafKey(s, a, int32(i))
+		}
+	}
+	for i := v.size - 1; i >= 1; i-- {
+		t[i] = minKey(t[2*i], t[2*i+1])
+	}
+}
+
+func (v *View) eligible(a *Agent) bool {
+	return a.Online() && !a.excluded && a.Fits(v.cost)
+}
+
+// leafKey is a member's key for one algorithm.
+func leafKey(s slot, a *Agent, pos int32) key {
 	idle := a.LastActive.UnixNano()
 	if a.LastActive.IsZero() {
 		idle = -1 << 62 // never active: first
+	}
+	switch s {
+	case slotIdle:
+		return key{a: idle, pos: pos}
+	case slotActive:
+		return key{a: int64(a.Open), b: idle, pos: pos}
+	case slotAvail:
+		return key{a: -a.Spare(), b: idle, pos: pos}
+	case slotFair:
+		return key{a: int64(a.assigned), pos: pos}
+	case slotServed:
+		return key{a: int64(a.Served), b: idle, pos: pos}
 	}
 	var free int64
 	switch f := a.FreeSince(); {
@@ -98,28 +156,7 @@ func (v *View) setLeaf(i int) {
 	default:
 		free = f.UnixNano()
 	}
-	pos := int32(i)
-	*n = node{
-		count:  1,
-		idle:   key{a: idle, pos: pos},
-		active: key{a: int64(a.Open), b: idle, pos: pos},
-		avail:  key{a: -a.Spare(), b: idle, pos: pos},
-		fair:   key{a: int64(a.assigned), pos: pos},
-		served: key{a: int64(a.Served), b: idle, pos: pos},
-		free:   key{a: free, pos: pos},
-	}
-}
-
-func (v *View) pull(i int) {
-	l, r := &v.tree[2*i], &v.tree[2*i+1]
-	n := &v.tree[i]
-	n.count = l.count + r.count
-	n.idle = minKey(l.idle, r.idle)
-	n.active = minKey(l.active, r.active)
-	n.avail = minKey(l.avail, r.avail)
-	n.fair = minKey(l.fair, r.fair)
-	n.served = minKey(l.served, r.served)
-	n.free = minKey(l.free, r.free)
+	return key{a: free, pos: pos}
 }
 
 func minKey(a, b key) key {
@@ -130,14 +167,32 @@ func minKey(a, b key) key {
 }
 
 func (v *View) update(leaf int) {
-	v.setLeaf(leaf)
-	for i := (v.size + leaf) / 2; i >= 1; i /= 2 {
-		v.pull(i)
+	a := v.members[leaf]
+	i := v.size + leaf
+	ok := v.eligible(a)
+	if ok {
+		v.count[i] = 1
+	} else {
+		v.count[i] = 0
+	}
+	for _, s := range v.used {
+		if ok {
+			v.keys[s][i] = leafKey(s, a, int32(leaf))
+		} else {
+			v.keys[s][i] = worst
+		}
+	}
+	for i /= 2; i >= 1; i /= 2 {
+		v.count[i] = v.count[2*i] + v.count[2*i+1]
+		for _, s := range v.used {
+			t := v.keys[s]
+			t[i] = minKey(t[2*i], t[2*i+1])
+		}
 	}
 }
 
 // Eligible counts the members that could take a conversation now.
-func (v *View) Eligible() int { return int(v.tree[1].count) }
+func (v *View) Eligible() int { return int(v.count[1]) }
 
 // Members are the view's agents in group order.
 func (v *View) Members() []*Agent { return v.members }
@@ -146,37 +201,27 @@ func (v *View) Members() []*Agent { return v.members }
 func (v *View) Group() *Group { return v.group }
 
 func (v *View) pick(alg dsl.Algorithm, rng *rand.Rand) *Agent {
-	root := v.tree[1]
-	if root.count == 0 {
+	n := v.count[1]
+	if n == 0 {
 		return nil
 	}
-	var k key
 	switch alg {
 	case dsl.Random:
-		return v.members[v.nth(int32(rng.IntN(int(root.count))))]
-	case dsl.LongestIdle:
-		k = root.idle
-	case dsl.LeastActive:
-		k = root.active
-	case dsl.MostAvailable:
-		k = root.avail
-	case dsl.Fair:
-		k = root.fair
-	case dsl.FewestServed:
-		k = root.served
-	case dsl.LongestFree:
-		k = root.free
-	default: // round robin
+		return v.members[v.nth(int32(rng.IntN(int(n))))]
+	}
+	s := slotOf(alg)
+	if s == noSlot { // round robin
 		return v.members[v.nextAfter(v.group.last)]
 	}
-	return v.members[k.pos]
+	v.use(s)
+	return v.members[v.keys[s][1].pos]
 }
 
 // nth returns the leaf of the n-th (0-based) eligible member.
 func (v *View) nth(n int32) int {
 	i := 1
 	for i < v.size {
-		if l := v.tree[2*i].count; n < l {
+		if l := v.count[2*i]; n < l {
 			i = 2 * i
 		} else {
 			n -= l
@@ -209,11 +254,11 @@ func (v *View) firstFrom(from int) int {
 		if from < mid {
 			i, hi = 2*i, mid
 		} else {
-			before += v.tree[2*i].count
+			before += v.count[2*i]
 			i, lo = 2*i+1, mid
 		}
 	}
-	if before >= v.tree[1].count {
+	if before >= v.count[1] {
 		return -1
 	}
 	return v.nth(before)
