@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/expr-lang/expr/ast"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
 
@@ -300,8 +301,11 @@ func (c *compiler) actions(f *File, list []*actionAST, kind triggers.Kind) []Act
 }
 
 var usage = map[string]string{
-	"assign":   "assign user NAME, assign owner, assign last_sender, assign group NAME [by ALGORITHM] or assign queue NAME",
-	"reassign": "reassign user NAME, reassign owner, reassign last_sender, reassign group NAME [by ALGORITHM] or reassign queue NAME",
+	"assign":   "assign user NAME, assign owner, assign last_sender, assign previous_agent, assign group NAME [by ALGORITHM] or assign queue NAME",
+	"reassign": "reassign user NAME, reassign owner, reassign last_sender, reassign previous_agent, reassign group NAME [by ALGORITHM] or reassign queue NAME",
+	"unassign": "unassign",
+	"untag":    "untag NAME",
+	"cancel":   "cancel",
 	"reply":    `reply "TEXT"`,
 	"notify":   `notify agent|owner|user NAME|group NAME via email|webhook [with "TEXT"]`,
 	"tag":      "tag NAME",
@@ -324,8 +328,19 @@ func (c *compiler) action(f *File, a *actionAST, kind triggers.Kind) Action {
 		}
 	case a.Set != nil:
 		act = c.set(f, a.Set)
-	case a.Stop != nil:
-		act = &Stop{Pos: posOf(a.Stop.Pos)}
+	case a.Word != nil:
+		switch p := posOf(a.Word.Pos); a.Word.Kw {
+		case "unassign":
+			act = &Unassign{Pos: p}
+		case "cancel":
+			act = &Cancel{Pos: p}
+		default:
+			act = &Stop{Pos: p}
+		}
+	case a.Untag != nil:
+		if name, ok := c.name(a.Untag.Name); ok {
+			act = &Untag{Pos: posOf(a.Untag.Pos), Name: name}
+		}
 	case a.Bad != nil:
 		c.badAction(a.Bad)
 	}
@@ -363,9 +378,21 @@ func (c *compiler) allowedIn(act Action, kind triggers.Kind) bool {
 		c.d.errorf(act.ActionPos(), CodeAction, "agent status rules can notify and stop", "agent status rules have no conversation to act on")
 		return false
 	case triggers.ConversationClosed:
-		if _, ok := act.(*Assign); ok {
+		switch a := act.(type) {
+		case *Assign:
 			c.d.errorf(act.ActionPos(), CodeAction, "", "a closed conversation cannot be assigned")
 			return false
+		case *Unassign:
+			c.d.errorf(act.ActionPos(), CodeAction, "", "a closed conversation has no agent to unassign: closing freed it")
+			return false
+		case *Cancel:
+			c.d.errorf(act.ActionPos(), CodeAction, "", "a closed conversation waits in no line: closing took it out")
+			return false
+		case *Set:
+			if a.Path == "conversation.status" {
+				c.d.errorf(act.ActionPos(), CodeAction, "", "a closed conversation's status cannot be set")
+				return false
+			}
 		}
 	}
 	return true
@@ -390,10 +417,10 @@ func (c *compiler) badAction(b *badAST) {
 
 var targets = map[string]Target{
 	"user": TargetUser, "agent": TargetUser, "owner": TargetOwner, "last_sender": TargetLastSender,
-	"group": TargetGroup, "queue": TargetQueue,
+	"previous_agent": TargetPreviousAgent, "group": TargetGroup, "queue": TargetQueue,
 }
 
-var targetWords = []string{"user", "agent", "owner", "last_sender", "group", "queue"}
+var targetWords = []string{"user", "agent", "owner", "last_sender", "previous_agent", "group", "queue"}
 
 func (c *compiler) assign(a *assignAST, kind triggers.Kind) Action {
 	as := &Assign{Pos: posOf(a.Pos), Reassign: a.Verb == "reassign"}
@@ -550,8 +577,8 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 			if !once("even if offline", p) {
 				continue
 			}
-			if as.Target != TargetUser && as.Target != TargetOwner && as.Target != TargetLastSender {
-				c.d.errorf(p, CodeModifier, "it applies to user, owner and last_sender", "%s does not take even if offline", target)
+			if as.Target == TargetGroup || as.Target == TargetQueue {
+				c.d.errorf(p, CodeModifier, "it applies to user, owner, last_sender and previous_agent", "%s does not take even if offline", target)
 				ok = false
 				continue
 			}
@@ -789,7 +816,25 @@ func (c *compiler) notify(n *notifyAST) Action {
 var settable = map[string]reflect.Kind{
 	"contact.name": reflect.String, "contact.email": reflect.String, "contact.phone": reflect.String,
 	"contact.lang": reflect.String, "contact.country": reflect.String, "contact.owner": reflect.String,
-	"conversation.priority": reflect.Int,
+	"conversation.priority": reflect.Int, "conversation.status": reflect.String,
+}
+
+// convAttrsPrefix starts the paths of a conversation's custom attributes.
+const convAttrsPrefix = "conversation.attrs."
+
+// settableStatuses are the statuses set conversation.status may give;
+// closing is the platform's (a conversation.closed event).
+var settableStatuses = []string{triggers.StatusOpen, triggers.StatusPending, triggers.StatusSnoozed}
+
+// attrPath reports whether path names one custom attribute of a contact
+// or a conversation.
+func attrPath(path string) bool {
+	for _, prefix := range []string{attrsPrefix, convAttrsPrefix} {
+		if rest, ok := strings.CutPrefix(path, prefix); ok {
+			return rest != "" && !strings.Contains(rest, ".")
+		}
+	}
+	return false
 }
 
 func settablePaths() []string {
@@ -798,14 +843,14 @@ func settablePaths() []string {
 		paths = append(paths, p)
 	}
 	slices.Sort(paths)
-	return append(paths, attrsPrefix+"NAME")
+	return append(paths, attrsPrefix+"NAME", convAttrsPrefix+"NAME")
 }
 
 func (c *compiler) set(f *File, s *setAST) Action {
 	path := s.Path.Value
 	ppos := posOf(s.Path.Pos)
 	kind, known := settable[path]
-	isAttr := strings.HasPrefix(path, attrsPrefix) && len(path) > len(attrsPrefix) && !strings.Contains(path[len(attrsPrefix):], ".")
+	isAttr := attrPath(path)
 	if !known && !isAttr {
 		hint := didYouMean(path, settablePaths())
 		if hint == "" {
@@ -830,6 +875,18 @@ func (c *compiler) set(f *File, s *setAST) Action {
 		}
 		c.d.errorf(fr.start, CodeSettablePath, "", "%s takes %s, but this is %s", path, want, typeWord(t))
 		return nil
+	}
+	if path == "conversation.status" {
+		if lit, ok := prog.Node().(*ast.StringNode); ok && !slices.Contains(settableStatuses, lit.Value) {
+			hint := didYouMean(lit.Value, settableStatuses)
+			if lit.Value == triggers.StatusClosed {
+				hint = "the platform closes conversations: send a conversation.closed event"
+			} else if hint == "" {
+				hint = "write 'open', 'pending' or 'snoozed'"
+			}
+			c.d.errorf(fr.start, CodeSettablePath, hint, "a conversation's status cannot be set to %q", lit.Value)
+			return nil
+		}
 	}
 	if t := prog.Node().Type(); isAttr && t != nil && !storable(t) {
 		what := typeWord(t)

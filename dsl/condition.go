@@ -127,6 +127,13 @@ func (v *inspector) Visit(node *ast.Node) {
 		}
 		switch id.Value {
 		case triggers.FuncOnline, triggers.FuncAvailable, triggers.FuncIsOnline, triggers.FuncInSegment, triggers.FuncBusinessHours:
+		case triggers.FuncInGroup:
+			if len(n.Arguments) == 2 {
+				if s, ok := n.Arguments[1].(*ast.StringNode); ok {
+					v.calls = append(v.calls, call{fn: id.Value, arg: s.Value, lit: true, pos: v.fr.at(n.Arguments[1].Location().From)})
+				}
+			}
+			return
 		default:
 			return
 		}
@@ -303,7 +310,7 @@ func (c *compiler) checkCall(cl call) {
 			return
 		}
 		c.hours[cl.arg] = h
-	case triggers.FuncOnline, triggers.FuncAvailable:
+	case triggers.FuncOnline, triggers.FuncAvailable, triggers.FuncInGroup:
 		if cl.lit && cl.arg != "" {
 			c.checkGroup(cl.arg, cl.pos)
 		}
@@ -471,7 +478,7 @@ func operands(n ast.Node) []string {
 	return out
 }
 
-var envFuncs = []string{triggers.FuncOnline, triggers.FuncIsOnline, triggers.FuncAvailable, triggers.FuncInSegment, triggers.FuncBusinessHours}
+var envFuncs = []string{triggers.FuncOnline, triggers.FuncIsOnline, triggers.FuncAvailable, triggers.FuncInSegment, triggers.FuncBusinessHours, triggers.FuncInGroup}
 
 // memberRoot returns the identifier a chain of plain field accesses starts
 // from, or nil when the chain holds an index, a method or a call.

@@ -190,8 +190,10 @@ func (p *printer) action(a *actionAST) string {
 		s = "tag " + p.name(a.Tag.Name)
 	case a.Set != nil:
 		s = "set " + a.Set.Path.Value + " = " + p.expr(a.Set.Value.Tokens)[0].text
-	case a.Stop != nil:
-		s = "stop"
+	case a.Word != nil:
+		s = a.Word.Kw
+	case a.Untag != nil:
+		s = "untag " + p.name(a.Untag.Name)
 	case a.Bad != nil:
 		s = strings.Join(append([]string{a.Bad.Word}, a.Bad.Rest...), " ")
 	}

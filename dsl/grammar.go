@@ -68,7 +68,7 @@ type ruleAST struct {
 
 type onAST struct {
 	Pos     lexer.Position
-	Trigger []string   `parser:"'on' ( (?! 'where' | 'then' | 'assign' | 'reassign' | 'reply' | 'notify' | 'tag' | 'set' | 'stop') @Ident )+"`
+	Trigger []string   `parser:"'on' ( (?! 'where' | 'then' | 'assign' | 'reassign' | 'unassign' | 'reply' | 'notify' | 'tag' | 'untag' | 'set' | 'cancel' | 'stop') @Ident )+"`
 	After   *tokenAST  `parser:"@@?"`
 	Extra   []tokenAST `parser:"@@*"`
 }
@@ -113,7 +113,8 @@ type actionAST struct {
 	Notify *notifyAST `parser:"  | @@"`
 	Tag    *tagAST    `parser:"  | @@"`
 	Set    *setAST    `parser:"  | @@"`
-	Stop   *kwAST     `parser:"  | @@"`
+	Word   *kwAST     `parser:"  | @@"`
+	Untag  *untagAST  `parser:"  | @@"`
 	Bad    *badAST    `parser:"  | @@ )"`
 	Else   *elseAST   `parser:"@@?"`
 }
@@ -123,9 +124,15 @@ type elseAST struct {
 	Action *actionAST `parser:"'else' @@"`
 }
 
+// kwAST is an action of one word: stop, unassign or cancel.
 type kwAST struct {
 	Pos lexer.Position
-	Kw  string `parser:"@'stop'"`
+	Kw  string `parser:"@( 'stop' | 'unassign' | 'cancel' )"`
+}
+
+type untagAST struct {
+	Pos  lexer.Position
+	Name *nameAST `parser:"'untag' @@"`
 }
 
 // badAST catches a line that is not an action, so the checker can say which

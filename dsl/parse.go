@@ -392,7 +392,7 @@ func explainSyntax(perr participle.Error) (msg, hint string) {
 	return fmt.Sprintf("unexpected %s (expected %s)", got, expected), ""
 }
 
-var actionWords = []string{"assign", "reassign", "reply", "notify", "tag", "set", "stop"}
+var actionWords = []string{"assign", "reassign", "unassign", "reply", "notify", "tag", "untag", "set", "cancel", "stop"}
 
 func describeToken(t lexer.Token) string {
 	switch {

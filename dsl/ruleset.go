@@ -99,8 +99,8 @@ type IndexKey struct {
 	Values []string `json:"values"`
 }
 
-// Action is one compiled action: *Assign, *Reply, *Notify, *Tag, *Set or
-// *Stop.
+// Action is one compiled action: *Assign, *Reply, *Notify, *Tag, *Untag,
+// *Set, *Unassign, *Cancel or *Stop.
 type Action interface {
 	ActionPos() Pos
 	isAction()
@@ -113,8 +113,11 @@ const (
 	TargetUser       Target = "user"
 	TargetOwner      Target = "owner"
 	TargetLastSender Target = "last_sender"
-	TargetGroup      Target = "group"
-	TargetQueue      Target = "queue"
+	// TargetPreviousAgent is the agent who had the conversation last: before
+	// it was closed and reopened, unassigned, or moved away.
+	TargetPreviousAgent Target = "previous_agent"
+	TargetGroup         Target = "group"
+	TargetQueue         Target = "queue"
 )
 
 // Algorithm chooses an agent among a group's eligible members.
@@ -232,24 +235,47 @@ type Expr struct {
 	Program *vm.Program `json:"-"`
 }
 
+// Unassign takes the conversation from its agent, freeing the capacity;
+// it then waits nowhere.
+type Unassign struct {
+	Pos Pos `json:"-"`
+}
+
+// Untag removes a tag from the conversation.
+type Untag struct {
+	Pos  Pos    `json:"-"`
+	Name string `json:"name"`
+}
+
+// Cancel takes the conversation out of the waiting line it is in.
+type Cancel struct {
+	Pos Pos `json:"-"`
+}
+
 // Stop ends the event: no later action or rule runs.
 type Stop struct {
 	Pos Pos `json:"-"`
 }
 
-func (a *Assign) ActionPos() Pos { return a.Pos }
-func (a *Reply) ActionPos() Pos  { return a.Pos }
-func (a *Notify) ActionPos() Pos { return a.Pos }
-func (a *Tag) ActionPos() Pos    { return a.Pos }
-func (a *Set) ActionPos() Pos    { return a.Pos }
-func (a *Stop) ActionPos() Pos   { return a.Pos }
+func (a *Assign) ActionPos() Pos   { return a.Pos }
+func (a *Reply) ActionPos() Pos    { return a.Pos }
+func (a *Notify) ActionPos() Pos   { return a.Pos }
+func (a *Tag) ActionPos() Pos      { return a.Pos }
+func (a *Set) ActionPos() Pos      { return a.Pos }
+func (a *Stop) ActionPos() Pos     { return a.Pos }
+func (a *Unassign) ActionPos() Pos { return a.Pos }
+func (a *Untag) ActionPos() Pos    { return a.Pos }
+func (a *Cancel) ActionPos() Pos   { return a.Pos }
 
-func (*Assign) isAction() {}
-func (*Reply) isAction()  {}
-func (*Notify) isAction() {}
-func (*Tag) isAction()    {}
-func (*Set) isAction()    {}
-func (*Stop) isAction()   {}
+func (*Assign) isAction()   {}
+func (*Reply) isAction()    {}
+func (*Notify) isAction()   {}
+func (*Tag) isAction()      {}
+func (*Set) isAction()      {}
+func (*Stop) isAction()     {}
+func (*Unassign) isAction() {}
+func (*Untag) isAction()    {}
+func (*Cancel) isAction()   {}
 
 // typed adds the action's type to its JSON form.
 func typed(kind string, v any) ([]byte, error) {
@@ -294,3 +320,12 @@ func (a *Set) MarshalJSON() ([]byte, error) {
 }
 
 func (a *Stop) MarshalJSON() ([]byte, error) { return []byte(`{"type":"stop"}`), nil }
+
+func (a *Unassign) MarshalJSON() ([]byte, error) { return []byte(`{"type":"unassign"}`), nil }
+
+func (a *Cancel) MarshalJSON() ([]byte, error) { return []byte(`{"type":"cancel"}`), nil }
+
+func (a *Untag) MarshalJSON() ([]byte, error) {
+	type plain Untag
+	return typed("untag", (*plain)(a))
+}

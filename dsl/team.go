@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -19,6 +20,10 @@ type Team struct {
 	// Attributes, when listed, are the custom contact attributes mapping
 	// tables may use; listing them turns on strict checking.
 	Attributes []string `json:"attributes,omitempty"`
+	// ReopenWithin is how long after a close a message from the contact on
+	// the same channel and number reopens the conversation instead of
+	// opening a new one; 0 never does.
+	ReopenWithin time.Duration `json:"reopen_within,omitempty"`
 
 	agents map[string]*Agent
 	groups map[string]*Group
@@ -110,6 +115,8 @@ func (t *Team) skills() []string {
 	return out
 }
 
+var teamKeys = []string{"agents", "groups", "queues", "attributes", "reopen_within"}
+
 // ParseTeam reads team.yaml. Every problem is reported with its line and
 // column; a team with errors is returned as nil.
 func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
@@ -148,9 +155,21 @@ func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
 			for i, a := range t.Attributes {
 				t.Attributes[i] = strings.ToLower(a)
 			}
+		case "reopen_within":
+			v := scalar(v, at, &d, "reopen_within")
+			dur, err := parseDuration(v)
+			switch {
+			case v == "0":
+			case err != nil:
+				d.errorf(at(root.Content[i+1]), CodeTeam, "write e.g. 30m, 24h or 7d; 0 never reopens", "reopen_within %q is not a duration", v)
+			case dur < 0:
+				d.errorf(at(root.Content[i+1]), CodeTeam, "", "reopen_within cannot be negative")
+			default:
+				t.ReopenWithin = dur
+			}
 		default:
-			d.errorf(at(k), CodeTeam, didYouMean(k.Value, []string{"agents", "groups", "queues", "attributes"}),
-				"unknown key %q in team.yaml; expected agents, groups, queues or attributes", k.Value)
+			d.errorf(at(k), CodeTeam, didYouMean(k.Value, teamKeys),
+				"unknown key %q in team.yaml; expected %s or %s", k.Value, strings.Join(teamKeys[:len(teamKeys)-1], ", "), teamKeys[len(teamKeys)-1])
 		}
 	}
 	// Groups refer to agents, so read them once every agent is known.

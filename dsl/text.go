@@ -62,6 +62,10 @@ func (a *Tag) String() string  { return "tag " + quoteName(a.Name) }
 func (a *Set) String() string  { return "set " + a.Path + " = " + a.Value.Source }
 func (a *Stop) String() string { return "stop" }
 
+func (a *Untag) String() string    { return "untag " + quoteName(a.Name) }
+func (a *Unassign) String() string { return "unassign" }
+func (a *Cancel) String() string   { return "cancel" }
+
 // quoteName quotes a name unless it is a plain word.
 func quoteName(s string) string {
 	toks, err := tokenize("", s)

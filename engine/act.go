@@ -61,6 +61,52 @@ func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
 	case *dsl.Stop:
 		ctx.stopped = true
 		at.set("no later action or rule runs for this event")
+	case *dsl.Untag:
+		if ctx.conv == nil {
+			at.set("not untagged: the event has no conversation")
+			break
+		}
+		if i := slices.Index(ctx.conv.tags, a.Name); i >= 0 {
+			ctx.conv.tags = slices.Delete(ctx.conv.tags, i, i+1)
+			at.set("untagged")
+		} else {
+			at.set("untagged (it did not have the tag)")
+		}
+		e.out = append(e.out, Action{Type: ActUntag, Rule: r.Name, Conversation: ctx.conv.id, Tag: a.Name})
+		e.setEnv(ctx)
+	case *dsl.Unassign:
+		conv := ctx.conv
+		if conv == nil || conv.assignee == nil {
+			at.set("does nothing: the conversation has no agent")
+			break
+		}
+		agent := conv.assignee
+		e.unplace(conv)
+		ctx.placed = false
+		e.out = append(e.out, Action{Type: ActUnassign, Rule: r.Name, Conversation: conv.id, Agent: agent.ID})
+		if at != nil {
+			at.set("taken from " + agent.ID + ", whose capacity is freed; it waits nowhere")
+		}
+		e.setEnv(ctx)
+	case *dsl.Cancel:
+		conv := ctx.conv
+		if conv == nil || conv.waiting == nil {
+			at.set("does nothing: the conversation waits in no line")
+			break
+		}
+		act := Action{Type: ActCancel, Rule: r.Name, Conversation: conv.id}
+		if w := conv.waiting; w.Agent != nil {
+			act.Agent = w.Agent.ID
+		} else {
+			act.Group = w.Group.Name
+		}
+		if at != nil {
+			at.set("leaves its line: it was " + conv.where())
+		}
+		e.unqueue(conv)
+		ctx.placed = false
+		e.out = append(e.out, act)
+		e.setEnv(ctx)
 	}
 	return at
 }
@@ -106,8 +152,13 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 	case conv == nil:
 		at.set("does nothing: the event has no conversation")
 		return
-	case conv.status != StatusOpen:
+	case conv.status == StatusClosed:
 		at.set("does nothing: the conversation is closed")
+		return
+	case conv.status != StatusOpen:
+		if at != nil {
+			at.set("does nothing: the conversation is " + conv.status + "; it can be assigned once it turns open")
+		}
 		return
 	case ctx.placed:
 		at.set("skipped: an earlier action of this event already placed the conversation")
@@ -208,7 +259,7 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		}
 		return unavailable, reason{name: "no member of " + a.Name, what: " is online"}
 
-	default: // user, owner, last_sender
+	default: // user, owner, last_sender, previous_agent
 		id := a.Name
 		switch a.Target {
 		case dsl.TargetOwner:
@@ -218,6 +269,10 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		case dsl.TargetLastSender:
 			if id = conv.contact.lastSender.String(); id == "" {
 				return impossible, reason{name: "no agent has written to the contact yet"}
+			}
+		case dsl.TargetPreviousAgent:
+			if id = conv.previous.String(); id == "" {
+				return impossible, reason{name: "the conversation has had no agent before"}
 			}
 		}
 		agent := e.pool.Agent(id)
@@ -264,10 +319,13 @@ func agentID(a *actions.Agent, reassign bool) string {
 // unplace takes the conversation from wherever it is: its agent's capacity
 // is freed, its place in a line given up, its queue left.
 func (e *Engine) unplace(conv *conversation) {
-	if conv.assignee != nil {
-		e.pool.Release(conv.assignee, conv.load, e.clock)
-		e.dirty = append(e.dirty, conv.assignee)
-		conv.assignee, conv.load = nil, 0
+	if a := conv.assignee; a != nil {
+		e.pool.Release(a, conv.load, e.clock)
+		e.dirty = append(e.dirty, a)
+		if conv.previous.String() != a.ID {
+			conv.previous = intern(a.ID)
+		}
+		conv.assignee, conv.load, conv.group = nil, 0, ""
 	}
 	if conv.waiting != nil {
 		e.unqueue(conv)
@@ -289,6 +347,7 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 	if g != nil {
 		e.pool.Turn(g, agent)
 		act.Group, act.Algorithm = g.Name, string(alg)
+		conv.group = g.Name
 	}
 	// The first agent a contact is assigned to becomes its owner, unless
 	// the CRM gave one.
@@ -321,6 +380,8 @@ func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			id = conv.contact.owner.String()
 		case dsl.TargetLastSender:
 			id = conv.contact.lastSender.String()
+		case dsl.TargetPreviousAgent:
+			id = conv.previous.String()
 		}
 		w.Agent = e.pool.Agent(id)
 		line = e.agentLines[w.Agent]
@@ -494,10 +555,31 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 			at.set("not set: the event has no contact")
 			return
 		}
-		if c.attrs == nil {
-			c.attrs = map[string]any{}
+		setAttr(&c.attrs, strings.TrimPrefix(s.Path, "contact.attrs."), v)
+	case strings.HasPrefix(s.Path, "conversation.attrs."):
+		if conv == nil {
+			at.set("not set: the event has no conversation")
+			return
 		}
-		c.attrs[strings.TrimPrefix(s.Path, "contact.attrs.")] = clone(v)
+		setAttr(&conv.attrs, strings.TrimPrefix(s.Path, "conversation.attrs."), v)
+	case s.Path == "conversation.status":
+		switch {
+		case conv == nil:
+			at.set("not set: the event has no conversation")
+			return
+		case str != StatusOpen && str != StatusPending && str != StatusSnoozed:
+			if at != nil {
+				at.set(fmt.Sprintf("not set: %q is not open, pending or snoozed", str))
+			}
+			return
+		case conv.status == StatusClosed:
+			at.set("not set: the conversation is closed")
+			return
+		}
+		if at != nil && conv.waiting != nil && str != StatusOpen {
+			at.set(fmt.Sprintf("%s is now %v; it leaves its waiting line (it was %s)", s.Path, v, conv.where()))
+		}
+		e.setStatus(conv, str)
 	case s.Path == "conversation.priority":
 		if conv == nil {
 			at.set("not set: the event has no conversation")
@@ -540,6 +622,14 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		at.set(fmt.Sprintf("%s is now %v", s.Path, v))
 	}
 	e.setEnv(ctx) // later conditions see the new value
+}
+
+// setAttr sets a custom attribute to a copy of v.
+func setAttr(attrs *map[string]any, key string, v any) {
+	if *attrs == nil {
+		*attrs = map[string]any{}
+	}
+	(*attrs)[key] = clone(v)
 }
 
 // clone copies the lists and maps in an attribute's new value, which may

@@ -24,6 +24,11 @@ const (
 	ActNotify = "notify"
 	ActTag    = "tag"
 	ActSet    = "set"
+	// ActUnassign takes the conversation from Agent; ActUntag removes Tag;
+	// ActCancel takes it out of the line of Group or Agent.
+	ActUnassign = "unassign"
+	ActUntag    = "untag"
+	ActCancel   = "cancel"
 )
 
 // Action is one thing the engine did. Which fields are set depends on Type.

@@ -2,9 +2,12 @@ package engine
 
 import (
 	"container/heap"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -108,6 +111,7 @@ func New(rs *dsl.RuleSet, opts Options) *Engine {
 		Available:     e.pool.AvailableCount,
 		InSegment:     e.inSegment,
 		BusinessHours: e.businessHours,
+		InGroup:       e.inGroup,
 	}
 	*e.env = e.base
 	return e
@@ -210,6 +214,11 @@ func (e *Engine) isOnline(id string) bool {
 	return a != nil && a.Online()
 }
 
+func (e *Engine) inGroup(agent, group string) bool {
+	a, g := e.pool.Agent(agent), e.pool.Group(group)
+	return a != nil && g != nil && g.Has(a)
+}
+
 // inSegment evaluates a segment's condition on the current environment,
 // once per environment.
 func (e *Engine) inSegment(name string) bool {
@@ -291,6 +300,10 @@ type evalCtx struct {
 	placed  bool           // an action of this event placed it
 	stopped bool
 	row     bool // a mapping table row matched
+	// reopened: the event's message reopened a closed conversation.
+	reopened bool
+	// prev is the conversation before a conversation.updated event.
+	prev *triggers.Previous
 }
 
 // setEnv refills the boxed environment for ctx.
@@ -315,6 +328,15 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 		if v.assignee != nil {
 			env.Conversation.Assignee = v.assignee.ID // on close: who had it
 		}
+		env.Conversation.Attrs = v.attrs
+		env.Conversation.Reopened = ctx.reopened
+		env.Conversation.AssigneeGroup = v.group
+		if v.waiting != nil {
+			env.Conversation.WaitingSince = v.waiting.Since
+		}
+	}
+	if ctx.prev != nil {
+		env.Previous = *ctx.prev
 	}
 	if ctx.hasMsg {
 		m := &ctx.msg
@@ -505,7 +527,7 @@ func (e *Engine) check(ev *triggers.Event) error {
 				return bad("contact.id", "conversation %q belongs to contact %q, not %q", ev.Conversation, c.contact.id, ev.Contact.ID)
 			}
 		}
-	case triggers.TypeConversationClosed:
+	case triggers.TypeConversationClosed, triggers.TypeConversationUpdated:
 		if e.convs[ev.Conversation] == nil {
 			return bad("conversation", "no open conversation %q", ev.Conversation)
 		}
@@ -525,6 +547,8 @@ func (e *Engine) apply(ev *triggers.Event) string {
 		return e.sent(ev)
 	case triggers.TypeConversationClosed:
 		return e.closed(ev)
+	case triggers.TypeConversationUpdated:
+		return e.updated(ev)
 	case triggers.TypeAgentStatus:
 		a := e.pool.Agent(ev.Agent)
 		wasOnline := a.Online()
@@ -580,7 +604,14 @@ func (e *Engine) received(ev *triggers.Event) string {
 	} else {
 		conv = c.openFor(ev.Channel, ev.To)
 	}
-	opened := conv == nil
+	opened, reopened := conv == nil, false
+	var closedAt time.Time
+	if opened {
+		if conv = e.reopenable(c, ev); conv != nil {
+			opened, reopened, closedAt = false, true, conv.closedAt
+			e.reopen(conv)
+		}
+	}
 	if opened {
 		id := ev.Conversation
 		if id == "" {
@@ -589,40 +620,159 @@ func (e *Engine) received(ev *triggers.Event) string {
 		conv = e.newConversation()
 		*conv = conversation{id: id, contact: c, channel: ev.Channel, to: ev.To, status: StatusOpen,
 			createdAt: e.clock, priority: dsl.DefaultPriority, contactNew: c.conversations == 0, tags: conv.tags[:0]}
+		if ev.ConversationStatus == StatusPending {
+			conv.status = StatusPending
+		}
 		c.conversations++
 		e.convs[id] = conv
 		c.setOpen(conv)
 	}
-	ctx := &evalCtx{conv: nil, contact: c, hasMsg: true, channel: ev.Channel, to: ev.To, opened: opened}
+	ctx := &evalCtx{conv: nil, contact: c, hasMsg: true, channel: ev.Channel, to: ev.To, opened: opened, reopened: reopened}
 	if ev.Message != nil {
 		ctx.msg = *ev.Message
 	}
 	conv.lastMessage = ctx.msg
-	if conv.waitingSince.IsZero() {
-		conv.waitingSince = e.clock
-		conv.streak++
-		e.seq++
-		conv.batch = e.seq
-		for _, r := range e.unanswered {
-			tm := e.newTimer()
-			*tm = timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq}
-			heap.Push(&e.timers, tm)
-			conv.timers++
-		}
+	var prev *triggers.Previous
+	if conv.status == StatusSnoozed {
+		// The contact wrote: a snoozed conversation wakes up.
+		prev = &triggers.Previous{Status: conv.status, Tags: conv.tags, Priority: conv.priority, Attrs: conv.attrs}
+		e.setStatus(conv, StatusOpen)
+	}
+	switch {
+	case conv.status != StatusOpen:
+		conv.held = true // pending: the unanswered clock starts when it turns open
+	case conv.waitingSince.IsZero():
+		e.startStreak(conv)
 	}
 	if e.trace != nil {
-		if opened {
+		switch {
+		case opened:
 			e.trace.note("opens conversation %s (contact %s, channel %q, to %q): new conversation rules run first, then incoming message rules", conv.id, c.id, conv.channel, conv.to)
-		} else {
-			e.trace.note("joins open conversation %s, %s", conv.id, conv.where())
+			if conv.status == StatusPending {
+				e.trace.note("the conversation opens pending: assigns leave it alone until it turns open")
+			}
+		case reopened:
+			e.trace.note("reopens conversation %s, closed at %s (reopen_within %s): incoming message rules run, with conversation.reopened true", conv.id, closedAt.UTC().Format(time.RFC3339), e.reopenWithin())
+		case prev != nil:
+			e.trace.note("joins snoozed conversation %s, which turns open: conversation updated rules run first, then incoming message rules", conv.id)
+		default:
+			e.trace.note("joins %s conversation %s, %s", conv.status, conv.id, conv.where())
 		}
 	}
 	ctx.conv = conv
 	if opened {
 		e.run(triggers.ConversationCreated, ctx)
 	}
+	if prev != nil {
+		ctx.prev = prev
+		e.run(triggers.ConversationUpdated, ctx)
+		ctx.prev = nil
+	}
 	e.run(triggers.MessageReceived, ctx)
 	return conv.id
+}
+
+// startStreak starts the conversation's unanswered clock: the contact
+// waits for an answer from now, and the unanswered rules are due.
+func (e *Engine) startStreak(conv *conversation) {
+	conv.held = false
+	conv.waitingSince = e.clock
+	conv.streak++
+	e.seq++
+	conv.batch = e.seq
+	for _, r := range e.unanswered {
+		tm := e.newTimer()
+		*tm = timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq}
+		heap.Push(&e.timers, tm)
+		conv.timers++
+	}
+}
+
+// setStatus turns an open conversation pending or snoozed, or back open.
+// A pending or snoozed conversation keeps its agent and capacity, leaves
+// its waiting line and stops its unanswered clock; turning open starts the
+// clock again if the contact still waits for an answer.
+func (e *Engine) setStatus(conv *conversation, status string) {
+	if conv.status == status {
+		return
+	}
+	was := conv.status
+	conv.status = status
+	if status == StatusOpen {
+		if conv.held {
+			e.startStreak(conv)
+		}
+		return
+	}
+	if conv.waiting != nil {
+		e.unqueue(conv)
+	}
+	if was == StatusOpen && !conv.waitingSince.IsZero() {
+		conv.waitingSince = time.Time{}
+		conv.held = true
+	}
+}
+
+func (e *Engine) reopenWithin() time.Duration {
+	if e.rs.Team == nil {
+		return 0
+	}
+	return e.rs.Team.ReopenWithin
+}
+
+// reopenable returns the closed conversation a message reopens: the
+// contact's latest on the message's channel and number (or the one the
+// message names), closed within team.yaml's reopen_within. Kept
+// conversations past the window are let go on the way.
+func (e *Engine) reopenable(c *contact, ev *triggers.Event) *conversation {
+	within := e.reopenWithin()
+	if within <= 0 || c.closed == nil {
+		return nil
+	}
+	conv := c.closedFor(ev.Channel, ev.To)
+	if ev.Conversation != "" {
+		conv = nil
+		for v := c.closed; v != nil; v = v.nextOpen {
+			if v.id == ev.Conversation {
+				conv = v
+				break
+			}
+		}
+	}
+	if conv == nil {
+		return nil
+	}
+	if e.clock.After(conv.closedAt.Add(within)) {
+		e.letGo(conv)
+		return nil
+	}
+	if o := e.convs[conv.id]; o != nil {
+		return nil // its id was given to a conversation opened since
+	}
+	return conv
+}
+
+// letGo stops keeping a closed conversation for reopening.
+func (e *Engine) letGo(conv *conversation) {
+	conv.contact.dropClosed(conv)
+	conv.kept = false
+	if conv.recyclable() {
+		e.freeConvs = append(e.freeConvs, conv)
+	}
+}
+
+// reopen makes a kept closed conversation open again, as the contact's
+// open one on its channel and number.
+func (e *Engine) reopen(conv *conversation) {
+	c := conv.contact
+	c.dropClosed(conv)
+	conv.kept = false
+	conv.status = StatusOpen
+	conv.closedAt = time.Time{}
+	conv.waitingSince = time.Time{}
+	conv.held = false
+	e.convs[conv.id] = conv
+	c.setOpen(conv)
 }
 
 func (e *Engine) sent(ev *triggers.Event) string {
@@ -642,10 +792,10 @@ func (e *Engine) sent(ev *triggers.Event) string {
 	// The agent answered: the conversation's unanswered clock stops. Without
 	// a conversation id, every open conversation with the contact counts.
 	if conv != nil {
-		conv.waitingSince = time.Time{}
+		conv.waitingSince, conv.held = time.Time{}, false
 	} else {
 		for open := c.open; open != nil; open = open.nextOpen {
-			open.waitingSince = time.Time{}
+			open.waitingSince, open.held = time.Time{}, false
 		}
 		if c.open != nil && c.open.nextOpen == nil {
 			conv = c.open
@@ -666,8 +816,14 @@ func (e *Engine) sent(ev *triggers.Event) string {
 }
 
 func (e *Engine) closed(ev *triggers.Event) string {
-	conv := e.convs[ev.Conversation]
+	return e.close(e.convs[ev.Conversation])
+}
+
+// close closes the conversation and runs the conversation closed rules.
+func (e *Engine) close(conv *conversation) string {
 	conv.status = StatusClosed
+	conv.closedAt = e.clock
+	conv.waitingSince, conv.held = time.Time{}, false
 	if conv.assignee != nil {
 		e.pool.Release(conv.assignee, conv.load, e.clock)
 		e.dirty = append(e.dirty, conv.assignee)
@@ -680,13 +836,99 @@ func (e *Engine) closed(ev *triggers.Event) string {
 	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
 	e.run(triggers.ConversationClosed, ctx)
 	conv.lastMessage = triggers.EventMessage{} // a closed conversation keeps no message
+	if conv.assignee != nil {
+		conv.previous = intern(conv.assignee.ID)
+		conv.assignee, conv.group = nil, ""
+	}
 	conv.contact.dropOpen(conv)
 	delete(e.convs, conv.id)
 	id := conv.id
-	if conv.timers == 0 {
+	if e.reopenWithin() > 0 {
+		conv.kept = true
+		if old := conv.contact.keepClosed(conv); old != nil {
+			old.kept = false
+			if old.recyclable() {
+				e.freeConvs = append(e.freeConvs, old)
+			}
+		}
+	} else if conv.recyclable() {
 		e.freeConvs = append(e.freeConvs, conv)
 	}
 	return id
+}
+
+// traceUpdate notes what a conversation.updated event changes.
+func (e *Engine) traceUpdate(conv *conversation, prev *triggers.Previous, ev *triggers.Event) {
+	var changes []string
+	if ev.Status != "" {
+		changes = append(changes, fmt.Sprintf("status %s → %s", prev.Status, ev.Status))
+	}
+	if ev.Tags != nil {
+		changes = append(changes, fmt.Sprintf("tags %v → %v", prev.Tags, conv.tags))
+	}
+	if ev.Priority != nil {
+		changes = append(changes, fmt.Sprintf("priority %d → %d", prev.Priority, conv.priority))
+	}
+	for _, k := range slices.Sorted(maps.Keys(ev.Attrs)) {
+		was, _ := json.Marshal(prev.Attrs[k])
+		now, _ := json.Marshal(ev.Attrs[k])
+		changes = append(changes, fmt.Sprintf("attrs.%s %s → %s", k, was, now))
+	}
+	e.trace.note("updates conversation %s: %s", conv.id, strings.Join(changes, "; "))
+}
+
+// updated applies a conversation.updated event: tags replace the list,
+// attrs merge key by key (null deletes), a status of closed closes it as
+// conversation.closed does; then the conversation updated rules run,
+// seeing what changed in previous.
+func (e *Engine) updated(ev *triggers.Event) string {
+	conv := e.convs[ev.Conversation]
+	prev := &triggers.Previous{Status: conv.status, Tags: slices.Clone(conv.tags), Priority: conv.priority, Attrs: maps.Clone(conv.attrs)}
+	if ev.Tags != nil {
+		conv.tags = conv.tags[:0]
+		for _, t := range ev.Tags {
+			if !contains(conv.tags, t) {
+				conv.tags = append(conv.tags, t)
+			}
+		}
+	}
+	for k, v := range ev.Attrs {
+		if v == nil {
+			delete(conv.attrs, k)
+			continue
+		}
+		if conv.attrs == nil {
+			conv.attrs = map[string]any{}
+		}
+		conv.attrs[k] = v
+	}
+	if ev.Priority != nil && *ev.Priority != conv.priority {
+		conv.priority = *ev.Priority
+		if w := conv.waiting; w != nil { // it moves to its new place in the line
+			line := e.lineFor(w)
+			line.Remove(w)
+			w.Priority = conv.priority
+			line.Add(w)
+		}
+	}
+	if e.trace != nil {
+		e.traceUpdate(conv, prev, ev)
+	}
+	if ev.Status == StatusClosed {
+		if e.trace != nil {
+			e.trace.note("closes conversation %s, as conversation.closed does", conv.id)
+		}
+		return e.close(conv)
+	}
+	if ev.Status != "" {
+		if e.trace != nil && conv.waiting != nil && ev.Status != StatusOpen {
+			e.trace.note("conversation %s turns %s: it leaves its waiting line (%s)", conv.id, ev.Status, conv.where())
+		}
+		e.setStatus(conv, ev.Status)
+	}
+	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to, prev: prev}
+	e.run(triggers.ConversationUpdated, ctx)
+	return conv.id
 }
 
 func (e *Engine) newConversation() *conversation {
@@ -712,7 +954,7 @@ func (e *Engine) newTimer() *timer {
 func (e *Engine) dropTimer(t *timer) {
 	c := t.conv
 	c.timers--
-	if c.status == StatusClosed && c.timers == 0 {
+	if c.recyclable() {
 		e.freeConvs = append(e.freeConvs, c)
 	}
 	e.freeTimers = append(e.freeTimers, t)
@@ -766,7 +1008,7 @@ func (e *Engine) fireTimers(t time.Time) {
 		if !first.live() {
 			// Answered, closed or superseded since. A closed conversation is
 			// recycled once no timer points at it any more.
-			if conv.status == StatusClosed && conv.timers == 0 {
+			if conv.recyclable() {
 				e.freeConvs = append(e.freeConvs, conv)
 			}
 			e.freeTimers = append(e.freeTimers, group...)

@@ -45,8 +45,10 @@ import (
 //
 // 2: a reply held for a waiting conversation keeps the rule that made it.
 // 3: each agent's turns (fair, fewest_served, longest_free).
-// Formats 1 and 2 are still read.
-const SnapshotFormat = 3
+// 4: each conversation's status, custom attributes, previous agent and
+// assignee group; the closed conversations kept for reopening.
+// Formats 1 to 3 are still read.
+const SnapshotFormat = 4
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -158,7 +160,26 @@ func (e *Engine) encode(w *encoder) error {
 	convs := slices.SortedFunc(maps.Values(e.convs), func(a, b *conversation) int { return strings.Compare(a.id, b.id) })
 	w.uint(uint64(len(convs)))
 	for _, c := range convs {
-		e.encodeConversation(w, c)
+		if err := e.encodeConversation(w, c); err != nil {
+			return err
+		}
+	}
+	// Closed conversations kept for reopening, contact by contact in the
+	// order they came, each contact's in its own order.
+	var kept []*conversation
+	for _, chunk := range e.contacts.chunks {
+		for i := range chunk {
+			for v := chunk[i].closed; v != nil; v = v.nextOpen {
+				kept = append(kept, v)
+			}
+		}
+	}
+	w.uint(uint64(len(kept)))
+	for _, c := range kept {
+		if err := e.encodeConversation(w, c); err != nil {
+			return err
+		}
+		w.time(c.closedAt)
 	}
 
 	// Live timers only, in the order they fire.
@@ -190,7 +211,10 @@ const (
 	convWaiting                // in a waiting line
 )
 
-func (e *Engine) encodeConversation(w *encoder, c *conversation) {
+// convStatuses are the conversation statuses as a snapshot numbers them.
+var convStatuses = []string{StatusOpen, StatusPending, StatusSnoozed, StatusClosed}
+
+func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 	w.str(c.id)
 	w.str(c.contact.id)
 	w.str(c.channel)
@@ -221,6 +245,13 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) {
 	w.str(c.lastMessage.Text)
 	w.str(c.lastMessage.Lang)
 	w.uint(c.batch)
+	w.byte(byte(slices.Index(convStatuses, c.status)))
+	if err := w.valueMap(c.attrs, 0); err != nil {
+		return fmt.Errorf("conversation %s: attribute %w", c.id, err)
+	}
+	w.str(c.previous.String())
+	w.str(c.group)
+	w.bool(c.held)
 	if wt := c.waiting; wt != nil {
 		w.str(wt.Rule)
 		w.int(int64(wt.Priority))
@@ -257,6 +288,7 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) {
 			w.bool(false)
 		}
 	}
+	return nil
 }
 
 // statusCodes are the agent statuses as a snapshot numbers them.
@@ -407,6 +439,9 @@ func (e *Engine) decode(d *decoder) {
 	for _, w := range waiting {
 		e.lineFor(w).Add(w)
 	}
+	if d.format >= 4 && !e.decodeKept(d) {
+		return
+	}
 
 	n = d.length()
 	if d.err != nil {
@@ -436,6 +471,37 @@ func (e *Engine) decode(d *decoder) {
 		e.timers = append(e.timers, t)
 	}
 	heap.Init(&e.timers)
+}
+
+// decodeKept reads the closed conversations kept for reopening.
+func (e *Engine) decodeKept(d *decoder) bool {
+	n := d.length()
+	for range n {
+		if d.err != nil {
+			return false
+		}
+		c := e.decodeConversation(d)
+		if d.err != nil {
+			return false
+		}
+		c.closedAt = d.time()
+		if c.status != StatusClosed || c.waiting != nil || c.assignee != nil || c.contact.isOpen(c) {
+			d.fail("kept conversation %s is not closed", c.id)
+			return false
+		}
+		if c.contact.closedFor(c.channel, c.to) != nil {
+			d.fail("contact %s keeps two closed conversations on %q %q", c.contact.id, c.channel, c.to)
+			return false
+		}
+		c.kept = true
+		// Appended, so that the chain keeps the order it was written in.
+		p := &c.contact.closed
+		for *p != nil {
+			p = &(*p).nextOpen
+		}
+		*p = c
+	}
+	return d.err == nil
 }
 
 // decodeContacts reads the contacts into one chunk. Another goroutine
@@ -500,6 +566,19 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 	c.streak = d.small()
 	c.lastMessage.ID, c.lastMessage.Text, c.lastMessage.Lang = d.str(), d.str(), d.str()
 	c.batch = d.uint()
+	if d.format >= 4 {
+		status := int(d.byte())
+		if status >= len(convStatuses) && d.err == nil {
+			d.fail("conversation %s: bad status", c.id)
+		}
+		if d.err == nil {
+			c.status = convStatuses[status]
+		}
+		c.attrs = d.valueMap(0)
+		c.previous = d.sym()
+		c.group = d.str()
+		c.held = d.bool()
+	}
 	if d.err != nil {
 		return nil
 	}

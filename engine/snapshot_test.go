@@ -84,8 +84,8 @@ func TestSnapshotFormat(t *testing.T) {
 		edit func([]byte)
 		want string
 	}{
-		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, "format version 0; this build reads versions 1 to 3"},
-		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, "format version 4"},
+		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, "format version 0; this build reads versions 1 to 4"},
+		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, "format version 5"},
 		{"not a snapshot", func(b []byte) { copy(b, "SQLite f") }, "no snapshot header"},
 	} {
 		bad := bytes.Clone(data)
@@ -97,11 +97,12 @@ func TestSnapshotFormat(t *testing.T) {
 	}
 }
 
-// Snapshots of formats 1 and 2, written by earlier builds, still restore
+// Snapshots of formats 1 to 3, written by earlier builds, still restore
 // (lifecycle-v2.snap: the lifecycle scenario's end, by the build before
 // format 3; format 1 differs from 2 only in its version number when no
-// reply is held). What format 3 added (each agent's turns) starts afresh;
-// the rest is the state the scenario ends in.
+// reply is held; lifecycle-v3.snap, by the build before format 4). What
+// format 3 added (each agent's turns) starts afresh from 1 and 2; the rest
+// is the state the scenario ends in.
 func TestSnapshotOlderFormats(t *testing.T) {
 	sc, data := snapshotOf(t, "lifecycle")
 	v2, err := os.ReadFile(filepath.Join("..", "testdata", "engine", "snapshots", "lifecycle-v2.snap"))
@@ -115,7 +116,11 @@ func TestSnapshotOlderFormats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, old := range map[string][]byte{"format 1": v1, "format 2": v2} {
+	v3, err := os.ReadFile(filepath.Join("..", "testdata", "engine", "snapshots", "lifecycle-v3.snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, old := range map[string][]byte{"format 1": v1, "format 2": v2, "format 3": v3} {
 		e, err := engine.Restore(sc.rs, old)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

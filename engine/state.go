@@ -10,8 +10,10 @@ import (
 
 // Conversation status values.
 const (
-	StatusOpen   = "open"
-	StatusClosed = "closed"
+	StatusOpen    = triggers.StatusOpen
+	StatusPending = triggers.StatusPending
+	StatusSnoozed = triggers.StatusSnoozed
+	StatusClosed  = triggers.StatusClosed
 )
 
 // contact is what the engine knows of a customer. Every contact ever seen
@@ -33,6 +35,10 @@ type contact struct {
 	// and number.
 	open          *conversation
 	conversations int // opened so far
+	// closed are the contact's latest closed conversations, one per
+	// (channel, to), kept while team.yaml's reopen_within may reopen them;
+	// chained through conversation.nextOpen like open.
+	closed *conversation
 }
 
 // contactSet holds every contact the engine has seen, by id and in the
@@ -104,6 +110,42 @@ func (c *contact) dropOpen(v *conversation) {
 	}
 }
 
+// closedFor returns the contact's latest closed conversation on channel
+// and to that is kept for reopening, or nil.
+func (c *contact) closedFor(channel, to string) *conversation {
+	for v := c.closed; v != nil; v = v.nextOpen {
+		if v.channel == channel && v.to == to {
+			return v
+		}
+	}
+	return nil
+}
+
+// keepClosed files v as the contact's latest closed conversation on its
+// channel and to; it returns the one it replaces, or nil.
+func (c *contact) keepClosed(v *conversation) *conversation {
+	for p := &c.closed; *p != nil; p = &(*p).nextOpen {
+		if o := *p; o.channel == v.channel && o.to == v.to {
+			v.nextOpen, o.nextOpen = o.nextOpen, nil
+			*p = v
+			return o
+		}
+	}
+	v.nextOpen = c.closed
+	c.closed = v
+	return nil
+}
+
+// dropClosed takes v out of the contact's kept closed conversations.
+func (c *contact) dropClosed(v *conversation) {
+	for p := &c.closed; *p != nil; p = &(*p).nextOpen {
+		if *p == v {
+			*p, v.nextOpen = v.nextOpen, nil
+			return
+		}
+	}
+}
+
 // isOpen reports whether v is the contact's open conversation on its
 // channel and to.
 func (c *contact) isOpen(v *conversation) bool {
@@ -141,8 +183,20 @@ type conversation struct {
 	createdAt time.Time
 	priority  int
 	tags      []string
+	attrs     map[string]any
 	// contactNew records whether the contact had no earlier conversation.
 	contactNew bool
+	// previous is the agent who had the conversation last (previous_agent);
+	// group, the group its agent was chosen from ("" for a named agent).
+	previous sym
+	group    string
+	// closedAt is when it closed; kept, whether it is kept for reopening
+	// (contact.closed), which a recycled conversation must not be.
+	closedAt time.Time
+	kept     bool
+	// held: the contact waits for an answer while the conversation is
+	// pending or snoozed, so its unanswered clock starts when it turns open.
+	held bool
 
 	// Where it is: with an agent, owned by a queue, or waiting in a line.
 	assignee *actions.Agent
@@ -165,6 +219,10 @@ type conversation struct {
 }
 
 func (c *conversation) placed() bool { return c.assignee != nil || c.queue != "" || c.waiting != nil }
+
+// recyclable reports whether nothing points at a closed conversation any
+// more, so that it may be reused.
+func (c *conversation) recyclable() bool { return c.status == StatusClosed && c.timers == 0 && !c.kept }
 
 // where describes the conversation's place, for traces.
 func (c *conversation) where() string {

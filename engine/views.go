@@ -2,6 +2,7 @@ package engine
 
 import (
 	"container/heap"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,10 @@ type ConversationView struct {
 	Priority  int      `json:"priority"`
 	Tags      []string `json:"tags,omitempty"`
 	CreatedAt string   `json:"created_at"`
+	// Attrs are the conversation's custom attributes.
+	Attrs map[string]any `json:"attrs,omitempty"`
+	// PreviousAgent is the agent who had it last (assign previous_agent).
+	PreviousAgent string `json:"previous_agent,omitempty"`
 }
 
 // WaitingView is one conversation waiting in a line.
@@ -101,7 +106,8 @@ func (e *Engine) Conversation(id string) (ConversationView, bool) {
 		return ConversationView{}, false
 	}
 	v := ConversationView{ID: c.id, Contact: c.contact.id, Channel: c.channel, To: c.to, Status: c.status,
-		Queue: c.queue, Priority: c.priority, Tags: c.tags, CreatedAt: c.createdAt.UTC().Format(time.RFC3339)}
+		Queue: c.queue, Priority: c.priority, Tags: slices.Clone(c.tags), CreatedAt: c.createdAt.UTC().Format(time.RFC3339),
+		Attrs: maps.Clone(c.attrs), PreviousAgent: c.previous.String()}
 	if c.assignee != nil {
 		v.Agent = c.assignee.ID
 	}

@@ -44,6 +44,26 @@ type Conversation struct {
 	Tags      []string  `expr:"tags" json:"tags"`
 	IsNew     bool      `expr:"is_new" json:"is_new"`
 	CreatedAt time.Time `expr:"created_at" json:"created_at"`
+	// Attrs holds the conversation's custom attributes.
+	Attrs map[string]any `expr:"attrs" json:"attrs"`
+	// Reopened is true for the message that reopened a closed
+	// conversation (team.yaml reopen_within).
+	Reopened bool `expr:"reopened" json:"reopened"`
+	// AssigneeGroup is the group the assign that placed the conversation
+	// chose its agent from; "" after a user, owner, last_sender or
+	// previous_agent assign.
+	AssigneeGroup string `expr:"assignee_group" json:"assignee_group"`
+	// WaitingSince is when the conversation entered its current waiting
+	// line; the zero time when it waits in none.
+	WaitingSince time.Time `expr:"waiting_since" json:"waiting_since"`
+}
+
+// Previous is what a conversation.updated event changed from.
+type Previous struct {
+	Status   string         `expr:"status" json:"status"`
+	Tags     []string       `expr:"tags" json:"tags"`
+	Priority int            `expr:"priority" json:"priority"`
+	Attrs    map[string]any `expr:"attrs" json:"attrs"`
 }
 
 // Agent is the agent of an agent.status event.
@@ -63,7 +83,10 @@ type Env struct {
 	Contact      Contact      `expr:"contact"`
 	Conversation Conversation `expr:"conversation"`
 	Agent        Agent        `expr:"agent"`
-	Now          time.Time    `expr:"now"`
+	// Previous is the conversation as it was before a conversation.updated
+	// event (and a snoozed conversation turned open by a message).
+	Previous Previous  `expr:"previous"`
+	Now      time.Time `expr:"now"`
 
 	// Shorthands.
 	Lang    string `expr:"lang"` // message.lang, else contact.lang
@@ -82,6 +105,8 @@ type Env struct {
 	// BusinessHours reports whether now falls within a spec such as
 	// "Mon-Fri 09:00-17:00 Europe/Paris".
 	BusinessHours func(spec string) bool `expr:"business_hours"`
+	// InGroup reports whether an agent is a member of a group.
+	InGroup func(agent, group string) bool `expr:"in_group"`
 }
 
 // Function names as conditions spell them.
@@ -91,6 +116,7 @@ const (
 	FuncAvailable     = "available"
 	FuncInSegment     = "in_segment"
 	FuncBusinessHours = "business_hours"
+	FuncInGroup       = "in_group"
 )
 
 // StringFields maps the plain text fields a condition can test for equality
@@ -121,4 +147,7 @@ var StringFields = map[string]func(*Env) string{
 	"conversation.to":       func(e *Env) string { return e.Conversation.To },
 	"agent.id":              func(e *Env) string { return e.Agent.ID },
 	"agent.status":          func(e *Env) string { return e.Agent.Status },
+	"previous.status":       func(e *Env) string { return e.Previous.Status },
+
+	"conversation.assignee_group": func(e *Env) string { return e.Conversation.AssigneeGroup },
 }

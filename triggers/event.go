@@ -22,7 +22,24 @@ const (
 	TypeConversationClosed = "conversation.closed"
 	TypeAgentStatus        = "agent.status"
 	TypeTick               = "tick"
+	// TypeConversationUpdated changes a conversation's status, tags,
+	// priority or custom attributes.
+	TypeConversationUpdated = "conversation.updated"
 )
+
+// Conversation statuses. A pending conversation is not routed yet (a bot
+// has it, say), a snoozed one is put off: assigns leave both alone until
+// they turn open.
+const (
+	StatusOpen    = "open"
+	StatusPending = "pending"
+	StatusSnoozed = "snoozed"
+	StatusClosed  = "closed"
+)
+
+// ConversationStatuses lists the statuses a conversation.updated event may
+// set.
+var ConversationStatuses = []string{StatusOpen, StatusPending, StatusSnoozed, StatusClosed}
 
 // The years an event's time may fall in, in UTC: every time in them can be
 // written as RFC 3339 and read back.
@@ -32,7 +49,7 @@ const (
 )
 
 // EventTypes lists the valid event types.
-var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeAgentStatus, TypeTick}
+var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeConversationUpdated, TypeAgentStatus, TypeTick}
 
 // Event is one thing that happened, as the messaging platform reports it.
 // Its At is the engine's clock.
@@ -46,7 +63,17 @@ type Event struct {
 	Contact      *EventContact `json:"contact,omitempty"`
 	Message      *EventMessage `json:"message,omitempty"`
 	Agent        string        `json:"agent,omitempty"`
-	Status       string        `json:"status,omitempty"`
+	// Status is the agent's new status (agent.status) or the
+	// conversation's (conversation.updated).
+	Status string `json:"status,omitempty"`
+	// ConversationStatus is the status a message.received opens its
+	// conversation with: open (the default) or pending.
+	ConversationStatus string `json:"conversation_status,omitempty"`
+	// What a conversation.updated event changes: tags replace the list,
+	// attrs merge key by key (null deletes a key).
+	Tags     []string       `json:"tags,omitempty"`
+	Priority *int           `json:"priority,omitempty"`
+	Attrs    map[string]any `json:"attrs,omitempty"`
 }
 
 // EventContact is what an event says about the contact. Empty fields leave
@@ -190,6 +217,29 @@ func (ev *Event) Validate(requireAt bool) error {
 			return fieldErr("at", "%s is out of range: in UTC it falls in the year %d; write a time between %d and %d", ev.At.Format(time.RFC3339), y, MinYear, MaxYear)
 		}
 	}
+	if ev.Type != TypeConversationUpdated {
+		switch {
+		case ev.Tags != nil:
+			return fieldErr("tags", "only a conversation.updated event sets a conversation's tags; the contact's are contact.tags")
+		case ev.Priority != nil:
+			return fieldErr("priority", "only a conversation.updated event sets a conversation's priority")
+		case ev.Attrs != nil:
+			return fieldErr("attrs", "only a conversation.updated event sets a conversation's attributes; the contact's are contact.attrs")
+		}
+	}
+	if ev.ConversationStatus != "" {
+		if ev.Type != TypeMessageReceived {
+			return fieldErr("conversation_status", "only a message.received event opens a conversation with a status; use a conversation.updated event to change it")
+		}
+		if ev.ConversationStatus != StatusOpen && ev.ConversationStatus != StatusPending {
+			return fieldErr("conversation_status", "unknown status %q for a new conversation; expected open or pending", ev.ConversationStatus)
+		}
+	}
+	for k, v := range ev.Attrs {
+		if depth(v) > MaxAttrDepth {
+			return fieldErr("attrs."+k, "nested more than %d levels deep; send flatter attributes", MaxAttrDepth)
+		}
+	}
 	if ev.Contact != nil {
 		for k, v := range ev.Contact.Attrs {
 			if depth(v) > MaxAttrDepth {
@@ -212,6 +262,19 @@ func (ev *Event) Validate(requireAt bool) error {
 	case TypeConversationClosed:
 		if ev.Conversation == "" {
 			return fieldErr("conversation", "missing; say which conversation closed")
+		}
+	case TypeConversationUpdated:
+		if ev.Conversation == "" {
+			return fieldErr("conversation", "missing; say which conversation changed")
+		}
+		if ev.Status == "" && ev.Tags == nil && ev.Priority == nil && ev.Attrs == nil {
+			return &FieldError{Message: "a conversation.updated event changes at least one of status, tags, priority or attrs"}
+		}
+		if ev.Status != "" && !slices.Contains(ConversationStatuses, ev.Status) {
+			return fieldErr("status", "unknown conversation status %q; expected %s", ev.Status, strings.Join(ConversationStatuses, ", "))
+		}
+		if ev.Priority != nil && *ev.Priority < 1 {
+			return fieldErr("priority", "%d is below 1; 1 is the most urgent, 5 the default", *ev.Priority)
 		}
 	case TypeAgentStatus:
 		if ev.Agent == "" {

@@ -11,10 +11,11 @@ const (
 	ConversationClosed
 	AgentStatus
 	ConversationUnanswered
+	ConversationUpdated
 )
 
 // NumKinds is one more than the largest Kind, for sizing per-trigger tables.
-const NumKinds = int(ConversationUnanswered) + 1
+const NumKinds = int(ConversationUpdated) + 1
 
 var kindNames = [...]string{
 	MessageReceived:        "message.received",
@@ -23,6 +24,7 @@ var kindNames = [...]string{
 	ConversationClosed:     "conversation.closed",
 	AgentStatus:            "agent.status",
 	ConversationUnanswered: "conversation.unanswered",
+	ConversationUpdated:    "conversation.updated",
 }
 
 var kindAliases = [...]string{
@@ -32,6 +34,7 @@ var kindAliases = [...]string{
 	ConversationClosed:     "conversation closed",
 	AgentStatus:            "agent status",
 	ConversationUnanswered: "unanswered",
+	ConversationUpdated:    "conversation updated",
 }
 
 // String returns the canonical name, e.g. "message.received".
