@@ -24,6 +24,8 @@ type Waiting struct {
 	Skills    []string
 	// EvenIfOffline entries take their agent whatever the status.
 	EvenIfOffline bool
+	// IncludingAway: the group's away members may take it too.
+	IncludingAway bool
 	// Except is never chosen: the agent a reassign moved the work from.
 	Except *Agent
 	// Then is sent once the work is placed: a greeting "after assignment",

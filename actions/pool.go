@@ -26,7 +26,11 @@ type Agent struct {
 	// Capacity in fixed-point units; 0 means unlimited.
 	Capacity int64
 	Skills   []string
+	// Status is the agent's status as named (online, or team.yaml's own,
+	// such as lunch); Presence is what it routes as: online, away or
+	// offline.
 	Status   string
+	Presence string
 	// Load is the capacity in use, in fixed-point units.
 	Load int64
 	// Open counts the open conversations assigned to the agent.
@@ -58,7 +62,10 @@ type viewSlot struct {
 }
 
 // Online reports whether the agent's status is online.
-func (a *Agent) Online() bool { return a.Status == dsl.StatusOnline }
+func (a *Agent) Online() bool { return a.Presence == dsl.StatusOnline }
+
+// Away reports whether the agent's presence is away.
+func (a *Agent) Away() bool { return a.Presence == dsl.StatusAway }
 
 // Spare is the free capacity in fixed-point units.
 func (a *Agent) Spare() int64 {
@@ -107,6 +114,7 @@ type Group struct {
 	// last is the member position this group assigned last; -1 for none.
 	last   int
 	online int
+	away   int
 	pos    map[*Agent]int
 	views  []*View
 }
@@ -128,6 +136,7 @@ type Pool struct {
 	rng    *rand.Rand
 	src    *rand.PCG // rng's source: its state is part of a snapshot
 	online int       // agents online
+	team   *dsl.Team
 	// assignments numbers every assignment, in order (fair).
 	assignments uint64
 }
@@ -136,6 +145,7 @@ type viewKey struct {
 	group  string
 	skills string
 	cost   dsl.Cost
+	away   bool
 }
 
 // NewPool builds the pool from a team, with indexes for every group assign
@@ -145,6 +155,7 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 		agents: map[string]*Agent{},
 		groups: map[string]*Group{},
 		views:  map[viewKey]*View{},
+		team:   team,
 	}
 	p.src = rand.NewPCG(seed, 0x5157)
 	p.rng = rand.New(p.src)
@@ -152,6 +163,7 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 		for i, ta := range team.Agents {
 			a := &Agent{ID: ta.ID, Name: ta.Name, Email: ta.Email, Capacity: int64(ta.Capacity) * Unit,
 				Skills: ta.Skills, Status: ta.Status, Index: i}
+			a.Presence, _ = team.Presence(ta.Status)
 			p.Agents = append(p.Agents, a)
 			p.agents[a.ID] = a
 			if a.Online() {
@@ -167,6 +179,9 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 				a.groups = append(a.groups, g)
 				if a.Online() {
 					g.online++
+				}
+				if a.Away() {
+					g.away++
 				}
 			}
 			p.Groups = append(p.Groups, g)
@@ -187,7 +202,7 @@ func (p *Pool) viewsFor(act dsl.Action) {
 		return
 	}
 	if as.Target == dsl.TargetGroup {
-		if v := p.View(as.Name, as.Skills, as.Cost); v != nil {
+		if v := p.View(as.Name, as.Skills, as.Cost, as.IncludingAway); v != nil {
 			v.use(slotOf(as.Algorithm))
 		}
 	}
@@ -219,18 +234,26 @@ func (p *Pool) OnlineCount(group string) int {
 // AvailableCount counts the group's online members with room for one more
 // conversation of the default cost.
 func (p *Pool) AvailableCount(group string) int {
-	v := p.View(group, nil, dsl.Cost{})
+	v := p.View(group, nil, dsl.Cost{}, false)
 	if v == nil {
 		return 0
 	}
 	return v.Eligible()
 }
 
+// AwayCount counts the group's away members.
+func (p *Pool) AwayCount(group string) int {
+	if g := p.groups[group]; g != nil {
+		return g.away
+	}
+	return 0
+}
+
 // View returns the index of a group's members with those skills, for
-// conversations of that cost, building it on first use. Nil when the group
-// does not exist.
-func (p *Pool) View(group string, skills []string, cost dsl.Cost) *View {
-	key := viewKey{group: group, skills: strings.Join(skills, "\x00"), cost: cost}
+// conversations of that cost, building it on first use; with away, away
+// members are eligible too. Nil when the group does not exist.
+func (p *Pool) View(group string, skills []string, cost dsl.Cost, away bool) *View {
+	key := viewKey{group: group, skills: strings.Join(skills, "\x00"), cost: cost, away: away}
 	if v, ok := p.views[key]; ok {
 		return v
 	}
@@ -238,36 +261,52 @@ func (p *Pool) View(group string, skills []string, cost dsl.Cost) *View {
 	if g == nil {
 		return nil
 	}
-	v := newView(g, skills, cost)
+	v := newView(g, skills, cost, away)
 	p.views[key] = v
 	g.views = append(g.views, v)
 	return v
 }
 
-// SetStatus changes an agent's presence at t.
+// Presence returns what a status routes as (online, away or offline);
+// ok is false for a status the team does not know.
+func (p *Pool) Presence(status string) (string, bool) { return p.team.Presence(status) }
+
+// StatusNames lists the statuses an agent may have.
+func (p *Pool) StatusNames() []string { return p.team.StatusNames() }
+
+// SetStatus changes an agent's status at t; status is one the team knows
+// (see Presence).
 func (p *Pool) SetStatus(a *Agent, status string, t time.Time) {
-	was := a.Status
-	if was == dsl.StatusOffline && status != dsl.StatusOffline {
+	was := a.Presence
+	now, _ := p.Presence(status)
+	if was == dsl.StatusOffline && now != dsl.StatusOffline {
 		a.Served = 0
 	}
-	if was != dsl.StatusOnline && status == dsl.StatusOnline {
+	if was != dsl.StatusOnline && now == dsl.StatusOnline {
 		a.OnlineSince = t
 	}
-	p.setStatus(a, status)
+	p.setStatus(a, status, now)
 }
 
-func (p *Pool) setStatus(a *Agent, status string) {
-	delta := 0
+func (p *Pool) setStatus(a *Agent, status, presence string) {
+	online, away := 0, 0
 	if a.Online() {
-		delta--
+		online--
 	}
-	a.Status = status
+	if a.Away() {
+		away--
+	}
+	a.Status, a.Presence = status, presence
 	if a.Online() {
-		delta++
+		online++
 	}
-	p.online += delta
+	if a.Away() {
+		away++
+	}
+	p.online += online
 	for _, g := range a.groups {
-		g.online += delta
+		g.online += online
+		g.away += away
 	}
 	a.refresh()
 }
@@ -360,7 +399,12 @@ func (p *Pool) TakeOver(old *Pool) {
 		if o == nil {
 			continue
 		}
-		p.setStatus(a, o.Status)
+		// A status the edited team no longer has routes as it did.
+		if presence, ok := p.Presence(o.Status); ok {
+			p.setStatus(a, o.Status, presence)
+		} else {
+			p.setStatus(a, o.Presence, o.Presence)
+		}
 		a.Load, a.Open, a.LastActive = o.Load, o.Open, o.LastActive
 		a.Served, a.Finished, a.OnlineSince, a.assigned = o.Served, o.Finished, o.OnlineSince, o.assigned
 		a.refresh()

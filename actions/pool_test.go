@@ -30,7 +30,7 @@ func testTeam(n int) *dsl.Team {
 		}
 		src += m
 	}
-	src += "]\n"
+	src += "]\nstatuses: {lunch: away, training: offline, available: online}\n"
 	team, ds := dsl.ParseTeam("team.yaml", []byte(src))
 	if ds.HasErrors() {
 		panic(ds)
@@ -39,10 +39,11 @@ func testTeam(n int) *dsl.Team {
 }
 
 // reference picks by scanning, straight from the definitions.
-func reference(g *Group, alg dsl.Algorithm, skills []string, cost dsl.Cost, except *Agent) *Agent {
+func reference(g *Group, alg dsl.Algorithm, skills []string, cost dsl.Cost, away bool, except *Agent) *Agent {
 	var eligible []*Agent
 	for _, a := range g.Members {
-		if a != except && a.Online() && a.Fits(cost) && a.HasSkills(skills) {
+		present := a.Presence == "online" || away && a.Presence == "away"
+		if a != except && present && a.Fits(cost) && a.HasSkills(skills) {
 			eligible = append(eligible, a)
 		}
 	}
@@ -115,7 +116,7 @@ func TestPickMatchesReference(t *testing.T) {
 		switch op := rng.IntN(10); {
 		case op < 2:
 			a := p.Agents[rng.IntN(len(p.Agents))]
-			p.SetStatus(a, []string{"online", "away", "offline"}[rng.IntN(3)], now)
+			p.SetStatus(a, []string{"online", "away", "offline", "lunch", "training", "available"}[rng.IntN(6)], now)
 		case op < 4 && len(open) > 0:
 			i := rng.IntN(len(open))
 			p.Release(open[i].a, open[i].load, now)
@@ -131,11 +132,12 @@ func TestPickMatchesReference(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				except = p.Agents[rng.IntN(len(p.Agents))]
 			}
-			v := p.View("G", skills, cost)
+			away := rng.IntN(3) == 0
+			v := p.View("G", skills, cost, away)
 			got := p.Pick(v, alg, except)
-			want := reference(g, alg, skills, cost, except)
+			want := reference(g, alg, skills, cost, away, except)
 			if got != want {
-				t.Fatalf("step %d: %s %v %v except %v: got %v, want %v", step, alg, skills, cost, except, name(got), name(want))
+				t.Fatalf("step %d: %s %v %v away %v except %v: got %v, want %v", step, alg, skills, cost, away, except, name(got), name(want))
 			}
 			if got != nil {
 				load := got.CostOf(cost)
@@ -160,7 +162,7 @@ func TestRandomIsSeededAndUniform(t *testing.T) {
 	var first []string
 	for run := range 2 {
 		p := NewPool(team, nil, 42)
-		v := p.View("G", nil, dsl.Cost{})
+		v := p.View("G", nil, dsl.Cost{}, false)
 		for i := range 5000 {
 			a := p.Pick(v, dsl.Random, nil)
 			if run == 0 {

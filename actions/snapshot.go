@@ -3,8 +3,6 @@ package actions
 import (
 	"fmt"
 	"time"
-
-	"github.com/switchboard-dev/switchboard/dsl"
 )
 
 // What an engine snapshot keeps of a pool, and how it is put back. The
@@ -36,12 +34,11 @@ func (g *Group) SetLastTurn(pos int) error {
 // SetState puts back an agent's live state: status, load, open
 // conversations and last activity.
 func (p *Pool) SetState(a *Agent, status string, load int64, open int, lastActive time.Time) error {
-	switch status {
-	case dsl.StatusOnline, dsl.StatusAway, dsl.StatusOffline:
-	default:
+	presence, ok := p.Presence(status)
+	if !ok {
 		return fmt.Errorf("agent %s: unknown status %q", a.ID, status)
 	}
-	p.setStatus(a, status)
+	p.setStatus(a, status, presence)
 	a.Load, a.Open, a.LastActive = load, open, lastActive
 	a.refresh()
 	return nil

@@ -18,6 +18,7 @@ type View struct {
 	group   *Group
 	skills  []string
 	cost    dsl.Cost
+	away    bool // away members are eligible too
 	members []*Agent
 	gpos    []int // each member's position in the group
 	size    int   // leaves, a power of two
@@ -79,8 +80,8 @@ func slotOf(alg dsl.Algorithm) slot {
 	return noSlot
 }
 
-func newView(g *Group, skills []string, cost dsl.Cost) *View {
-	v := &View{group: g, skills: skills, cost: cost}
+func newView(g *Group, skills []string, cost dsl.Cost, away bool) *View {
+	v := &View{group: g, skills: skills, cost: cost, away: away}
 	for i, a := range g.Members {
 		if a.HasSkills(skills) {
 			v.members = append(v.members, a)
@@ -126,7 +127,7 @@ func (v *View) use(s slot) {
 }
 
 func (v *View) eligible(a *Agent) bool {
-	return a.Online() && !a.excluded && a.Fits(v.cost)
+	return (a.Online() || v.away && a.Away()) && !a.excluded && a.Fits(v.cost)
 }
 
 // leafKey is a member's key for one algorithm.
@@ -190,6 +191,9 @@ func (v *View) update(leaf int) {
 		}
 	}
 }
+
+// IncludingAway reports whether away members are eligible in the view.
+func (v *View) IncludingAway() bool { return v.away }
 
 // Eligible counts the members that could take a conversation now.
 func (v *View) Eligible() int { return int(v.count[1]) }

@@ -583,6 +583,16 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 				continue
 			}
 			as.EvenIfOffline = true
+		case m.Away:
+			if !once("including away", p) {
+				continue
+			}
+			if as.Target != TargetGroup {
+				c.d.errorf(p, CodeModifier, "it applies to group assigns; for one agent, write even if offline", "%s does not take including away", target)
+				ok = false
+				continue
+			}
+			as.IncludingAway = true
 		}
 	}
 	return ok

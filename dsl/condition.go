@@ -264,8 +264,47 @@ func (c *compiler) condition(f *File, x *exprAST, wherePos Pos, kind triggers.Ki
 			cond.Segments = append(cond.Segments, cl.arg)
 		}
 	}
+	c.checkStatuses(fr)
 	c.clauses(fr, cond)
 	return cond
+}
+
+// checkStatuses reports comparisons of a status with a name no agent or
+// conversation can have: agent.status == 'lnuch'.
+func (c *compiler) checkStatuses(fr fragment) {
+	tree, err := parser.Parse(fr.src)
+	if err != nil {
+		return
+	}
+	ast.Walk(&tree.Node, visitFunc(func(n *ast.Node) {
+		key := indexKey(*n)
+		if key == nil {
+			return
+		}
+		var valid []string
+		switch key.Field {
+		case "agent.status":
+			valid = c.team.StatusNames()
+		case "agent.presence":
+			valid = Statuses
+		case "conversation.status", "previous.status":
+			valid = triggers.ConversationStatuses
+		default:
+			return
+		}
+		for _, v := range key.Values {
+			if !slices.Contains(valid, v) {
+				hint := didYouMean(v, valid)
+				if hint == "" {
+					hint = key.Field + " is " + orList(valid)
+					if key.Field == "agent.status" {
+						hint += "; declare your own in team.yaml, e.g. statuses: {" + v + ": away}"
+					}
+				}
+				c.d.errorf(fr.at((*n).Location().From), CodeCondition, hint, "%s is never %q", key.Field, v)
+			}
+		}
+	}))
 }
 
 func typeWord(t reflect.Type) string {

@@ -231,6 +231,8 @@ func (p *printer) assign(a *assignAST) string {
 			parts = append(parts, "priority "+m.Priority.Value)
 		case m.Offline:
 			parts = append(parts, "even if offline")
+		case m.Away:
+			parts = append(parts, "including away")
 		}
 	}
 	return strings.Join(parts, " ")

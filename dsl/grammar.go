@@ -88,7 +88,7 @@ type arrowAST struct {
 type nameAST struct {
 	Pos    lexer.Position
 	Tokens []lexer.Token
-	Ident  string `parser:"  (?! 'else' | 'by' | 'skills' | 'skill' | 'cost' | 'priority' | 'even' | 'via' | 'with' | 'then' | 'on' | 'where') @Ident"`
+	Ident  string `parser:"  (?! 'else' | 'by' | 'skills' | 'skill' | 'cost' | 'priority' | 'even' | 'including' | 'via' | 'with' | 'then' | 'on' | 'where') @Ident"`
 	Quoted string `parser:"| @String"`
 }
 
@@ -164,6 +164,7 @@ type modAST struct {
 	Cost     *costAST   `parser:"| 'cost' @@"`
 	Priority *numberAST `parser:"| 'priority' @@"`
 	Offline  bool       `parser:"| @( 'even' 'if' 'offline' )"`
+	Away     bool       `parser:"| @( 'including' 'away' )"`
 }
 
 type algoAST struct {

@@ -170,6 +170,9 @@ type Assign struct {
 	// a rule set it). Waiting work is ordered by it.
 	Priority      int  `json:"priority,omitempty"`
 	EvenIfOffline bool `json:"even_if_offline,omitempty"`
+	// IncludingAway makes a group's away members eligible too, and count
+	// as present (Rocket.Chat's routing to idle agents).
+	IncludingAway bool `json:"including_away,omitempty"`
 	// Else runs when the assign cannot place the conversation.
 	Else Action `json:"else,omitempty"`
 }

@@ -24,9 +24,13 @@ type Team struct {
 	// the same channel and number reopens the conversation instead of
 	// opening a new one; 0 never does.
 	ReopenWithin time.Duration `json:"reopen_within,omitempty"`
+	// Statuses are the team's own presence names (lunch, training), each
+	// mapped onto online, away or offline for routing; in file order.
+	Statuses []*Status `json:"statuses,omitempty"`
 
-	agents map[string]*Agent
-	groups map[string]*Group
+	agents   map[string]*Agent
+	statuses map[string]*Status
+	groups   map[string]*Group
 }
 
 // Agent is one member of the team.
@@ -49,6 +53,49 @@ type Group struct {
 	Name    string   `json:"name"`
 	Members []string `json:"members"`
 	Pos     Pos      `json:"-"`
+}
+
+// Status is a custom agent status and the presence it routes as.
+type Status struct {
+	Name     string `json:"name"`
+	Presence string `json:"presence"` // online, away or offline
+	Pos      Pos    `json:"-"`
+}
+
+// Presence returns the presence a status routes as: online, away and
+// offline are their own; a custom status, the one team.yaml maps it to.
+// ok is false for a status the team does not know.
+func (t *Team) Presence(status string) (presence string, ok bool) {
+	if slices.Contains(Statuses, status) {
+		return status, true
+	}
+	if t == nil {
+		return "", false
+	}
+	if s := t.statuses[status]; s != nil {
+		return s.Presence, true
+	}
+	return "", false
+}
+
+// StatusNames lists every status an agent may have: online, away, offline
+// and the team's own.
+func (t *Team) StatusNames() []string {
+	names := slices.Clone(Statuses)
+	if t != nil {
+		for _, s := range t.Statuses {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 }
 
 // Agent status values.
@@ -115,12 +162,36 @@ func (t *Team) skills() []string {
 	return out
 }
 
-var teamKeys = []string{"agents", "groups", "queues", "attributes", "reopen_within"}
+var teamKeys = []string{"agents", "groups", "queues", "attributes", "statuses", "reopen_within"}
+
+func (t *Team) parseStatuses(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
+	if v.Kind != yaml.MappingNode {
+		d.errorf(at(v), CodeTeam, "write e.g. statuses: {available: online, lunch: away, training: offline}", "statuses must be a mapping of status name to online, away or offline")
+		return
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		st := &Status{Name: k.Value, Presence: scalar(val, at, d, "a status's presence"), Pos: at(k)}
+		switch {
+		case slices.Contains(Statuses, st.Name):
+			d.errorf(at(k), CodeTeam, "online, away and offline are always there; give your status another name", "status %q cannot be redefined", st.Name)
+			continue
+		case t.statuses[st.Name] != nil:
+			d.errorf(at(k), CodeDuplicate, "", "duplicate status %q, first defined at line %d", st.Name, t.statuses[st.Name].Pos.Line)
+			continue
+		case !slices.Contains(Statuses, st.Presence):
+			d.errorf(at(val), CodeTeam, didYouMean(st.Presence, Statuses), "status %q routes as %q; expected online, away or offline", st.Name, st.Presence)
+			continue
+		}
+		t.statuses[st.Name] = st
+		t.Statuses = append(t.Statuses, st)
+	}
+}
 
 // ParseTeam reads team.yaml. Every problem is reported with its line and
 // column; a team with errors is returned as nil.
 func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
-	t := &Team{File: file, agents: map[string]*Agent{}, groups: map[string]*Group{}}
+	t := &Team{File: file, agents: map[string]*Agent{}, groups: map[string]*Group{}, statuses: map[string]*Status{}}
 	var d diags
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -137,12 +208,14 @@ func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
 		d.errorf(at(root), CodeTeam, "", "team.yaml must be a mapping with agents: and groups:")
 		return nil, d.list
 	}
-	var groupsNode *yaml.Node
+	var groupsNode, agentsNode *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		switch k.Value {
 		case "agents":
-			t.parseAgents(v, at, &d)
+			agentsNode = v
+		case "statuses":
+			t.parseStatuses(v, at, &d)
 		case "groups":
 			groupsNode = v
 		case "queues":
@@ -172,7 +245,11 @@ func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
 				"unknown key %q in team.yaml; expected %s or %s", k.Value, strings.Join(teamKeys[:len(teamKeys)-1], ", "), teamKeys[len(teamKeys)-1])
 		}
 	}
-	// Groups refer to agents, so read them once every agent is known.
+	// Agents' statuses may be the team's own, and groups refer to agents:
+	// read them in that order, whatever the file's.
+	if agentsNode != nil {
+		t.parseAgents(agentsNode, at, &d)
+	}
 	if groupsNode != nil {
 		t.parseGroups(groupsNode, at, &d)
 	}
@@ -218,8 +295,8 @@ func (t *Team) parseAgents(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
 				a.Skills = stringList(val, at, d, "skills")
 			case "status":
 				a.Status = scalar(val, at, d, "status")
-				if !slices.Contains(Statuses, a.Status) {
-					d.errorf(at(val), CodeTeam, didYouMean(a.Status, Statuses), "unknown status %q; expected online, away or offline", a.Status)
+				if _, ok := t.Presence(a.Status); !ok {
+					d.errorf(at(val), CodeTeam, didYouMean(a.Status, t.StatusNames()), "unknown status %q; expected %s", a.Status, orList(t.StatusNames()))
 				}
 			default:
 				d.errorf(at(k), CodeTeam, didYouMean(k.Value, []string{"id", "name", "email", "capacity", "skills", "status"}),

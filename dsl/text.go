@@ -41,6 +41,9 @@ func (a *Assign) String() string {
 	if a.EvenIfOffline {
 		b.WriteString(" even if offline")
 	}
+	if a.IncludingAway {
+		b.WriteString(" including away")
+	}
 	return b.String()
 }
 
@@ -79,5 +82,5 @@ func quoteName(s string) string {
 // as keywords there.
 var reserved = map[string]bool{
 	"else": true, "by": true, "skills": true, "skill": true, "cost": true, "priority": true,
-	"even": true, "via": true, "with": true, "then": true, "on": true, "where": true,
+	"even": true, "including": true, "via": true, "with": true, "then": true, "on": true, "where": true,
 }

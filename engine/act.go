@@ -230,7 +230,7 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		return placedNow, reason{}
 
 	case dsl.TargetGroup:
-		v := e.pool.View(a.Name, a.Skills, a.Cost)
+		v := e.pool.View(a.Name, a.Skills, a.Cost, a.IncludingAway)
 		if v == nil {
 			return impossible, reason{name: "there is no group ", what: a.Name}
 		}
@@ -249,15 +249,22 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			}
 			return placedNow, reason{}
 		}
-		online := e.pool.OnlineCount(a.Name)
-		if except != nil && except.Online() && v.Group().Has(except) {
-			online-- // the current agent does not count: it must move
+		present := e.pool.OnlineCount(a.Name)
+		if a.IncludingAway {
+			present += e.pool.AwayCount(a.Name)
 		}
-		if online > 0 {
-			e.queue(conv, a, rule, at, reason{name: "no online member of " + a.Name, what: " can take it now"})
+		if except != nil && (except.Online() || a.IncludingAway && except.Away()) && v.Group().Has(except) {
+			present-- // the current agent does not count: it must move
+		}
+		who := "online"
+		if a.IncludingAway {
+			who = "online or away"
+		}
+		if present > 0 {
+			e.queue(conv, a, rule, at, reason{name: "no " + who + " member of " + a.Name, what: " can take it now"})
 			return queuedNow, reason{}
 		}
-		return unavailable, reason{name: "no member of " + a.Name, what: " is online"}
+		return unavailable, reason{name: "no member of " + a.Name, what: " is " + who}
 
 	default: // user, owner, last_sender, previous_agent
 		id := a.Name
@@ -361,12 +368,12 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 // agent.
 func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why reason) {
 	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: conv.priority, Since: e.clock,
-		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline}
+		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline, IncludingAway: a.IncludingAway}
 	var line *actions.Line
 	act := Action{Type: ActQueued, Rule: rule, Conversation: conv.id}
 	if a.Target == dsl.TargetGroup {
 		w.Group = e.pool.Group(a.Name)
-		w.View = e.pool.View(a.Name, a.Skills, a.Cost)
+		w.View = e.pool.View(a.Name, a.Skills, a.Cost, a.IncludingAway)
 		line = e.groupLines[w.Group]
 		if line == nil {
 			line = &actions.Line{}

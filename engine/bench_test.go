@@ -170,7 +170,7 @@ func BenchmarkPick10k(b *testing.B) {
 	for _, alg := range []dsl.Algorithm{dsl.RoundRobin, dsl.Random, dsl.LongestIdle, dsl.LeastActive, dsl.MostAvailable} {
 		b.Run(string(alg), func(b *testing.B) {
 			p := actions.NewPool(team, nil, 1)
-			v := p.View("G0", nil, dsl.Cost{})
+			v := p.View("G0", nil, dsl.Cost{}, false)
 			g := p.Group("G0")
 			t := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 			b.ReportAllocs()

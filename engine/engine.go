@@ -15,6 +15,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/switchboard-dev/switchboard/actions"
 	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/internal/suggest"
 	"github.com/switchboard-dev/switchboard/triggers"
 )
 
@@ -361,7 +362,7 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 		env.Lang = env.Contact.Lang
 	}
 	if a := ctx.agent; a != nil {
-		env.Agent = triggers.Agent{ID: a.ID, Status: a.Status}
+		env.Agent = triggers.Agent{ID: a.ID, Status: a.Status, Presence: a.Presence}
 	}
 	clear(e.segMemo)
 }
@@ -532,7 +533,17 @@ func (e *Engine) check(ev *triggers.Event) error {
 			return bad("conversation", "no open conversation %q", ev.Conversation)
 		}
 	case triggers.TypeAgentStatus:
-		return knownAgent()
+		if err := knownAgent(); err != nil {
+			return err
+		}
+		if _, ok := e.pool.Presence(ev.Status); !ok {
+			names := e.pool.StatusNames()
+			msg := fmt.Sprintf("unknown status %q; expected %s or %s", ev.Status, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+			if best := suggest.Closest(ev.Status, e.pool.StatusNames()); best != "" {
+				msg += fmt.Sprintf("; did you mean %q?", best)
+			}
+			return bad("status", "%s", msg)
+		}
 	}
 	return nil
 }
@@ -551,9 +562,11 @@ func (e *Engine) apply(ev *triggers.Event) string {
 		return e.updated(ev)
 	case triggers.TypeAgentStatus:
 		a := e.pool.Agent(ev.Agent)
-		wasOnline := a.Online()
+		was := a.Presence
 		e.pool.SetStatus(a, ev.Status, e.clock)
-		if a.Online() && !wasOnline {
+		// Online, or away (for work that takes away members too), the agent
+		// may take waiting work.
+		if a.Presence != was && (a.Online() || a.Away()) {
 			e.dirty = append(e.dirty, a)
 		}
 		e.run(triggers.AgentStatus, &evalCtx{agent: a})

@@ -57,7 +57,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 			if w.Group == nil {
 				continue
 			}
-			w.View = n.pool.View(w.Group.Name, w.Skills, w.Cost)
+			w.View = n.pool.View(w.Group.Name, w.Skills, w.Cost, w.IncludingAway)
 		}
 		if w.Except != nil {
 			w.Except = n.pool.Agent(w.Except.ID)

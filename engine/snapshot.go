@@ -46,7 +46,9 @@ import (
 // 2: a reply held for a waiting conversation keeps the rule that made it.
 // 3: each agent's turns (fair, fewest_served, longest_free).
 // 4: each conversation's status, custom attributes, previous agent and
-// assignee group; the closed conversations kept for reopening.
+// assignee group; the closed conversations kept for reopening; agents'
+// statuses by name (team.yaml's own statuses); waiting work's including
+// away.
 // Formats 1 to 3 are still read.
 const SnapshotFormat = 4
 
@@ -109,11 +111,7 @@ func (e *Engine) encode(w *encoder) error {
 	w.uint(uint64(len(e.pool.Agents)))
 	for _, a := range e.pool.Agents {
 		w.str(a.ID)
-		status := slices.Index(statusCodes, a.Status)
-		if status < 0 {
-			return fmt.Errorf("agent %s has an unknown status %q", a.ID, a.Status)
-		}
-		w.byte(byte(status))
+		w.str(a.Status)
 		w.int(a.Load)
 		w.int(int64(a.Open))
 		w.time(a.LastActive)
@@ -271,6 +269,7 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 			w.str(s)
 		}
 		w.bool(wt.EvenIfOffline)
+		w.bool(wt.IncludingAway)
 		w.uint(agentRef(wt.Except))
 		// The reply held for when the work is placed: its template, as it
 		// may belong to a rule set that was reloaded since.
@@ -291,7 +290,8 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 	return nil
 }
 
-// statusCodes are the agent statuses as a snapshot numbers them.
+// statusCodes are the agent statuses as snapshots before format 4
+// numbered them.
 var statusCodes = []string{dsl.StatusOnline, dsl.StatusAway, dsl.StatusOffline}
 
 // agentRef is an agent's position in the pool plus one; 0 for none.
@@ -365,7 +365,15 @@ func (e *Engine) decode(d *decoder) {
 		if id := d.bytes(); d.err == nil && string(id) != a.ID {
 			d.fail("agent %q where the team has %q", id, a.ID)
 		}
-		status := int(d.byte())
+		// Before format 4 a status was online, away or offline, by number.
+		var status string
+		if d.format >= 4 {
+			status = d.str()
+		} else if code := int(d.byte()); code < len(statusCodes) {
+			status = statusCodes[code]
+		} else {
+			d.fail("agent %s: bad status", a.ID)
+		}
 		load, open, last := d.int(), d.intv(), d.time()
 		st := e.stats.agents[a]
 		st.assigned, st.peak = d.small(), d.int()
@@ -375,11 +383,7 @@ func (e *Engine) decode(d *decoder) {
 		if d.err != nil {
 			return
 		}
-		if status >= len(statusCodes) {
-			d.fail("agent %s: bad status", a.ID)
-			return
-		}
-		if err := e.pool.SetState(a, statusCodes[status], load, open, last); err != nil {
+		if err := e.pool.SetState(a, status, load, open, last); err != nil {
 			d.fail("%v", err)
 			return
 		}
@@ -604,6 +608,9 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 	w.Cost.Units, w.Cost.Percent = d.float(), d.float()
 	w.Skills = d.strs()
 	w.EvenIfOffline = d.bool()
+	if d.format >= 4 {
+		w.IncludingAway = d.bool()
+	}
 	w.Except = e.agentAt(d)
 	if d.bool() {
 		w.Then = d.reply()
@@ -621,7 +628,7 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 		d.fail("conversation %s waits for a group and an agent, or for neither", c.id)
 	case group > 0:
 		w.Group = e.pool.Groups[group-1]
-		w.View = e.pool.View(w.Group.Name, w.Skills, w.Cost)
+		w.View = e.pool.View(w.Group.Name, w.Skills, w.Cost, w.IncludingAway)
 	}
 	c.waiting = w
 	return c

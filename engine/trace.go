@@ -161,8 +161,11 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 		switch {
 		case m == except:
 			mt.Reason = "is the conversation's current agent"
-		case !m.Online():
+		case !m.Online() && !(a.IncludingAway && m.Away()):
 			mt.Reason = m.Status
+			if m.Status != m.Presence {
+				mt.Reason += " (" + m.Presence + ")"
+			}
 		case !m.HasSkills(a.Skills):
 			for _, s := range a.Skills {
 				if !m.HasSkills([]string{s}) {

@@ -12,9 +12,11 @@ import (
 
 // AgentView is an agent's live state, for the API.
 type AgentView struct {
-	ID            string   `json:"id"`
-	Name          string   `json:"name,omitempty"`
-	Status        string   `json:"status"`
+	ID     string `json:"id"`
+	Name   string `json:"name,omitempty"`
+	Status string `json:"status"`
+	// Presence is what Status routes as: online, away or offline.
+	Presence      string   `json:"presence"`
 	Load          float64  `json:"load"`               // capacity units in use
 	Capacity      float64  `json:"capacity,omitempty"` // 0: unlimited
 	Open          int      `json:"open"`               // open conversations
@@ -59,7 +61,7 @@ type QueueView struct {
 }
 
 func agentView(a *actions.Agent, convs []string) AgentView {
-	v := AgentView{ID: a.ID, Name: a.Name, Status: a.Status, Load: float64(a.Load) / actions.Unit,
+	v := AgentView{ID: a.ID, Name: a.Name, Status: a.Status, Presence: a.Presence, Load: float64(a.Load) / actions.Unit,
 		Capacity: float64(a.Capacity) / actions.Unit, Open: a.Open, Conversations: convs}
 	if !a.LastActive.IsZero() {
 		v.LastActive = a.LastActive.UTC().Format(time.RFC3339)

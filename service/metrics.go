@@ -125,7 +125,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	online := 0
 	for _, a := range agents {
-		if a.Status == "online" {
+		if a.Presence == "online" {
 			online++
 		}
 		ch <- prometheus.MustNewConstMetric(descLoad, prometheus.GaugeValue, a.Load, a.ID)

@@ -68,8 +68,11 @@ type Previous struct {
 
 // Agent is the agent of an agent.status event.
 type Agent struct {
-	ID     string `expr:"id" json:"id"`
-	Status string `expr:"status" json:"status"`
+	ID string `expr:"id" json:"id"`
+	// Status is the agent's status as named: online, away, offline or one
+	// of team.yaml's statuses (lunch); Presence, what it routes as.
+	Status   string `expr:"status" json:"status"`
+	Presence string `expr:"presence" json:"presence"`
 }
 
 // Env is what a condition sees. Conditions are compiled against this type,
@@ -147,6 +150,7 @@ var StringFields = map[string]func(*Env) string{
 	"conversation.to":       func(e *Env) string { return e.Conversation.To },
 	"agent.id":              func(e *Env) string { return e.Agent.ID },
 	"agent.status":          func(e *Env) string { return e.Agent.Status },
+	"agent.presence":        func(e *Env) string { return e.Agent.Presence },
 	"previous.status":       func(e *Env) string { return e.Previous.Status },
 
 	"conversation.assignee_group": func(e *Env) string { return e.Conversation.AssigneeGroup },

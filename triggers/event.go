@@ -280,12 +280,10 @@ func (ev *Event) Validate(requireAt bool) error {
 		if ev.Agent == "" {
 			return fieldErr("agent", "missing; say whose status changed")
 		}
-		switch ev.Status {
-		case "online", "away", "offline":
-		case "":
-			return fieldErr("status", "missing; expected online, away or offline")
-		default:
-			return fieldErr("status", "unknown status %q; expected online, away or offline", ev.Status)
+		// Any other name is checked against team.yaml's statuses by the
+		// engine.
+		if strings.TrimSpace(ev.Status) == "" {
+			return fieldErr("status", "missing; expected online, away, offline or one of team.yaml's statuses")
 		}
 	}
 	return nil

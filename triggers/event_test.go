@@ -20,7 +20,7 @@ func TestDecodeEventErrors(t *testing.T) {
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","tags":"vip"}}`, `field "contact.tags": expected a list, got string`},
 		{`{"id":"e1","type":"message.sent","at":"2026-01-05T09:00:00Z","contact":{"id":"k"}}`, `field "agent": missing; a message.sent event names the agent who wrote`},
 		{`{"id":"e1","type":"conversation.closed","at":"2026-01-05T09:00:00Z"}`, `field "conversation": missing; say which conversation closed`},
-		{`{"id":"e1","type":"agent.status","at":"2026-01-05T09:00:00Z","agent":"a","status":"busy"}`, `field "status": unknown status "busy"; expected online, away or offline`},
+		{`{"id":"e1","type":"agent.status","at":"2026-01-05T09:00:00Z","agent":"a","status":" "}`, `field "status": missing; expected online, away, offline or one of team.yaml's statuses`},
 		{`{"id":"e1","type":"tick","at":"2026-01-05T09:00:00Z"} {}`, `more than one JSON value; send one event per line`},
 		{`{"id":"e1","type":"tick","at":"9999-12-31T23:59:59-00:01"}`, `field "at": 9999-12-31T23:59:59-00:01 is out of range: in UTC it falls in the year 10000; write a time between 1970 and 9999`},
 		{`{"id":"e1","type":"tick","AT":"0001-01-01T00:00:00Z"}`, `field "at": 0001-01-01T00:00:00Z is out of range: write a time between 1970 and 9999`},
