@@ -3,8 +3,10 @@ package console
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -189,8 +191,11 @@ func said(e timelineEvent, conv string, why *explanation) string {
 		Message *struct {
 			Text string `json:"text"`
 		} `json:"message"`
-		Agent  string `json:"agent"`
-		Status string `json:"status"`
+		Agent    string         `json:"agent"`
+		Status   string         `json:"status"`
+		Tags     []string       `json:"tags"`
+		Priority *int           `json:"priority"`
+		Attrs    map[string]any `json:"attrs"`
 	}
 	json.Unmarshal(e.Body, &b)
 	switch e.Type {
@@ -213,6 +218,21 @@ func said(e timelineEvent, conv string, why *explanation) string {
 		return "a message was sent to the contact"
 	case "conversation.closed":
 		return "the conversation was closed"
+	case "conversation.updated":
+		var parts []string
+		if b.Status != "" {
+			parts = append(parts, "status "+b.Status)
+		}
+		if b.Tags != nil {
+			parts = append(parts, "tags ["+strings.Join(b.Tags, ", ")+"]")
+		}
+		if b.Priority != nil {
+			parts = append(parts, fmt.Sprintf("priority %d", *b.Priority))
+		}
+		if len(b.Attrs) > 0 {
+			parts = append(parts, "attributes "+strings.Join(slices.Sorted(maps.Keys(b.Attrs)), ", "))
+		}
+		return "the conversation was updated: " + strings.Join(parts, "; ")
 	case "agent.status":
 		switch b.Status {
 		case "online":

@@ -353,9 +353,22 @@ func opens(rec store.Record, id string) bool {
 	return rec.ID == id && rec.Type == triggers.TypeMessageReceived && refsOf(rec).Conversation == id
 }
 
-// closes says whether a record closed the conversation.
+// closes says whether a record closed the conversation: a
+// conversation.closed event, or a conversation.updated one to closed.
 func closes(rec store.Record, id string) bool {
-	return rec.Type == triggers.TypeConversationClosed && refsOf(rec).Conversation == id
+	switch rec.Type {
+	case triggers.TypeConversationClosed:
+	case triggers.TypeConversationUpdated:
+		var ev struct {
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(rec.Event, &ev) != nil || ev.Status != triggers.StatusClosed {
+			return false
+		}
+	default:
+		return false
+	}
+	return refsOf(rec).Conversation == id
 }
 
 // contactOf is the contact of the conversation a record concerns; "" when

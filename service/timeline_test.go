@@ -314,3 +314,27 @@ func TestTimelinePages(t *testing.T) {
 		t.Fatalf("x1 by its closing event, windows of 3: %v", got)
 	}
 }
+
+// TestCloses: a conversation.updated event to closed closes the
+// conversation for the timeline, as conversation.closed does; other
+// updates do not.
+func TestCloses(t *testing.T) {
+	rec := func(typ, event string) store.Record {
+		return store.Record{Type: typ, Event: []byte(event), Decision: []byte(`{"event":"x","conversation":"c1","actions":[]}`)}
+	}
+	for _, tc := range []struct {
+		r    store.Record
+		id   string
+		want bool
+	}{
+		{rec("conversation.closed", `{"conversation":"c1"}`), "c1", true},
+		{rec("conversation.updated", `{"conversation":"c1","status":"closed"}`), "c1", true},
+		{rec("conversation.updated", `{"conversation":"c1","status":"snoozed"}`), "c1", false},
+		{rec("conversation.updated", `{"conversation":"c1","tags":["a"]}`), "c1", false},
+		{rec("conversation.closed", `{"conversation":"c1"}`), "c2", false},
+	} {
+		if got := closes(tc.r, tc.id); got != tc.want {
+			t.Errorf("closes(%s %s, %s) = %v, want %v", tc.r.Type, tc.r.Event, tc.id, got, tc.want)
+		}
+	}
+}
