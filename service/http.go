@@ -388,7 +388,10 @@ func (s *Service) submitOne(w http.ResponseWriter, r *http.Request, in *incoming
 	res := results[0]
 	dec, status, err := s.outcome(r.Context(), in, res)
 	if err != nil {
-		if status == http.StatusUnprocessableEntity {
+		// An unknown status (team.yaml's own are checked by the engine)
+		// is a bad body, not an unknown agent.
+		var fe *triggers.FieldError
+		if status == http.StatusUnprocessableEntity && !(errors.As(err, &fe) && fe.Field == "status") {
 			status = unfit
 		}
 		writeErr(w, status, err)

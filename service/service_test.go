@@ -170,6 +170,9 @@ func TestEventsAPI(t *testing.T) {
 	if code, body, _ := do(t, "PUT", url+"/v1/agents/b/status", "", `{"status":"away"}`); code != 200 || !strings.Contains(body, `"event":"sb:status:b:`) {
 		t.Errorf("PUT status: %d %s", code, body)
 	}
+	if code, body, _ := do(t, "PUT", url+"/v1/agents/b/status", "", `{"status":"lnuch"}`); code != 422 || !strings.Contains(body, `"field":"status"`) {
+		t.Errorf("PUT an unknown status: %d %s", code, body)
+	}
 	if code, body, _ := do(t, "PUT", url+"/v1/agents/zed/status", "", `{"status":"online"}`); code != 404 || !strings.Contains(body, `"field":"agent"`) {
 		t.Errorf("PUT status of an unknown agent: %d %s", code, body)
 	}
