@@ -192,9 +192,6 @@ func (v *View) update(leaf int) {
 	}
 }
 
-// IncludingAway reports whether away members are eligible in the view.
-func (v *View) IncludingAway() bool { return v.away }
-
 // Eligible counts the members that could take a conversation now.
 func (v *View) Eligible() int { return int(v.count[1]) }
 

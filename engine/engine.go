@@ -539,7 +539,7 @@ func (e *Engine) check(ev *triggers.Event) error {
 		if _, ok := e.pool.Presence(ev.Status); !ok {
 			names := e.pool.StatusNames()
 			msg := fmt.Sprintf("unknown status %q; expected %s or %s", ev.Status, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
-			if best := suggest.Closest(ev.Status, e.pool.StatusNames()); best != "" {
+			if best := suggest.Closest(ev.Status, names); best != "" {
 				msg += fmt.Sprintf("; did you mean %q?", best)
 			}
 			return bad("status", "%s", msg)
