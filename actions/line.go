@@ -22,6 +22,16 @@ type Waiting struct {
 	Agent     *Agent
 	Cost      dsl.Cost
 	Skills    []string
+	// Channel is the conversation's channel, whose budget it draws on.
+	Channel string
+	// Limit and Per are the group assign's fairness limit.
+	Limit int
+	Per   time.Duration
+	// Offer, when not 0, offers the work to the agent who can take it,
+	// for that long, instead of assigning it.
+	Offer time.Duration
+	// Excluded agents declined or let an offer of the work expire.
+	Excluded []*Agent
 	// EvenIfOffline entries take their agent whatever the status.
 	EvenIfOffline bool
 	// IncludingAway: the group's away members may take it too.
@@ -33,6 +43,11 @@ type Waiting struct {
 	// "" for the rule that queued the work.
 	Then     *dsl.Reply
 	ThenRule string
+}
+
+// Want is what waiting work for a group asks of its members.
+func (w *Waiting) Want() Want {
+	return Want{Group: w.Group.Name, Skills: w.Skills, Cost: w.Cost, Away: w.IncludingAway, Limit: w.Limit, Per: w.Per, Channel: w.Channel}
 }
 
 // Before orders waiting work: lowest priority number first, then oldest,
@@ -77,11 +92,11 @@ func (l *Line) Remove(w *Waiting) {
 func (p *Pool) Placeable(w *Waiting) *Agent {
 	if w.Agent != nil {
 		a := w.Agent
-		ok := a.Fits(w.Cost) && a.HasSkills(w.Skills) && (a.Online() || w.EvenIfOffline)
+		ok := a.Fits(w.Cost, w.Channel) && a.HasSkills(w.Skills) && (a.Online() || w.EvenIfOffline) && !slices.Contains(w.Excluded, a)
 		if ok {
 			return a
 		}
 		return nil
 	}
-	return p.Pick(w.View, w.Algorithm, w.Except)
+	return p.Pick(w.View, w.Algorithm, w.Except, w.Excluded)
 }

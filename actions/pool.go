@@ -23,17 +23,21 @@ func Units(v float64) int64 { return int64(math.Round(v * Unit)) }
 // Agent is one agent's live state.
 type Agent struct {
 	ID, Name, Email string
-	// Capacity in fixed-point units; 0 means unlimited.
+	// Capacity in fixed-point units; 0 means unlimited. Unused when the
+	// agent has a budget per channel (PerChannel).
 	Capacity int64
-	Skills   []string
+	// PerChannel: team.yaml gives the agent a budget per channel.
+	PerChannel bool
+	Skills     []string
 	// Status is the agent's status as named (online, or team.yaml's own,
 	// such as lunch); Presence is what it routes as: online, away or
 	// offline.
 	Status   string
 	Presence string
-	// Load is the capacity in use, in fixed-point units.
+	// Load is the capacity in use, in fixed-point units, on every channel.
 	Load int64
-	// Open counts the open conversations assigned to the agent.
+	// Open counts the open conversations assigned or offered to the
+	// agent, on every channel.
 	Open int
 	// LastActive is the last assignment or outgoing message; zero if never.
 	LastActive time.Time
@@ -49,6 +53,14 @@ type Agent struct {
 	// assigned is the pool's number of the agent's last assignment; 0 for
 	// never (fair).
 	assigned uint64
+	// budgets are the per-channel budgets: the channels team.yaml lists,
+	// then the channels met since that the default covers.
+	budgets    []Budget
+	defaultCap int64
+	hasDefault bool
+	// recent holds the times of the agent's latest assignments, for
+	// fairness limits.
+	recent ring
 
 	Index    int // position in the pool
 	excluded bool
@@ -67,20 +79,103 @@ func (a *Agent) Online() bool { return a.Presence == dsl.StatusOnline }
 // Away reports whether the agent's presence is away.
 func (a *Agent) Away() bool { return a.Presence == dsl.StatusAway }
 
-// Spare is the free capacity in fixed-point units.
-func (a *Agent) Spare() int64 {
-	if a.Capacity == 0 {
-		return unlimited
-	}
-	return a.Capacity - a.Load
+// Budget is an agent's capacity and use on one channel, in fixed-point
+// units.
+type Budget struct {
+	Channel  string
+	Capacity int64
+	Load     int64
+	Open     int
 }
 
-// CostOf returns what one conversation of the given cost takes from the
-// agent: Units, or Percent of the agent's capacity (nothing when unlimited).
-func (a *Agent) CostOf(c dsl.Cost) int64 {
+// budget returns the agent's budget for a channel: the one listed, or the
+// default's (empty use), or none (0 capacity).
+func (a *Agent) budget(ch string) Budget {
+	for _, b := range a.budgets {
+		if b.Channel == ch {
+			return b
+		}
+	}
+	if a.hasDefault {
+		return Budget{Channel: ch, Capacity: a.defaultCap}
+	}
+	return Budget{Channel: ch}
+}
+
+// use adds load and open conversations to the agent, on ch's budget too.
+func (a *Agent) use(ch string, load int64, open int) {
+	a.Load += load
+	a.Open += open
+	if !a.PerChannel {
+		return
+	}
+	for i := range a.budgets {
+		if b := &a.budgets[i]; b.Channel == ch {
+			b.Load += load
+			b.Open += open
+			return
+		}
+	}
+	b := a.budget(ch)
+	b.Load, b.Open = load, open
+	a.budgets = append(a.budgets, b)
+}
+
+// Budgets lists the agent's per-channel budgets: each channel team.yaml
+// lists, then each other channel it has had work on; nil without budgets
+// per channel.
+func (a *Agent) Budgets() []Budget { return a.budgets }
+
+// DefaultBudget is the capacity of each channel team.yaml does not list;
+// ok is false when there is no default (those channels take nothing).
+func (a *Agent) DefaultBudget() (capacity int64, ok bool) { return a.defaultCap, a.hasDefault }
+
+// CapacityOn is the capacity that a conversation on channel ch draws on; 0
+// means unlimited for an agent with one budget, none for a per-channel one.
+func (a *Agent) CapacityOn(ch string) int64 {
+	if !a.PerChannel {
+		return a.Capacity
+	}
+	return a.budget(ch).Capacity
+}
+
+// LoadOn is the load on the budget a conversation on channel ch draws on.
+func (a *Agent) LoadOn(ch string) int64 {
+	if !a.PerChannel {
+		return a.Load
+	}
+	return a.budget(ch).Load
+}
+
+// OpenOn counts the conversations on the budget a conversation on channel
+// ch draws on (least_active).
+func (a *Agent) OpenOn(ch string) int {
+	if !a.PerChannel {
+		return a.Open
+	}
+	return a.budget(ch).Open
+}
+
+// Spare is the free capacity, in fixed-point units, of the budget a
+// conversation on channel ch draws on.
+func (a *Agent) Spare(ch string) int64 {
+	if !a.PerChannel {
+		if a.Capacity == 0 {
+			return unlimited
+		}
+		return a.Capacity - a.Load
+	}
+	b := a.budget(ch)
+	return b.Capacity - b.Load
+}
+
+// CostOf returns what one conversation of the given cost on channel ch
+// takes from the agent: Units, or Percent of the channel's capacity
+// (nothing when unlimited).
+func (a *Agent) CostOf(c dsl.Cost, ch string) int64 {
 	switch {
 	case c.Percent > 0:
-		return int64(math.Round(float64(a.Capacity) * c.Percent / 100))
+		return int64(math.Round(float64(a.CapacityOn(ch)) * c.Percent / 100))
 	case c.Units > 0:
 		return Units(c.Units)
 	}
@@ -98,13 +193,13 @@ func (a *Agent) HasSkills(skills []string) bool {
 }
 
 // Fits reports whether the agent could take a conversation of that cost
-// now, status aside.
-func (a *Agent) Fits(c dsl.Cost) bool { return a.Spare() >= a.CostOf(c) }
-
-// Eligible is the rule for every assign: online, room for the cost, every
-// required skill.
-func (a *Agent) Eligible(c dsl.Cost, skills []string) bool {
-	return a.Online() && !a.excluded && a.Fits(c) && a.HasSkills(skills)
+// on channel ch now, status aside. A per-channel budget of 0 takes
+// nothing.
+func (a *Agent) Fits(c dsl.Cost, ch string) bool {
+	if a.PerChannel && a.CapacityOn(ch) == 0 {
+		return false
+	}
+	return a.Spare(ch) >= a.CostOf(c, ch)
 }
 
 // Group is a team.yaml group with its round-robin turn.
@@ -139,13 +234,138 @@ type Pool struct {
 	team   *dsl.Team
 	// assignments numbers every assignment, in order (fair).
 	assignments uint64
+	// now is the engine's clock, for fairness limits.
+	now time.Time
+	// limits are the fairness limits in the rules, each with the agents
+	// whose window frees budget next, in time order; keep is the largest
+	// limit: how many assignment times each agent keeps.
+	limits []*limitQueue
+	keep   int
+	// perChannel: some agent has a budget per channel, so views are kept
+	// per channel.
+	perChannel bool
+}
+
+// Want is what an assign asks of a group's members: the skills, the cost
+// and the channel of the conversation, whether away members may take it,
+// and a fairness limit (Limit assignments per Per; 0 for none).
+type Want struct {
+	Group   string
+	Skills  []string
+	Cost    dsl.Cost
+	Away    bool
+	Limit   int
+	Per     time.Duration
+	Channel string
+}
+
+// WantOf is what a group assign asks for a conversation on channel ch.
+func WantOf(a *dsl.Assign, ch string) Want {
+	return Want{Group: a.Name, Skills: a.Skills, Cost: a.Cost, Away: a.IncludingAway, Limit: a.Limit, Per: a.LimitPer, Channel: ch}
 }
 
 type viewKey struct {
-	group  string
-	skills string
-	cost   dsl.Cost
-	away   bool
+	group   string
+	skills  string
+	cost    dsl.Cost
+	away    bool
+	limit   int
+	per     time.Duration
+	channel string
+}
+
+// limitQueue holds, for one fairness limit, when each limited agent gets
+// budget back: a min-heap on the time.
+type limitQueue struct {
+	n   int
+	per time.Duration
+	q   []expiry
+}
+
+func (l *limitQueue) push(e expiry) {
+	l.q = append(l.q, e)
+	i := len(l.q) - 1
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !l.q[i].until.Before(l.q[parent].until) {
+			break
+		}
+		l.q[i], l.q[parent] = l.q[parent], l.q[i]
+		i = parent
+	}
+}
+
+func (l *limitQueue) pop() expiry {
+	top := l.q[0]
+	last := len(l.q) - 1
+	l.q[0] = l.q[last]
+	l.q[last] = expiry{}
+	l.q = l.q[:last]
+	i := 0
+	for {
+		small, left, right := i, 2*i+1, 2*i+2
+		if left < len(l.q) && l.q[left].until.Before(l.q[small].until) {
+			small = left
+		}
+		if right < len(l.q) && l.q[right].until.Before(l.q[small].until) {
+			small = right
+		}
+		if small == i {
+			return top
+		}
+		l.q[i], l.q[small] = l.q[small], l.q[i]
+		i = small
+	}
+}
+
+type expiry struct {
+	until time.Time
+	a     *Agent
+}
+
+// ring keeps the times of an agent's latest assignments.
+type ring struct {
+	t    []time.Time
+	next int
+	n    int
+}
+
+func (r *ring) add(t time.Time) {
+	if len(r.t) == 0 {
+		return
+	}
+	r.t[r.next] = t
+	r.next = (r.next + 1) % len(r.t)
+	if r.n < len(r.t) {
+		r.n++
+	}
+}
+
+// nth returns the k-th latest time (1: the latest).
+func (r *ring) nth(k int) (time.Time, bool) {
+	if k < 1 || k > r.n {
+		return time.Time{}, false
+	}
+	return r.t[(r.next-k+len(r.t))%len(r.t)], true
+}
+
+// times returns the kept times, oldest first.
+func (r *ring) times() []time.Time {
+	out := make([]time.Time, 0, r.n)
+	for k := r.n; k >= 1; k-- {
+		t, _ := r.nth(k)
+		out = append(out, t)
+	}
+	return out
+}
+
+// resize keeps up to size latest times.
+func (r *ring) resize(size int) {
+	ts := r.times()
+	*r = ring{t: make([]time.Time, size)}
+	for _, t := range ts {
+		r.add(t)
+	}
 }
 
 // NewPool builds the pool from a team, with indexes for every group assign
@@ -164,6 +384,17 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 			a := &Agent{ID: ta.ID, Name: ta.Name, Email: ta.Email, Capacity: int64(ta.Capacity) * Unit,
 				Skills: ta.Skills, Status: ta.Status, Index: i}
 			a.Presence, _ = team.Presence(ta.Status)
+			if ta.Channels != nil {
+				a.PerChannel = true
+				p.perChannel = true
+				for _, b := range ta.Channels {
+					if b.Channel == dsl.DefaultChannel {
+						a.defaultCap, a.hasDefault = int64(b.Capacity)*Unit, true
+						continue
+					}
+					a.budgets = append(a.budgets, Budget{Channel: b.Channel, Capacity: int64(b.Capacity) * Unit})
+				}
+			}
 			p.Agents = append(p.Agents, a)
 			p.agents[a.ID] = a
 			if a.Online() {
@@ -202,7 +433,13 @@ func (p *Pool) viewsFor(act dsl.Action) {
 		return
 	}
 	if as.Target == dsl.TargetGroup {
-		if v := p.View(as.Name, as.Skills, as.Cost, as.IncludingAway); v != nil {
+		if as.Limit > 0 {
+			p.addLimit(as.Limit, as.LimitPer)
+		}
+		if p.perChannel {
+			return // views are per channel: built when a channel asks
+		}
+		if v := p.View(WantOf(as, "")); v != nil {
 			v.use(slotOf(as.Algorithm))
 		}
 	}
@@ -232,9 +469,10 @@ func (p *Pool) OnlineCount(group string) int {
 }
 
 // AvailableCount counts the group's online members with room for one more
-// conversation of the default cost.
+// conversation of the default cost (on a channel no budget names, when
+// budgets are per channel).
 func (p *Pool) AvailableCount(group string) int {
-	v := p.View(group, nil, dsl.Cost{}, false)
+	v := p.View(Want{Group: group})
 	if v == nil {
 		return 0
 	}
@@ -249,22 +487,119 @@ func (p *Pool) AwayCount(group string) int {
 	return 0
 }
 
-// View returns the index of a group's members with those skills, for
-// conversations of that cost, building it on first use; with away, away
-// members are eligible too. Nil when the group does not exist.
-func (p *Pool) View(group string, skills []string, cost dsl.Cost, away bool) *View {
-	key := viewKey{group: group, skills: strings.Join(skills, "\x00"), cost: cost, away: away}
+// View returns the index of a group's members that want asks for,
+// building it on first use. Nil when the group does not exist.
+func (p *Pool) View(want Want) *View {
+	if !p.perChannel {
+		want.Channel = "" // one budget per agent: every channel is alike
+	}
+	if want.Limit <= 0 {
+		want.Limit, want.Per = 0, 0
+	}
+	key := viewKey{group: want.Group, skills: strings.Join(want.Skills, "\x00"), cost: want.Cost, away: want.Away,
+		limit: want.Limit, per: want.Per, channel: want.Channel}
 	if v, ok := p.views[key]; ok {
 		return v
 	}
-	g := p.groups[group]
+	g := p.groups[want.Group]
 	if g == nil {
 		return nil
 	}
-	v := newView(g, skills, cost, away)
+	if want.Limit > 0 {
+		p.addLimit(want.Limit, want.Per)
+	}
+	v := newView(p, g, want)
 	p.views[key] = v
 	g.views = append(g.views, v)
 	return v
+}
+
+// addLimit makes the pool track a fairness limit.
+func (p *Pool) addLimit(n int, per time.Duration) {
+	for _, l := range p.limits {
+		if l.n == n && l.per == per {
+			return
+		}
+	}
+	p.limits = append(p.limits, &limitQueue{n: n, per: per})
+	if n > p.keep {
+		p.keep = n
+		for _, a := range p.Agents {
+			a.recent.resize(n)
+		}
+	}
+	p.rebuildLimits()
+}
+
+// limitedUntil is when an agent limited to n assignments per window gets
+// budget back; zero (or a past time) when the agent is not limited now.
+func (p *Pool) limitedUntil(a *Agent, n int, per time.Duration) time.Time {
+	t, ok := a.recent.nth(n)
+	if !ok {
+		return time.Time{}
+	}
+	return t.Add(per)
+}
+
+// Limited reports whether an agent received n assignments within the
+// window (now − per, now].
+func (p *Pool) Limited(a *Agent, n int, per time.Duration) bool {
+	return n > 0 && p.limitedUntil(a, n, per).After(p.now)
+}
+
+// LimitedUntil is when an agent limited now gets budget back: its n-th
+// latest assignment leaves the window.
+func (p *Pool) LimitedUntil(a *Agent, n int, per time.Duration) time.Time {
+	return p.limitedUntil(a, n, per)
+}
+
+// Now is the pool's clock.
+func (p *Pool) Now() time.Time { return p.now }
+
+// Advance moves the pool's clock to t and appends to woken the agents whose
+// fairness window freed budget by then: their waiting work may be placed.
+func (p *Pool) Advance(t time.Time, woken []*Agent) []*Agent {
+	if !t.After(p.now) {
+		return woken
+	}
+	p.now = t
+	for _, l := range p.limits {
+		for len(l.q) > 0 && !l.q[0].until.After(t) {
+			a := l.pop().a
+			a.refresh()
+			woken = append(woken, a)
+		}
+	}
+	return woken
+}
+
+// SetClock sets the pool's clock, as a snapshot restores it, and works out
+// again when limited agents get budget back.
+func (p *Pool) SetClock(t time.Time) {
+	p.now = t
+	p.rebuildLimits()
+}
+
+// rebuildLimits works out each limit's queue from the agents' times.
+func (p *Pool) rebuildLimits() {
+	for _, l := range p.limits {
+		l.q = l.q[:0]
+		for _, a := range p.Agents {
+			if until := p.limitedUntil(a, l.n, l.per); until.After(p.now) {
+				l.push(expiry{until: until, a: a})
+			}
+		}
+	}
+}
+
+// noteLimits queues when an agent just assigned gets budget back under
+// each limit it has now reached.
+func (p *Pool) noteLimits(a *Agent) {
+	for _, l := range p.limits {
+		if until := p.limitedUntil(a, l.n, l.per); until.After(p.now) {
+			l.push(expiry{until: until, a: a})
+		}
+	}
 }
 
 // Presence returns what a status routes as (online, away or offline);
@@ -311,22 +646,39 @@ func (p *Pool) setStatus(a *Agent, status, presence string) {
 	a.refresh()
 }
 
-// Take records a conversation of the given load assigned to the agent at t.
-func (p *Pool) Take(a *Agent, load int64, t time.Time) {
-	a.Load += load
-	a.Open++
+// Take records a conversation on channel ch, of the given load, assigned
+// to the agent at t.
+func (p *Pool) Take(a *Agent, load int64, ch string, t time.Time) {
+	a.use(ch, load, 1)
 	a.LastActive = t
 	p.assignments++
 	a.assigned = p.assignments
 	a.Served++
+	if p.keep > 0 {
+		a.recent.add(t)
+		p.noteLimits(a)
+	}
 	a.refresh()
 }
 
-// Release records a conversation of the given load leaving the agent at t.
-func (p *Pool) Release(a *Agent, load int64, t time.Time) {
-	a.Load -= load
-	a.Open--
+// Release records a conversation on channel ch, of the given load, leaving
+// the agent at t.
+func (p *Pool) Release(a *Agent, load int64, ch string, t time.Time) {
+	a.use(ch, -load, -1)
 	a.Finished = t
+	a.refresh()
+}
+
+// Reserve holds capacity for a conversation offered to the agent: it
+// counts as load, not as activity or an assignment.
+func (p *Pool) Reserve(a *Agent, load int64, ch string) {
+	a.use(ch, load, 1)
+	a.refresh()
+}
+
+// Unreserve gives back what Reserve held.
+func (p *Pool) Unreserve(a *Agent, load int64, ch string) {
+	a.use(ch, -load, -1)
 	a.refresh()
 }
 
@@ -366,17 +718,25 @@ func (p *Pool) Turn(g *Group, a *Agent) {
 }
 
 // Pick chooses an eligible member of the view by the algorithm; nil when
-// none is eligible. except, when set, is never chosen (reassign).
-func (p *Pool) Pick(v *View, alg dsl.Algorithm, except *Agent) *Agent {
-	if except != nil {
-		except.excluded = true
-		except.refresh()
-		defer func() {
-			except.excluded = false
-			except.refresh()
-		}()
+// none is eligible. except (reassign) and the excluded agents (who
+// declined or let an offer of the conversation expire) are never chosen.
+func (p *Pool) Pick(v *View, alg dsl.Algorithm, except *Agent, excluded []*Agent) *Agent {
+	if except != nil || len(excluded) > 0 {
+		setExcluded(except, excluded, true)
+		defer setExcluded(except, excluded, false)
 	}
 	return v.pick(alg, p.rng)
+}
+
+func setExcluded(except *Agent, excluded []*Agent, on bool) {
+	if except != nil {
+		except.excluded = on
+		except.refresh()
+	}
+	for _, a := range excluded {
+		a.excluded = on
+		a.refresh()
+	}
 }
 
 // refresh updates every index the agent is in.
@@ -394,6 +754,7 @@ func (a *Agent) refresh() {
 func (p *Pool) TakeOver(old *Pool) {
 	p.rng, p.src = old.rng, old.src
 	p.assignments = old.assignments
+	p.now = old.now
 	for _, a := range p.Agents {
 		o := old.agents[a.ID]
 		if o == nil {
@@ -407,6 +768,11 @@ func (p *Pool) TakeOver(old *Pool) {
 		}
 		a.Load, a.Open, a.LastActive = o.Load, o.Open, o.LastActive
 		a.Served, a.Finished, a.OnlineSince, a.assigned = o.Served, o.Finished, o.OnlineSince, o.assigned
+		if p.keep > 0 {
+			for _, t := range o.recent.times() {
+				a.recent.add(t)
+			}
+		}
 		a.refresh()
 	}
 	for _, g := range p.Groups {
@@ -418,4 +784,21 @@ func (p *Pool) TakeOver(old *Pool) {
 			p.Turn(g, a)
 		}
 	}
+	p.rebuildLimits()
 }
+
+// ResetUse empties every agent's load and open conversations, on every
+// channel, for the caller to put back with Reserve: how per-channel use is
+// rebuilt from the conversations after a reload or a restore.
+func (p *Pool) ResetUse() {
+	for _, a := range p.Agents {
+		a.Load, a.Open = 0, 0
+		for i := range a.budgets {
+			a.budgets[i].Load, a.budgets[i].Open = 0, 0
+		}
+		a.refresh()
+	}
+}
+
+// PerChannel reports whether some agent has a budget per channel.
+func (p *Pool) PerChannel() bool { return p.perChannel }

@@ -2,7 +2,9 @@ package actions
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,7 +18,12 @@ func testTeam(n int) *dsl.Team {
 		id := fmt.Sprintf("a%d", i)
 		members = append(members, id)
 		src += fmt.Sprintf("  - id: %s\n    status: online\n", id)
-		if i%3 != 0 {
+		switch {
+		case i%7 == 1:
+			src += "    capacity: {voice: 1, chat: 2, default: 3}\n"
+		case i%7 == 4:
+			src += "    capacity: {voice: 1, chat: 3}\n"
+		case i%3 != 0:
 			src += fmt.Sprintf("    capacity: %d\n", 1+i%4)
 		}
 		if i%2 == 0 {
@@ -38,12 +45,77 @@ func testTeam(n int) *dsl.Team {
 	return team
 }
 
+// refBudget is the reference's own count of an agent's use on one
+// channel's budget.
+type refBudget struct {
+	load int64
+	open int
+}
+
+// refAgent is what the reference knows of an agent, counted by the test
+// itself: every assignment time, and the use of each budget.
+type refAgent struct {
+	times []time.Time
+	use   map[string]*refBudget // by budget: the channel, or "" for one budget
+}
+
+// budgetOf is the budget a conversation on ch draws on, by team.yaml's
+// definition: the channel listed, else its own default budget, else none.
+func budgetOf(ta *dsl.Agent, ch string) (key string, capacity int64, per bool) {
+	if ta.Channels == nil {
+		return "", int64(ta.Capacity) * Unit, false
+	}
+	for _, b := range ta.Channels {
+		if b.Channel == ch {
+			return ch, int64(b.Capacity) * Unit, true
+		}
+	}
+	for _, b := range ta.Channels {
+		if b.Channel == "default" {
+			return ch, int64(b.Capacity) * Unit, true
+		}
+	}
+	return ch, 0, true
+}
+
 // reference picks by scanning, straight from the definitions.
-func reference(g *Group, alg dsl.Algorithm, skills []string, cost dsl.Cost, away bool, except *Agent) *Agent {
+func reference(g *Group, team *dsl.Team, ref map[*Agent]*refAgent, now time.Time, alg dsl.Algorithm, w Want, except *Agent, excluded []*Agent) *Agent {
 	var eligible []*Agent
+	spare := map[*Agent]int64{}
+	open := map[*Agent]int{}
 	for _, a := range g.Members {
-		present := a.Presence == "online" || away && a.Presence == "away"
-		if a != except && present && a.Fits(cost) && a.HasSkills(skills) {
+		ta := team.Agent(a.ID)
+		key, capacity, per := budgetOf(ta, w.Channel)
+		u := ref[a].use[key]
+		if u == nil {
+			u = &refBudget{}
+		}
+		open[a] = u.open
+		switch {
+		case per:
+			spare[a] = capacity - u.load
+		case capacity == 0:
+			spare[a] = 1 << 60
+		default:
+			spare[a] = capacity - u.load
+		}
+		cost := Unit
+		switch {
+		case w.Cost.Percent > 0:
+			cost = int(math.Round(float64(capacity) * w.Cost.Percent / 100))
+		case w.Cost.Units > 0:
+			cost = int(Units(w.Cost.Units))
+		}
+		fits := spare[a] >= int64(cost) && !(per && capacity == 0)
+		inWindow := 0
+		for _, t := range ref[a].times {
+			if t.After(now.Add(-w.Per)) && !t.After(now) {
+				inWindow++
+			}
+		}
+		limited := w.Limit > 0 && inWindow >= w.Limit
+		present := a.Presence == "online" || w.Away && a.Presence == "away"
+		if a != except && !slices.Contains(excluded, a) && present && fits && !limited && a.HasSkills(w.Skills) {
 			eligible = append(eligible, a)
 		}
 	}
@@ -66,9 +138,9 @@ func reference(g *Group, alg dsl.Algorithm, skills []string, cost dsl.Cost, away
 		case dsl.LongestIdle:
 			better = idleLess(a, best)
 		case dsl.LeastActive:
-			better = a.Open < best.Open || (a.Open == best.Open && idleLess(a, best))
+			better = open[a] < open[best] || (open[a] == open[best] && idleLess(a, best))
 		case dsl.MostAvailable:
-			better = a.Spare() > best.Spare() || (a.Spare() == best.Spare() && idleLess(a, best))
+			better = spare[a] > spare[best] || (spare[a] == spare[best] && idleLess(a, best))
 		case dsl.Fair: // least recently assigned; never first; then member order
 			better = a.assigned < best.assigned || (a.assigned == best.assigned && g.pos[a] < g.pos[best])
 		case dsl.FewestServed:
@@ -106,44 +178,92 @@ func TestPickMatchesReference(t *testing.T) {
 	now := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	costs := []dsl.Cost{{}, {Units: 2}, {Percent: 50}}
 	skillSets := [][]string{nil, {"fr"}}
+	channels := []string{"", "voice", "chat", "sms"}
+	limits := []struct {
+		n   int
+		per time.Duration
+	}{{0, 0}, {2, 5 * time.Second}, {3, 20 * time.Second}}
+	// The limits are the rules': known before the first assignment.
+	for _, l := range limits[1:] {
+		p.View(Want{Group: "G", Limit: l.n, Per: l.per})
+	}
+	ref := map[*Agent]*refAgent{}
+	for _, a := range p.Agents {
+		ref[a] = &refAgent{use: map[string]*refBudget{}}
+	}
+	refUse := func(a *Agent, ch string, load int64, open int) {
+		key, _, _ := budgetOf(team.Agent(a.ID), ch)
+		u := ref[a].use[key]
+		if u == nil {
+			u = &refBudget{}
+			ref[a].use[key] = u
+		}
+		u.load += load
+		u.open += open
+	}
 	type taken struct {
-		a    *Agent
-		load int64
+		a        *Agent
+		load     int64
+		ch       string
+		reserved bool
 	}
 	var open []taken
-	for step := range 20000 {
+	for step := range 30000 {
 		now = now.Add(time.Duration(rng.IntN(3)) * time.Second) // ties happen
+		p.Advance(now, nil)
 		switch op := rng.IntN(10); {
 		case op < 2:
 			a := p.Agents[rng.IntN(len(p.Agents))]
 			p.SetStatus(a, []string{"online", "away", "offline", "lunch", "training", "available"}[rng.IntN(6)], now)
 		case op < 4 && len(open) > 0:
 			i := rng.IntN(len(open))
-			p.Release(open[i].a, open[i].load, now)
+			o := open[i]
+			if o.reserved {
+				p.Unreserve(o.a, o.load, o.ch)
+			} else {
+				p.Release(o.a, o.load, o.ch, now)
+			}
+			refUse(o.a, o.ch, -o.load, -1)
 			open = append(open[:i], open[i+1:]...)
 		case op < 5:
 			p.Touch(p.Agents[rng.IntN(len(p.Agents))], now)
 		default:
 			algs := []dsl.Algorithm{dsl.RoundRobin, dsl.LongestIdle, dsl.LeastActive, dsl.MostAvailable, dsl.Fair, dsl.FewestServed, dsl.LongestFree}
 			alg := algs[rng.IntN(len(algs))]
-			cost := costs[rng.IntN(len(costs))]
-			skills := skillSets[rng.IntN(len(skillSets))]
+			l := limits[rng.IntN(len(limits))]
+			w := Want{Group: "G", Cost: costs[rng.IntN(len(costs))], Skills: skillSets[rng.IntN(len(skillSets))],
+				Away: rng.IntN(3) == 0, Channel: channels[rng.IntN(len(channels))], Limit: l.n, Per: l.per}
 			var except *Agent
 			if rng.IntN(4) == 0 {
 				except = p.Agents[rng.IntN(len(p.Agents))]
 			}
-			away := rng.IntN(3) == 0
-			v := p.View("G", skills, cost, away)
-			got := p.Pick(v, alg, except)
-			want := reference(g, alg, skills, cost, away, except)
+			var excluded []*Agent
+			for range rng.IntN(3) {
+				excluded = append(excluded, p.Agents[rng.IntN(len(p.Agents))])
+			}
+			v := p.View(w)
+			got := p.Pick(v, alg, except, excluded)
+			want := reference(g, team, ref, now, alg, w, except, excluded)
 			if got != want {
-				t.Fatalf("step %d: %s %v %v away %v except %v: got %v, want %v", step, alg, skills, cost, away, except, name(got), name(want))
+				for _, a := range []*Agent{got, want} {
+					if a != nil {
+						t.Logf("%s: presence %s ex %v times %v ring %v now %v limited %v fits %v", a.ID, a.Presence, a.excluded, ref[a].times[max(0, len(ref[a].times)-4):], a.recent.times(), now, p.Limited(a, w.Limit, w.Per), a.Fits(w.Cost, w.Channel))
+					}
+				}
+				t.Fatalf("step %d: %s %+v except %v excluded %d: got %v, want %v", step, alg, w, except, len(excluded), name(got), name(want))
 			}
 			if got != nil {
-				load := got.CostOf(cost)
-				p.Take(got, load, now)
-				p.Turn(g, got)
-				open = append(open, taken{got, load})
+				load := got.CostOf(w.Cost, w.Channel)
+				reserved := rng.IntN(5) == 0 // an offer: load, not an assignment
+				if reserved {
+					p.Reserve(got, load, w.Channel)
+				} else {
+					p.Take(got, load, w.Channel, now)
+					p.Turn(g, got)
+					ref[got].times = append(ref[got].times, now)
+				}
+				refUse(got, w.Channel, load, 1)
+				open = append(open, taken{got, load, w.Channel, reserved})
 			}
 		}
 	}
@@ -162,9 +282,9 @@ func TestRandomIsSeededAndUniform(t *testing.T) {
 	var first []string
 	for run := range 2 {
 		p := NewPool(team, nil, 42)
-		v := p.View("G", nil, dsl.Cost{}, false)
+		v := p.View(Want{Group: "G"})
 		for i := range 5000 {
-			a := p.Pick(v, dsl.Random, nil)
+			a := p.Pick(v, dsl.Random, nil, nil)
 			if run == 0 {
 				counts[a.ID]++
 				first = append(first, a.ID)

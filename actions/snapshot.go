@@ -73,3 +73,17 @@ func (p *Pool) Assignments() uint64 { return p.assignments }
 
 // SetAssignments puts back what Assignments returned.
 func (p *Pool) SetAssignments(n uint64) { p.assignments = n }
+
+// Recent returns the times of the agent's latest assignments that
+// fairness limits count, oldest first.
+func (p *Pool) Recent(a *Agent) []time.Time { return a.recent.times() }
+
+// SetRecent puts back what Recent returned. Times beyond what the rules'
+// largest limit needs are dropped.
+func (p *Pool) SetRecent(a *Agent, times []time.Time) {
+	a.recent = ring{t: make([]time.Time, p.keep)}
+	for _, t := range times {
+		a.recent.add(t)
+	}
+	a.refresh()
+}

@@ -15,10 +15,9 @@ import (
 // asked for it, so that a view pays on every change only for the
 // algorithms its rules use.
 type View struct {
+	pool    *Pool
 	group   *Group
-	skills  []string
-	cost    dsl.Cost
-	away    bool // away members are eligible too
+	want    Want
 	members []*Agent
 	gpos    []int // each member's position in the group
 	size    int   // leaves, a power of two
@@ -80,10 +79,10 @@ func slotOf(alg dsl.Algorithm) slot {
 	return noSlot
 }
 
-func newView(g *Group, skills []string, cost dsl.Cost, away bool) *View {
-	v := &View{group: g, skills: skills, cost: cost, away: away}
+func newView(p *Pool, g *Group, want Want) *View {
+	v := &View{pool: p, group: g, want: want}
 	for i, a := range g.Members {
-		if a.HasSkills(skills) {
+		if a.HasSkills(want.Skills) {
 			v.members = append(v.members, a)
 			v.gpos = append(v.gpos, i)
 		}
@@ -118,7 +117,7 @@ func (v *View) use(s slot) {
 	v.used = append(v.used, s)
 	for i, a := range v.members {
 		if v.eligible(a) {
-			t[v.size+i] = leafKey(s, a, int32(i))
+			t[v.size+i] = v.leafKey(s, a, int32(i))
 		}
 	}
 	for i := v.size - 1; i >= 1; i-- {
@@ -127,11 +126,13 @@ func (v *View) use(s slot) {
 }
 
 func (v *View) eligible(a *Agent) bool {
-	return (a.Online() || v.away && a.Away()) && !a.excluded && a.Fits(v.cost)
+	w := &v.want
+	return (a.Online() || w.Away && a.Away()) && !a.excluded && a.Fits(w.Cost, w.Channel) &&
+		(w.Limit == 0 || !v.pool.Limited(a, w.Limit, w.Per))
 }
 
 // leafKey is a member's key for one algorithm.
-func leafKey(s slot, a *Agent, pos int32) key {
+func (v *View) leafKey(s slot, a *Agent, pos int32) key {
 	idle := a.LastActive.UnixNano()
 	if a.LastActive.IsZero() {
 		idle = -1 << 62 // never active: first
@@ -140,9 +141,9 @@ func leafKey(s slot, a *Agent, pos int32) key {
 	case slotIdle:
 		return key{a: idle, pos: pos}
 	case slotActive:
-		return key{a: int64(a.Open), b: idle, pos: pos}
+		return key{a: int64(a.OpenOn(v.want.Channel)), b: idle, pos: pos}
 	case slotAvail:
-		return key{a: -a.Spare(), b: idle, pos: pos}
+		return key{a: -a.Spare(v.want.Channel), b: idle, pos: pos}
 	case slotFair:
 		return key{a: int64(a.assigned), pos: pos}
 	case slotServed:
@@ -178,7 +179,7 @@ func (v *View) update(leaf int) {
 	}
 	for _, s := range v.used {
 		if ok {
-			v.keys[s][i] = leafKey(s, a, int32(leaf))
+			v.keys[s][i] = v.leafKey(s, a, int32(leaf))
 		} else {
 			v.keys[s][i] = worst
 		}
@@ -200,6 +201,9 @@ func (v *View) Members() []*Agent { return v.members }
 
 // Group is the group the view indexes.
 func (v *View) Group() *Group { return v.group }
+
+// Want is what the view indexes the group's members for.
+func (v *View) Want() Want { return v.want }
 
 func (v *View) pick(alg dsl.Algorithm, rng *rand.Rand) *Agent {
 	n := v.count[1]

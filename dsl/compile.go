@@ -23,6 +23,8 @@ type compiler struct {
 	hours        map[string]*Hours
 	ruleNames    map[string]Pos
 	endpoints    []string // nil: not known
+	// channels are the channel names the conditions compare with.
+	channels []string
 }
 
 // compile checks parsed files against the team (nil when the rule set has
@@ -91,11 +93,40 @@ func compile(files []*File, team *Team, set Sources) (*RuleSet, Diagnostics) {
 		}
 		c.rs.Rules = append(c.rs.Rules, c.table(*set.Mappings, strict, declared)...)
 	}
+	c.checkChannelBudgets()
 	c.d.list.Sort()
 	if c.d.list.HasErrors() || syntaxErrors(files) {
 		return nil, c.d.list
 	}
 	return c.rs, c.d.list
+}
+
+// wellKnownChannels are channel names a message may come on without a
+// rule naming them.
+var wellKnownChannels = []string{"whatsapp", "sms", "mms", "web", "webchat", "chat", "livechat", "messenger", "facebook",
+	"instagram", "telegram", "line", "viber", "wechat", "email", "voice", "phone", "call", "video", "twitter", "x",
+	"slack", "teams", "api", "rcs", "apple", "google"}
+
+// checkChannelBudgets warns about a per-channel capacity key that is no
+// channel a rule names nor a well-known one: most likely a misspelling,
+// whose budget would never be used.
+func (c *compiler) checkChannelBudgets() {
+	if c.team == nil {
+		return
+	}
+	known := append(slices.Clone(wellKnownChannels), c.channels...)
+	for _, a := range c.team.Agents {
+		for _, b := range a.Channels {
+			if b.Channel == DefaultChannel || slices.Contains(known, b.Channel) {
+				continue
+			}
+			hint := didYouMean(b.Channel, known)
+			if hint == "" {
+				hint = "channels are what events give as channel; default covers every channel not listed"
+			}
+			c.d.warnf(b.Pos, CodeTeam, hint, "agent %s has a budget for channel %q, which no rule names and is not a known channel", a.ID, b.Channel)
+		}
+	}
 }
 
 // syntaxErrors reports whether any item failed to parse; ParseFile has
@@ -593,10 +624,75 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 				continue
 			}
 			as.IncludingAway = true
+		case m.Limit != nil:
+			if !once("limit", p) {
+				continue
+			}
+			if as.Target != TargetGroup {
+				c.d.errorf(p, CodeModifier, "a fairness limit shares out one group's work; for one agent, leave it out", "%s does not take a limit", target)
+				ok = false
+				continue
+			}
+			n, per, good := c.limit(m.Limit)
+			if !good {
+				ok = false
+				continue
+			}
+			as.Limit, as.LimitPer = n, per
+		case m.Offer != nil:
+			if !once("offer", p) {
+				continue
+			}
+			if as.Target == TargetQueue {
+				c.d.errorf(p, CodeModifier, "a queue has no agent to offer it to; offer on an assign that chooses an agent (group, user, owner, last_sender, previous_agent)", "%s does not take offer", target)
+				ok = false
+				continue
+			}
+			if m.Offer.After == nil {
+				c.d.errorf(p, CodeDuration, "write e.g. offer 30s", "offer needs the time the agent has to answer")
+				ok = false
+				continue
+			}
+			d, err := parseDuration(m.Offer.After.Value)
+			switch {
+			case err != nil:
+				c.d.errorf(posOf(m.Offer.After.Pos), CodeDuration, "write e.g. offer 30s or offer 2m", "%q is not a duration", m.Offer.After.Value)
+				ok = false
+				continue
+			case d < time.Second:
+				c.d.errorf(posOf(m.Offer.After.Pos), CodeDuration, "give the agent at least 1s to answer", "offer %s is too short", m.Offer.After.Value)
+				ok = false
+				continue
+			}
+			as.Offer = d
 		}
 	}
 	return ok
 }
+
+// limit checks a fairness limit: limit N per D.
+func (c *compiler) limit(l *limitAST) (int, time.Duration, bool) {
+	p := posOf(l.Pos)
+	if l.Count == nil || l.Per == nil {
+		c.d.errorf(p, CodeModifier, "write e.g. limit 10 per 1h", "a limit needs a number of assignments and a window")
+		return 0, 0, false
+	}
+	n, err := strconv.Atoi(l.Count.Value)
+	if err != nil || n < 1 || n > maxLimit {
+		c.d.errorf(posOf(l.Count.Pos), CodeModifier, "write e.g. limit 10 per 1h", "the limit must be a whole number from 1 to %d, got %s", maxLimit, l.Count.Value)
+		return 0, 0, false
+	}
+	per, err := parseDuration(l.Per.Value)
+	if err != nil || per <= 0 {
+		c.d.errorf(posOf(l.Per.Pos), CodeDuration, "write e.g. 30m, 1h or 1d", "%q is not a duration", l.Per.Value)
+		return 0, 0, false
+	}
+	return n, per, true
+}
+
+// maxLimit bounds a fairness limit: each agent keeps the times of that many
+// latest assignments.
+const maxLimit = 1000
 
 // algorithmSynonyms are words people use for an algorithm that are not
 // its name, for suggestions only.

@@ -289,6 +289,9 @@ func (c *compiler) checkStatuses(fr fragment) {
 			valid = Statuses
 		case "conversation.status", "previous.status":
 			valid = triggers.ConversationStatuses
+		case "channel", "message.channel", "conversation.channel":
+			c.channels = append(c.channels, key.Values...)
+			return
 		default:
 			return
 		}

@@ -233,6 +233,21 @@ func (p *printer) assign(a *assignAST) string {
 			parts = append(parts, "even if offline")
 		case m.Away:
 			parts = append(parts, "including away")
+		case m.Limit != nil:
+			l := "limit"
+			if m.Limit.Count != nil {
+				l += " " + m.Limit.Count.Value
+			}
+			if m.Limit.Per != nil {
+				l += " per " + m.Limit.Per.Value
+			}
+			parts = append(parts, l)
+		case m.Offer != nil:
+			o := "offer"
+			if m.Offer.After != nil {
+				o += " " + m.Offer.After.Value
+			}
+			parts = append(parts, o)
 		}
 	}
 	return strings.Join(parts, " ")

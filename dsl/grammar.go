@@ -88,7 +88,7 @@ type arrowAST struct {
 type nameAST struct {
 	Pos    lexer.Position
 	Tokens []lexer.Token
-	Ident  string `parser:"  (?! 'else' | 'by' | 'skills' | 'skill' | 'cost' | 'priority' | 'even' | 'including' | 'via' | 'with' | 'then' | 'on' | 'where') @Ident"`
+	Ident  string `parser:"  (?! 'else' | 'by' | 'skills' | 'skill' | 'cost' | 'priority' | 'even' | 'including' | 'limit' | 'offer' | 'via' | 'with' | 'then' | 'on' | 'where') @Ident"`
 	Quoted string `parser:"| @String"`
 }
 
@@ -165,6 +165,21 @@ type modAST struct {
 	Priority *numberAST `parser:"| 'priority' @@"`
 	Offline  bool       `parser:"| @( 'even' 'if' 'offline' )"`
 	Away     bool       `parser:"| @( 'including' 'away' )"`
+	Limit    *limitAST  `parser:"| 'limit' @@"`
+	Offer    *offerAST  `parser:"| 'offer' @@"`
+}
+
+// limitAST is a fairness limit: limit 10 per 1h.
+type limitAST struct {
+	Pos   lexer.Position
+	Count *tokenAST `parser:"@@?"`
+	Per   *tokenAST `parser:"( 'per' @@ )?"`
+}
+
+// offerAST is an offer's time to answer: offer 30s.
+type offerAST struct {
+	Pos   lexer.Position
+	After *tokenAST `parser:"@@?"`
 }
 
 type algoAST struct {

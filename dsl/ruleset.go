@@ -173,6 +173,15 @@ type Assign struct {
 	// IncludingAway makes a group's away members eligible too, and count
 	// as present (Rocket.Chat's routing to idle agents).
 	IncludingAway bool `json:"including_away,omitempty"`
+	// Limit, when not 0, is a fairness limit: a member who received Limit
+	// assignments within the last LimitPer (counting every assignment the
+	// agent received) is not eligible.
+	Limit    int           `json:"limit,omitempty"`
+	LimitPer time.Duration `json:"limit_per,omitempty"`
+	// Offer, when not 0, offers the conversation to the chosen agent for
+	// that long instead of assigning it: the agent accepts or declines,
+	// and on a decline or time-out the next agent is offered it.
+	Offer time.Duration `json:"offer,omitempty"`
 	// Else runs when the assign cannot place the conversation.
 	Else Action `json:"else,omitempty"`
 }

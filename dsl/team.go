@@ -42,9 +42,66 @@ type Agent struct {
 	// unlimited.
 	Capacity int      `json:"capacity,omitempty"`
 	Skills   []string `json:"skills,omitempty"`
+	// Channels, when set, gives a separate budget per channel instead of
+	// one Capacity: the channel named, or "default" for every channel not
+	// listed (each its own budget). Without a default, the agent takes no
+	// conversations on channels not listed.
+	Channels []ChannelBudget `json:"channels,omitempty"`
 	// Status is the initial presence: online, away or offline.
 	Status string `json:"status"`
 	Pos    Pos    `json:"-"`
+}
+
+// ChannelBudget is an agent's capacity on one channel.
+type ChannelBudget struct {
+	Channel  string `json:"channel"` // DefaultChannel for channels not listed
+	Capacity int    `json:"capacity"`
+	Pos      Pos    `json:"-"`
+}
+
+// DefaultChannel is the channel budget key for every channel not listed.
+const DefaultChannel = "default"
+
+// channelCapacity reads capacity: {voice: 1, whatsapp: 3, default: 5}.
+func channelCapacity(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) []ChannelBudget {
+	var out []ChannelBudget
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		s := scalar(val, at, d, "a channel's capacity")
+		c, err := strconv.Atoi(s)
+		switch {
+		case k.Value == "":
+			d.errorf(at(k), CodeTeam, "write e.g. {voice: 1, whatsapp: 3, default: 5}", "a channel budget needs a channel name")
+			continue
+		case slices.ContainsFunc(out, func(b ChannelBudget) bool { return b.Channel == k.Value }):
+			d.errorf(at(k), CodeDuplicate, "", "channel %q is given twice", k.Value)
+			continue
+		case err != nil:
+			d.errorf(at(val), CodeTeam, "write a whole number such as 3", "capacity %q for channel %s is not a whole number", s, k.Value)
+			continue
+		case c < 0:
+			d.errorf(at(val), CodeTeam, "write 0 for no conversations on that channel", "capacity for channel %s must be 0 or more, got %d", k.Value, c)
+			continue
+		}
+		out = append(out, ChannelBudget{Channel: k.Value, Capacity: c, Pos: at(k)})
+	}
+	if len(out) == 0 && len(v.Content) == 0 {
+		d.errorf(at(v), CodeTeam, "write e.g. {voice: 1, whatsapp: 3, default: 5}, or leave capacity out for unlimited", "capacity per channel is empty")
+	}
+	return out
+}
+
+// PerChannel reports whether any agent has a budget per channel.
+func (t *Team) PerChannel() bool {
+	if t == nil {
+		return false
+	}
+	for _, a := range t.Agents {
+		if a.Channels != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Group is a named, ordered list of agents. Order matters for round robin
@@ -281,11 +338,15 @@ func (t *Team) parseAgents(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
 			case "email":
 				a.Email = scalar(val, at, d, "email")
 			case "capacity":
+				if val.Kind == yaml.MappingNode {
+					a.Channels = channelCapacity(val, at, d)
+					continue
+				}
 				s := scalar(val, at, d, "capacity")
 				c, err := strconv.Atoi(s)
 				switch {
 				case err != nil:
-					d.errorf(at(val), CodeTeam, "write a whole number such as 4, or leave capacity out for unlimited", "capacity %q is not a whole number", s)
+					d.errorf(at(val), CodeTeam, "write a whole number such as 4, a budget per channel such as {voice: 1, whatsapp: 3, default: 5}, or leave capacity out for unlimited", "capacity %q is not a whole number", s)
 				case c < 1:
 					d.errorf(at(val), CodeTeam, "leave capacity out for unlimited", "capacity must be at least 1, got %d", c)
 				default:

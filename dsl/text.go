@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // String renders the action in the rule language, as the formatter would
@@ -44,6 +45,12 @@ func (a *Assign) String() string {
 	if a.IncludingAway {
 		b.WriteString(" including away")
 	}
+	if a.Limit > 0 {
+		fmt.Fprintf(&b, " limit %d per %s", a.Limit, FormatDuration(a.LimitPer))
+	}
+	if a.Offer > 0 {
+		b.WriteString(" offer " + FormatDuration(a.Offer))
+	}
 	return b.String()
 }
 
@@ -82,5 +89,28 @@ func quoteName(s string) string {
 // as keywords there.
 var reserved = map[string]bool{
 	"else": true, "by": true, "skills": true, "skill": true, "cost": true, "priority": true,
-	"even": true, "including": true, "via": true, "with": true, "then": true, "on": true, "where": true,
+	"even": true, "including": true, "limit": true, "offer": true, "via": true, "with": true, "then": true, "on": true, "where": true,
+}
+
+// FormatDuration writes a duration as the rule language does: 30s, 5m,
+// 1h30m, 2d.
+func FormatDuration(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	orig := d
+	var b strings.Builder
+	for _, u := range []struct {
+		unit string
+		d    time.Duration
+	}{{"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}, {"ms", time.Millisecond}} {
+		if n := d / u.d; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.unit)
+			d -= n * u.d
+		}
+	}
+	if d > 0 {
+		return orig.String()
+	}
+	return b.String()
 }

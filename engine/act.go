@@ -230,7 +230,7 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		return placedNow, reason{}
 
 	case dsl.TargetGroup:
-		v := e.pool.View(a.Name, a.Skills, a.Cost, a.IncludingAway)
+		v := e.pool.View(actions.WantOf(a, conv.channel))
 		if v == nil {
 			return impossible, reason{name: "there is no group ", what: a.Name}
 		}
@@ -238,9 +238,9 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		if a.Reassign {
 			except = from
 		}
-		agent := e.pool.Pick(v, a.Algorithm, except)
+		agent := e.pool.Pick(v, a.Algorithm, except, nil)
 		if at != nil {
-			at.Members = e.explainMembers(v, a, agent, except)
+			at.Members = e.explainMembers(v, a, agent, except, nil)
 		}
 		if agent != nil {
 			e.commit(conv, agent, a.Cost, rule, v.Group(), a.Algorithm, a.Reassign, false)
@@ -299,9 +299,9 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		case !agent.Online() && !a.EvenIfOffline:
 			who.what = " is " + agent.Status
 			return unavailable, who
-		case !agent.Fits(a.Cost):
+		case !agent.Fits(a.Cost, conv.channel):
 			if at != nil {
-				who.what = " is full (" + loadText(agent) + ")"
+				who.what = " is full (" + loadText(agent, conv.channel) + ")"
 			}
 			e.queue(conv, a, rule, at, who)
 			return queuedNow, reason{}
@@ -327,7 +327,7 @@ func agentID(a *actions.Agent, reassign bool) string {
 // is freed, its place in a line given up, its queue left.
 func (e *Engine) unplace(conv *conversation) {
 	if a := conv.assignee; a != nil {
-		e.pool.Release(a, conv.load, e.clock)
+		e.pool.Release(a, conv.load, conv.channel, e.clock)
 		e.dirty = append(e.dirty, a)
 		if conv.previous.String() != a.ID {
 			conv.previous = intern(a.ID)
@@ -344,8 +344,8 @@ func (e *Engine) unplace(conv *conversation) {
 func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost, rule string, g *actions.Group, alg dsl.Algorithm, reassign, fromQueue bool) {
 	from := agentID(conv.assignee, reassign)
 	e.unplace(conv)
-	load := agent.CostOf(cost)
-	e.pool.Take(agent, load, e.clock)
+	load := agent.CostOf(cost, conv.channel)
+	e.pool.Take(agent, load, conv.channel, e.clock)
 	conv.assignee, conv.load = agent, load
 	st := e.stats.agents[agent]
 	st.assigned++
@@ -368,12 +368,13 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 // agent.
 func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why reason) {
 	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: conv.priority, Since: e.clock,
-		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline, IncludingAway: a.IncludingAway}
+		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline, IncludingAway: a.IncludingAway,
+		Channel: conv.channel, Limit: a.Limit, Per: a.LimitPer}
 	var line *actions.Line
 	act := Action{Type: ActQueued, Rule: rule, Conversation: conv.id}
 	if a.Target == dsl.TargetGroup {
 		w.Group = e.pool.Group(a.Name)
-		w.View = e.pool.View(a.Name, a.Skills, a.Cost, a.IncludingAway)
+		w.View = e.pool.View(w.Want())
 		line = e.groupLines[w.Group]
 		if line == nil {
 			line = &actions.Line{}

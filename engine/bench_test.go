@@ -170,16 +170,16 @@ func BenchmarkPick10k(b *testing.B) {
 	for _, alg := range []dsl.Algorithm{dsl.RoundRobin, dsl.Random, dsl.LongestIdle, dsl.LeastActive, dsl.MostAvailable} {
 		b.Run(string(alg), func(b *testing.B) {
 			p := actions.NewPool(team, nil, 1)
-			v := p.View("G0", nil, dsl.Cost{}, false)
+			v := p.View(actions.Want{Group: "G0"})
 			g := p.Group("G0")
 			t := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 			b.ReportAllocs()
 			for b.Loop() {
-				a := p.Pick(v, alg, nil)
+				a := p.Pick(v, alg, nil, nil)
 				t = t.Add(time.Millisecond)
-				p.Take(a, actions.Unit, t)
+				p.Take(a, actions.Unit, "", t)
 				p.Turn(g, a)
-				p.Release(a, actions.Unit, t)
+				p.Release(a, actions.Unit, "", t)
 			}
 		})
 	}

@@ -480,7 +480,8 @@ func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decisio
 		t = e.clock // the clock never goes back
 	}
 	e.fireTimers(t)
-	e.clock = t
+	e.advance(t)
+	e.drain() // work that a fairness window freed budget for goes first
 	e.reported = t
 	if reported && !ev.At.IsZero() {
 		e.reported = ev.At
@@ -838,7 +839,7 @@ func (e *Engine) close(conv *conversation) string {
 	conv.closedAt = e.clock
 	conv.waitingSince, conv.held = time.Time{}, false
 	if conv.assignee != nil {
-		e.pool.Release(conv.assignee, conv.load, e.clock)
+		e.pool.Release(conv.assignee, conv.load, conv.channel, e.clock)
 		e.dirty = append(e.dirty, conv.assignee)
 		conv.load = 0
 	}
@@ -1005,6 +1006,13 @@ func (h *timerHeap) Pop() any {
 	return t
 }
 
+// advance moves the clock to t. Agents whose fairness window frees budget
+// by then may take waiting work.
+func (e *Engine) advance(t time.Time) {
+	e.clock = t
+	e.dirty = e.pool.Advance(t, e.dirty)
+}
+
 // fireTimers runs the unanswered rules due up to t, in time order; the
 // rules due at one instant for one conversation run together, in file
 // order, as one evaluation.
@@ -1027,7 +1035,9 @@ func (e *Engine) fireTimers(t time.Time) {
 			e.freeTimers = append(e.freeTimers, group...)
 			continue
 		}
-		e.clock, e.reported = first.due, first.due
+		e.advance(first.due)
+		e.drain()
+		e.reported = first.due
 		if e.trace != nil {
 			e.beginStep(fmt.Sprintf("conversation.unanswered: %s has waited since %s", conv.id, conv.waitingSince.Format(time.RFC3339)))
 		}

@@ -45,6 +45,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 		}
 		c.timers = 0
 	}
+	n.settle()
 	sortWaiting(waiting)
 	for _, w := range waiting {
 		c := e.convs[w.Conversation]
@@ -57,7 +58,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 			if w.Group == nil {
 				continue
 			}
-			w.View = n.pool.View(w.Group.Name, w.Skills, w.Cost, w.IncludingAway)
+			w.View = n.pool.View(w.Want())
 		}
 		if w.Except != nil {
 			w.Except = n.pool.Agent(w.Except.ID)
@@ -84,6 +85,22 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 		}
 	}
 	return n
+}
+
+// settle puts the pool's clock where the engine's is, so that fairness
+// windows count from it, and, with budgets per channel, puts each
+// conversation's load back on its agent's budget for its channel.
+func (n *Engine) settle() {
+	n.pool.SetClock(n.clock)
+	if !n.pool.PerChannel() {
+		return
+	}
+	n.pool.ResetUse()
+	for _, c := range n.convs {
+		if c.assignee != nil {
+			n.pool.Reserve(c.assignee, c.load, c.channel)
+		}
+	}
 }
 
 // lineFor returns the waiting line w belongs in, creating it.

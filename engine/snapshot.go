@@ -49,8 +49,10 @@ import (
 // assignee group; the closed conversations kept for reopening; agents'
 // statuses by name (team.yaml's own statuses); waiting work's including
 // away.
-// Formats 1 to 3 are still read.
-const SnapshotFormat = 4
+// 5: each agent's latest assignment times (fairness limits); waiting
+// work's channel, fairness limit, offer time and excluded agents.
+// Formats 1 to 4 are still read.
+const SnapshotFormat = 5
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -123,6 +125,11 @@ func (e *Engine) encode(w *encoder) error {
 		w.uint(uint64(turns.Served))
 		w.time(turns.Finished)
 		w.time(turns.OnlineSince)
+		recent := e.pool.Recent(a)
+		w.uint(uint64(len(recent)))
+		for _, t := range recent {
+			w.time(t)
+		}
 	}
 	w.uint(e.pool.Assignments())
 	w.uint(uint64(len(e.pool.Groups)))
@@ -271,6 +278,14 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 		w.bool(wt.EvenIfOffline)
 		w.bool(wt.IncludingAway)
 		w.uint(agentRef(wt.Except))
+		w.str(wt.Channel)
+		w.uint(uint64(wt.Limit))
+		w.int(int64(wt.Per))
+		w.int(int64(wt.Offer))
+		w.uint(uint64(len(wt.Excluded)))
+		for _, a := range wt.Excluded {
+			w.uint(agentRef(a))
+		}
 		// The reply held for when the work is placed: its template, as it
 		// may belong to a rule set that was reloaded since.
 		if r := wt.Then; r != nil {
@@ -334,6 +349,9 @@ func Restore(rs *dsl.RuleSet, data []byte) (*Engine, error) {
 	}
 	e := New(rs, Options{Seed: d.uint()})
 	e.decode(d)
+	if d.err == nil {
+		e.settle()
+	}
 	if d.err == nil && d.off != len(d.b) {
 		d.fail("%d bytes left over", len(d.b)-d.off)
 	}
@@ -379,6 +397,13 @@ func (e *Engine) decode(d *decoder) {
 		st.assigned, st.peak = d.small(), d.int()
 		if d.format >= 3 {
 			turns[i] = actions.Turns{Assigned: d.uint(), Served: d.small(), Finished: d.time(), OnlineSince: d.time()}
+		}
+		if d.format >= 5 {
+			recent := make([]time.Time, d.length())
+			for j := range recent {
+				recent[j] = d.time()
+			}
+			e.pool.SetRecent(a, recent)
 		}
 		if d.err != nil {
 			return
@@ -612,6 +637,17 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 		w.IncludingAway = d.bool()
 	}
 	w.Except = e.agentAt(d)
+	if d.format >= 5 {
+		w.Channel = d.str()
+		w.Limit = d.small()
+		w.Per = time.Duration(d.int())
+		w.Offer = time.Duration(d.int())
+		for range d.length() {
+			if a := e.agentAt(d); a != nil {
+				w.Excluded = append(w.Excluded, a)
+			}
+		}
+	}
 	if d.bool() {
 		w.Then = d.reply()
 		if d.format >= 2 {
@@ -628,7 +664,7 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 		d.fail("conversation %s waits for a group and an agent, or for neither", c.id)
 	case group > 0:
 		w.Group = e.pool.Groups[group-1]
-		w.View = e.pool.View(w.Group.Name, w.Skills, w.Cost, w.IncludingAway)
+		w.View = e.pool.View(w.Want())
 	}
 	c.waiting = w
 	return c

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,14 +154,17 @@ func describe(a dsl.Action) string {
 
 // explainMembers says, for every member of the group, why it was or was
 // not chosen.
-func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *actions.Agent) []MemberTrace {
+func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *actions.Agent, excluded []*actions.Agent) []MemberTrace {
 	g := v.Group()
+	ch := v.Want().Channel
 	out := make([]MemberTrace, 0, len(g.Members))
 	for _, m := range g.Members {
 		mt := MemberTrace{Agent: m.ID}
 		switch {
 		case m == except:
 			mt.Reason = "is the conversation's current agent"
+		case slices.Contains(excluded, m):
+			mt.Reason = "declined or let an offer of this conversation expire"
 		case !m.Online() && !(a.IncludingAway && m.Away()):
 			mt.Reason = m.Status
 			if m.Status != m.Presence {
@@ -173,13 +177,18 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 					break
 				}
 			}
-		case !m.Fits(a.Cost) && m.Load >= m.Capacity:
-			mt.Reason = "full " + loadText(m)
-		case !m.Fits(a.Cost):
-			mt.Reason = fmt.Sprintf("no room: %s in use, needs %s", loadText(m), units(m.CostOf(a.Cost)))
+		case m.PerChannel && m.CapacityOn(ch) == 0:
+			mt.Reason = fmt.Sprintf("takes no %s conversations (no budget for that channel)", channelName(ch))
+		case !m.Fits(a.Cost, ch) && m.LoadOn(ch) >= m.CapacityOn(ch):
+			mt.Reason = "full " + loadText(m, ch)
+		case !m.Fits(a.Cost, ch):
+			mt.Reason = fmt.Sprintf("no room: %s in use, needs %s", loadText(m, ch), units(m.CostOf(a.Cost, ch)))
+		case e.pool.Limited(m, a.Limit, a.LimitPer):
+			mt.Reason = fmt.Sprintf("reached the limit of %d per %s; budget back at %s", a.Limit, dsl.FormatDuration(a.LimitPer),
+				e.pool.LimitedUntil(m, a.Limit, a.LimitPer).UTC().Format(time.RFC3339))
 		case m == chosen:
 			mt.Chosen = true
-			mt.Reason = "chosen: " + merit(e.pool, a.Algorithm, m)
+			mt.Reason = "chosen: " + merit(e.pool, a.Algorithm, m, ch)
 		default:
 			switch a.Algorithm {
 			case dsl.RoundRobin:
@@ -187,7 +196,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 			case dsl.Random:
 				mt.Reason = "not drawn"
 			default:
-				mt.Reason = "eligible, but " + merit(e.pool, a.Algorithm, m)
+				mt.Reason = "eligible, but " + merit(e.pool, a.Algorithm, m, ch)
 			}
 		}
 		out = append(out, mt)
@@ -196,7 +205,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 }
 
 // merit is what an algorithm looks at in a member.
-func merit(pool *actions.Pool, alg dsl.Algorithm, m *actions.Agent) string {
+func merit(pool *actions.Pool, alg dsl.Algorithm, m *actions.Agent, ch string) string {
 	idle := "never active"
 	if !m.LastActive.IsZero() {
 		idle = "last active " + m.LastActive.UTC().Format(time.RFC3339)
@@ -209,12 +218,18 @@ func merit(pool *actions.Pool, alg dsl.Algorithm, m *actions.Agent) string {
 	case dsl.LongestIdle:
 		return idle
 	case dsl.LeastActive:
+		if m.PerChannel {
+			return fmt.Sprintf("%d open on %s, %s", m.OpenOn(ch), channelName(ch), idle)
+		}
 		return fmt.Sprintf("%d open, %s", m.Open, idle)
 	case dsl.MostAvailable:
-		if m.Capacity == 0 {
+		if !m.PerChannel && m.Capacity == 0 {
 			return "unlimited capacity, " + idle
 		}
-		return fmt.Sprintf("%s free, %s", units(m.Capacity-m.Load), idle)
+		if m.PerChannel {
+			return fmt.Sprintf("%s free on %s, %s", units(m.Spare(ch)), channelName(ch), idle)
+		}
+		return fmt.Sprintf("%s free, %s", units(m.Spare(ch)), idle)
 	case dsl.Fair:
 		switch n := pool.AssignedAgo(m); n {
 		case 0:
@@ -239,12 +254,24 @@ func merit(pool *actions.Pool, alg dsl.Algorithm, m *actions.Agent) string {
 	return ""
 }
 
-// loadText renders "3/4" (units in use of capacity).
-func loadText(a *actions.Agent) string {
+// loadText renders "3/4" (units in use of capacity), or "whatsapp 3/3"
+// for an agent with a budget per channel.
+func loadText(a *actions.Agent, ch string) string {
+	if a.PerChannel {
+		return channelName(ch) + " " + units(a.LoadOn(ch)) + "/" + units(a.CapacityOn(ch))
+	}
 	if a.Capacity == 0 {
 		return units(a.Load) + "/unlimited"
 	}
 	return units(a.Load) + "/" + units(a.Capacity)
+}
+
+// channelName names a channel in explanations.
+func channelName(ch string) string {
+	if ch == "" {
+		return "(no channel)"
+	}
+	return ch
 }
 
 func units(v int64) string {

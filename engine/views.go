@@ -22,6 +22,20 @@ type AgentView struct {
 	Open          int      `json:"open"`               // open conversations
 	LastActive    string   `json:"last_active,omitempty"`
 	Conversations []string `json:"conversations,omitempty"`
+	// Channels, for an agent with a budget per channel: each channel
+	// team.yaml lists, then each other channel it has work on.
+	Channels []ChannelLoadView `json:"channels,omitempty"`
+	// DefaultCapacity is the budget of each channel not listed; absent
+	// when there is none (the agent takes nothing on those channels).
+	DefaultCapacity *float64 `json:"default_capacity,omitempty"`
+}
+
+// ChannelLoadView is an agent's use of its budget for one channel.
+type ChannelLoadView struct {
+	Channel  string  `json:"channel"`
+	Load     float64 `json:"load"`
+	Capacity float64 `json:"capacity"`
+	Open     int     `json:"open"`
 }
 
 // ConversationView is a conversation's live state, for the API.
@@ -65,6 +79,17 @@ func agentView(a *actions.Agent, convs []string) AgentView {
 		Capacity: float64(a.Capacity) / actions.Unit, Open: a.Open, Conversations: convs}
 	if !a.LastActive.IsZero() {
 		v.LastActive = a.LastActive.UTC().Format(time.RFC3339)
+	}
+	if a.PerChannel {
+		v.Channels = []ChannelLoadView{}
+		for _, b := range a.Budgets() {
+			v.Channels = append(v.Channels, ChannelLoadView{Channel: b.Channel, Load: float64(b.Load) / actions.Unit,
+				Capacity: float64(b.Capacity) / actions.Unit, Open: b.Open})
+		}
+		if c, ok := a.DefaultBudget(); ok {
+			d := float64(c) / actions.Unit
+			v.DefaultCapacity = &d
+		}
 	}
 	return v
 }
