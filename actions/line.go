@@ -32,6 +32,9 @@ type Waiting struct {
 	Offer time.Duration
 	// Excluded agents declined or let an offer of the work expire.
 	Excluded []*Agent
+	// Assign is the assign that queued the work, when known: its else runs
+	// if, offered later, nobody is left to take it.
+	Assign *dsl.Assign
 	// EvenIfOffline entries take their agent whatever the status.
 	EvenIfOffline bool
 	// IncludingAway: the group's away members may take it too.

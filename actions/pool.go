@@ -50,6 +50,9 @@ type Agent struct {
 	// OnlineSince is when the agent last came online; zero for agents
 	// online from the start (longest_free).
 	OnlineSince time.Time
+	// Declined counts the offers the agent declined, Missed those it let
+	// expire, MissedInARow those it let expire since it last answered one.
+	Declined, Missed, MissedInARow int
 	// assigned is the pool's number of the agent's last assignment; 0 for
 	// never (fair).
 	assigned uint64
@@ -573,6 +576,17 @@ func (p *Pool) Advance(t time.Time, woken []*Agent) []*Agent {
 	return woken
 }
 
+// NextWindow is when a fairness window next gives a limited agent budget
+// back; ok is false when no agent is limited.
+func (p *Pool) NextWindow() (t time.Time, ok bool) {
+	for _, l := range p.limits {
+		if len(l.q) > 0 && (!ok || l.q[0].until.Before(t)) {
+			t, ok = l.q[0].until, true
+		}
+	}
+	return t, ok
+}
+
 // SetClock sets the pool's clock, as a snapshot restores it, and works out
 // again when limited agents get budget back.
 func (p *Pool) SetClock(t time.Time) {
@@ -768,6 +782,7 @@ func (p *Pool) TakeOver(old *Pool) {
 		}
 		a.Load, a.Open, a.LastActive = o.Load, o.Open, o.LastActive
 		a.Served, a.Finished, a.OnlineSince, a.assigned = o.Served, o.Finished, o.OnlineSince, o.assigned
+		a.Declined, a.Missed, a.MissedInARow = o.Declined, o.Missed, o.MissedInARow
 		if p.keep > 0 {
 			for _, t := range o.recent.times() {
 				a.recent.add(t)

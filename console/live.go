@@ -341,7 +341,22 @@ func describeAction(a map[string]any) string {
 		if a["from_queue"] == true {
 			out += ", from the waiting line"
 		}
+		if a["offered"] == true {
+			out += ", who accepted the offer"
+		}
 		return out
+	case "offer":
+		out := s("conversation") + " offered to agent " + s("agent") + " until " + s("expires")
+		if s("group") != "" {
+			out += " (group " + s("group") + ")"
+		}
+		return out
+	case "unassign":
+		return s("conversation") + " taken from agent " + s("agent")
+	case "untag":
+		return "untag " + s("conversation") + " " + s("tag")
+	case "cancel":
+		return s("conversation") + " leaves its waiting line"
 	case "queued":
 		if s("agent") != "" {
 			return s("conversation") + " waits for agent " + s("agent")

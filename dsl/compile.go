@@ -402,11 +402,15 @@ func (c *compiler) action(f *File, a *actionAST, kind triggers.Kind) Action {
 func (c *compiler) allowedIn(act Action, kind triggers.Kind) bool {
 	switch kind {
 	case triggers.AgentStatus:
-		switch act.(type) {
+		switch a := act.(type) {
 		case *Notify, *Stop:
 			return true
+		case *Set:
+			if a.Path == "agent.status" {
+				return true
+			}
 		}
-		c.d.errorf(act.ActionPos(), CodeAction, "agent status rules can notify and stop", "agent status rules have no conversation to act on")
+		c.d.errorf(act.ActionPos(), CodeAction, "agent status rules can notify, set agent.status and stop", "agent status rules have no conversation to act on")
 		return false
 	case triggers.ConversationClosed:
 		switch a := act.(type) {
@@ -922,7 +926,7 @@ func (c *compiler) notify(n *notifyAST) Action {
 var settable = map[string]reflect.Kind{
 	"contact.name": reflect.String, "contact.email": reflect.String, "contact.phone": reflect.String,
 	"contact.lang": reflect.String, "contact.country": reflect.String, "contact.owner": reflect.String,
-	"conversation.priority": reflect.Int, "conversation.status": reflect.String,
+	"conversation.priority": reflect.Int, "conversation.status": reflect.String, "agent.status": reflect.String,
 }
 
 // convAttrsPrefix starts the paths of a conversation's custom attributes.
@@ -981,6 +985,19 @@ func (c *compiler) set(f *File, s *setAST) Action {
 		}
 		c.d.errorf(fr.start, CodeSettablePath, "", "%s takes %s, but this is %s", path, want, typeWord(t))
 		return nil
+	}
+	if path == "agent.status" {
+		if lit, ok := prog.Node().(*ast.StringNode); ok {
+			if _, known := c.team.Presence(lit.Value); !known {
+				names := c.team.StatusNames()
+				hint := didYouMean(lit.Value, names)
+				if hint == "" {
+					hint = "agent.status is " + orList(names) + "; declare your own in team.yaml, e.g. statuses: {" + lit.Value + ": away}"
+				}
+				c.d.errorf(fr.start, CodeSettablePath, hint, "an agent's status cannot be set to %q", lit.Value)
+				return nil
+			}
+		}
 	}
 	if path == "conversation.status" {
 		if lit, ok := prog.Node().(*ast.StringNode); ok && !slices.Contains(settableStatuses, lit.Value) {

@@ -254,9 +254,9 @@ func (c *compiler) condition(f *File, x *exprAST, wherePos Pos, kind triggers.Ki
 	if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
 		c.d.errorf(fr.start, CodeNotBool, "compare it, e.g. contact.name != ''", "condition must be true or false, but this is a %s", typeWord(t))
 	}
-	if kind != triggers.AgentStatus {
+	if !kind.HasAgent() {
 		if p, used := insp.idents["agent"]; used {
-			c.d.errorf(p, CodeAgentOnlyField, "use conversation.assignee for the conversation's agent", "agent is only set in agent status rules")
+			c.d.errorf(p, CodeAgentOnlyField, "use conversation.assignee for the conversation's agent", "agent is only set in agent status, offer declined and offer expired rules")
 		}
 	}
 	for _, cl := range insp.calls {

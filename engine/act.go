@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/switchboard-dev/switchboard/actions"
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -76,11 +77,14 @@ func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
 		e.setEnv(ctx)
 	case *dsl.Unassign:
 		conv := ctx.conv
-		if conv == nil || conv.assignee == nil {
+		if conv == nil || conv.assignee == nil && conv.offer == nil {
 			at.set("does nothing: the conversation has no agent")
 			break
 		}
 		agent := conv.assignee
+		if agent == nil {
+			agent = conv.offer.agent // the offer is withdrawn
+		}
 		e.unplace(conv)
 		ctx.placed = false
 		e.out = append(e.out, Action{Type: ActUnassign, Rule: r.Name, Conversation: conv.id, Agent: agent.ID})
@@ -243,7 +247,14 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			at.Members = e.explainMembers(v, a, agent, except, nil)
 		}
 		if agent != nil {
-			e.commit(conv, agent, a.Cost, rule, v.Group(), a.Algorithm, a.Reassign, false)
+			if a.Offer > 0 {
+				o := e.makeOffer(conv, agent, a, rule, v.Group(), a.Reassign, false)
+				if at != nil {
+					at.set("offered to " + agent.ID + " until " + o.expires.UTC().Format(time.RFC3339))
+				}
+				return placedNow, reason{}
+			}
+			e.commit(conv, agent, a.Cost, rule, v.Group(), a.Algorithm, a.Reassign, false, false)
 			if at != nil {
 				at.set("assigned to " + agent.ID)
 			}
@@ -306,7 +317,19 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			e.queue(conv, a, rule, at, who)
 			return queuedNow, reason{}
 		}
-		e.commit(conv, agent, a.Cost, rule, nil, "", a.Reassign, false)
+		if a.Offer > 0 {
+			switch {
+			case slices.Contains(conv.excluded, agent):
+				who.what = " declined or let an offer of this conversation expire"
+				return impossible, who
+			}
+			o := e.makeOffer(conv, agent, a, rule, nil, a.Reassign, false)
+			if at != nil {
+				at.set("offered to " + id + " until " + o.expires.UTC().Format(time.RFC3339))
+			}
+			return placedNow, reason{}
+		}
+		e.commit(conv, agent, a.Cost, rule, nil, "", a.Reassign, false, false)
 		if at != nil && agent.Online() {
 			at.set("assigned to " + id)
 		} else if at != nil {
@@ -324,8 +347,10 @@ func agentID(a *actions.Agent, reassign bool) string {
 }
 
 // unplace takes the conversation from wherever it is: its agent's capacity
-// is freed, its place in a line given up, its queue left.
+// is freed, its place in a line given up, its queue left, its offer
+// withdrawn.
 func (e *Engine) unplace(conv *conversation) {
+	e.withdraw(conv)
 	if a := conv.assignee; a != nil {
 		e.pool.Release(a, conv.load, conv.channel, e.clock)
 		e.dirty = append(e.dirty, a)
@@ -341,7 +366,7 @@ func (e *Engine) unplace(conv *conversation) {
 }
 
 // commit gives the conversation to an agent.
-func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost, rule string, g *actions.Group, alg dsl.Algorithm, reassign, fromQueue bool) {
+func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost, rule string, g *actions.Group, alg dsl.Algorithm, reassign, fromQueue, offered bool) {
 	from := agentID(conv.assignee, reassign)
 	e.unplace(conv)
 	load := agent.CostOf(cost, conv.channel)
@@ -350,7 +375,7 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 	st := e.stats.agents[agent]
 	st.assigned++
 	st.peak = max(st.peak, agent.Load)
-	act := Action{Type: ActAssign, Rule: rule, Conversation: conv.id, Agent: agent.ID, From: from, FromQueue: fromQueue}
+	act := Action{Type: ActAssign, Rule: rule, Conversation: conv.id, Agent: agent.ID, From: from, FromQueue: fromQueue, Offered: offered}
 	if g != nil {
 		e.pool.Turn(g, agent)
 		act.Group, act.Algorithm = g.Name, string(alg)
@@ -364,12 +389,32 @@ func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost,
 	e.out = append(e.out, act)
 }
 
+// assignOf is the assign that queued waiting work: the rule's own when
+// known, or one made from what the work keeps (with no else).
+func (e *Engine) assignOf(w *actions.Waiting) *dsl.Assign {
+	if w.Assign != nil {
+		return w.Assign
+	}
+	a := &dsl.Assign{Target: dsl.TargetGroup, Algorithm: w.Algorithm, Skills: w.Skills, Cost: w.Cost,
+		IncludingAway: w.IncludingAway, Limit: w.Limit, LimitPer: w.Per, Offer: w.Offer, EvenIfOffline: w.EvenIfOffline}
+	if w.Group != nil {
+		a.Name = w.Group.Name
+	} else {
+		a.Target, a.Name = dsl.TargetUser, w.Agent.ID
+	}
+	w.Assign = a
+	return a
+}
+
 // queue puts the conversation in the waiting line of the assign's group or
 // agent.
 func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *ActionTrace, why reason) {
 	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: conv.priority, Since: e.clock,
 		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline, IncludingAway: a.IncludingAway,
-		Channel: conv.channel, Limit: a.Limit, Per: a.LimitPer}
+		Channel: conv.channel, Limit: a.Limit, Per: a.LimitPer, Offer: a.Offer, Assign: a}
+	if a.Offer > 0 && len(conv.excluded) > 0 {
+		w.Excluded = slices.Clone(conv.excluded)
+	}
 	var line *actions.Line
 	act := Action{Type: ActQueued, Rule: rule, Conversation: conv.id}
 	if a.Target == dsl.TargetGroup {
@@ -472,7 +517,19 @@ func (e *Engine) drain() {
 		if e.stats.waits != nil {
 			e.stats.waits = append(e.stats.waits, wait)
 		}
-		e.commit(conv, bestAgent, best.Cost, best.Rule, best.Group, best.Algorithm, false, true)
+		if best.Offer > 0 {
+			o := e.makeOffer(conv, bestAgent, e.assignOf(best), best.Rule, best.Group, false, true)
+			o.then, o.thenRule = then, thenRule
+			if e.trace != nil {
+				if step == nil {
+					step = e.beginStep("waiting work")
+				}
+				step.Placed = append(step.Placed, fmt.Sprintf("%s (priority %d, waiting since %s) offered to %s until %s, as rule %q queued it",
+					conv.id, best.Priority, best.Since.Format("15:04:05"), bestAgent.ID, o.expires.UTC().Format(time.RFC3339), best.Rule))
+			}
+			continue
+		}
+		e.commit(conv, bestAgent, best.Cost, best.Rule, best.Group, best.Algorithm, false, true, false)
 		if e.trace != nil {
 			if step == nil {
 				step = e.beginStep("waiting work")
@@ -512,6 +569,8 @@ func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 	switch n.To {
 	case dsl.NotifyAgent:
 		switch {
+		case ctx.offered && ctx.agent != nil: // the agent who declined or missed the offer
+			send(ctx.agent.ID)
 		case ctx.conv != nil && ctx.conv.assignee != nil:
 			send(ctx.conv.assignee.ID)
 		case ctx.conv == nil && ctx.agent != nil:
@@ -588,6 +647,36 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 			at.set(fmt.Sprintf("%s is now %v; it leaves its waiting line (it was %s)", s.Path, v, conv.where()))
 		}
 		e.setStatus(conv, str)
+	case s.Path == "agent.status":
+		agent := ctx.agent
+		if agent == nil && conv != nil {
+			agent = conv.assignee
+		}
+		if agent == nil {
+			at.set("not set: the event has no agent (and the conversation none)")
+			return
+		}
+		if _, ok := e.pool.Presence(str); !ok {
+			if at != nil {
+				at.set(fmt.Sprintf("not set: the team has no status %q", str))
+			}
+			return
+		}
+		was := agent.Presence
+		e.pool.SetStatus(agent, str, e.clock)
+		if agent.Presence != was && (agent.Online() || agent.Away()) {
+			e.dirty = append(e.dirty, agent)
+		}
+		act := Action{Type: ActSet, Rule: r.Name, Agent: agent.ID, Path: s.Path, Value: v}
+		if conv != nil {
+			act.Conversation = conv.id
+		}
+		e.out = append(e.out, act)
+		if at != nil {
+			at.set(fmt.Sprintf("%s's status is now %v", agent.ID, v))
+		}
+		e.setEnv(ctx)
+		return
 	case s.Path == "conversation.priority":
 		if conv == nil {
 			at.set("not set: the event has no conversation")

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -29,6 +30,9 @@ const (
 	ActUnassign = "unassign"
 	ActUntag    = "untag"
 	ActCancel   = "cancel"
+	// ActOffer offers the conversation to Agent until Expires: capacity is
+	// held for it, and an offer.accepted event assigns it (Offered).
+	ActOffer = "offer"
 )
 
 // Action is one thing the engine did. Which fields are set depends on Type.
@@ -44,6 +48,8 @@ type Action struct {
 	Algorithm    string
 	From         string // reassign: the previous agent
 	FromQueue    bool   // placed from a waiting line by a later event
+	Offered      bool   // assign: the agent accepted an offer
+	Expires      time.Time
 	Target       string // notify: the agent told
 	Endpoint     string // notify webhook NAME: the endpoint
 	Address      string // notify email "ADDRESS": the address
@@ -103,6 +109,14 @@ func (a *Action) appendJSON(b []byte) []byte {
 	field("from", a.From)
 	if a.FromQueue {
 		b = append(b, `,"from_queue":true`...)
+	}
+	if a.Offered {
+		b = append(b, `,"offered":true`...)
+	}
+	if !a.Expires.IsZero() {
+		b = append(b, `,"expires":"`...)
+		b = a.Expires.UTC().AppendFormat(b, time.RFC3339)
+		b = append(b, '"')
 	}
 	field("target", a.Target)
 	field("endpoint", a.Endpoint)

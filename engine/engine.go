@@ -41,6 +41,7 @@ type Engine struct {
 	groupLines map[*actions.Group]*actions.Line
 	agentLines map[*actions.Agent]*actions.Line
 	timers     timerHeap
+	offers     offerHeap
 
 	index      [triggers.NumKinds]ruleIndex
 	unanswered []*dsl.Rule
@@ -303,6 +304,9 @@ type evalCtx struct {
 	row     bool // a mapping table row matched
 	// reopened: the event's message reopened a closed conversation.
 	reopened bool
+	// offered: offer declined and offer expired rules, whose agent is the
+	// one who declined or missed the offer.
+	offered bool
 	// prev is the conversation before a conversation.updated event.
 	prev *triggers.Previous
 }
@@ -362,7 +366,7 @@ func (e *Engine) setEnv(ctx *evalCtx) {
 		env.Lang = env.Contact.Lang
 	}
 	if a := ctx.agent; a != nil {
-		env.Agent = triggers.Agent{ID: a.ID, Status: a.Status, Presence: a.Presence}
+		env.Agent = triggers.Agent{ID: a.ID, Status: a.Status, Presence: a.Presence, Declined: a.Declined, MissedInARow: a.MissedInARow}
 	}
 	clear(e.segMemo)
 }
@@ -382,7 +386,11 @@ func (e *Engine) match(r *dsl.Rule) (bool, error) {
 }
 
 // run evaluates one trigger's rules for ctx, in file order.
-func (e *Engine) run(kind triggers.Kind, ctx *evalCtx) {
+func (e *Engine) run(kind triggers.Kind, ctx *evalCtx) { e.runStep(kind, ctx, kind.String()) }
+
+// runStep is run, with the trace's step for the rules named step; "" for
+// the step already begun.
+func (e *Engine) runStep(kind triggers.Kind, ctx *evalCtx, step string) {
 	if ctx.stopped {
 		return
 	}
@@ -392,7 +400,9 @@ func (e *Engine) run(kind triggers.Kind, ctx *evalCtx) {
 	}
 	e.setEnv(ctx)
 	if e.trace != nil {
-		e.beginStep(kind.String())
+		if step != "" {
+			e.beginStep(step)
+		}
 		for _, r := range x.rules {
 			e.runRule(r, ctx)
 		}
@@ -471,14 +481,14 @@ func (e *Engine) DecideAt(ev *triggers.Event, now time.Time) (Decision, error) {
 }
 
 func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decision, error) {
-	if err := e.check(ev); err != nil {
+	if t.Before(e.clock) || t.IsZero() {
+		t = e.clock // the clock never goes back
+	}
+	if err := e.check(ev, t); err != nil {
 		return Decision{}, err
 	}
 	e.out = e.out[:0]
 	e.dirty = e.dirty[:0]
-	if t.Before(e.clock) || t.IsZero() {
-		t = e.clock // the clock never goes back
-	}
 	e.fireTimers(t)
 	e.advance(t)
 	e.drain() // work that a fairness window freed budget for goes first
@@ -491,8 +501,9 @@ func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decisio
 	return Decision{Event: ev.ID, Conversation: convID, Actions: e.out}, nil
 }
 
-// check validates an event against the state, before anything changes.
-func (e *Engine) check(ev *triggers.Event) error {
+// check validates an event happening at t against the state, before
+// anything changes.
+func (e *Engine) check(ev *triggers.Event, t time.Time) error {
 	if err := ev.Validate(false); err != nil {
 		return err
 	}
@@ -533,6 +544,13 @@ func (e *Engine) check(ev *triggers.Event) error {
 		if e.convs[ev.Conversation] == nil {
 			return bad("conversation", "no open conversation %q", ev.Conversation)
 		}
+	case triggers.TypeOfferAccepted, triggers.TypeOfferDeclined:
+		if err := knownAgent(); err != nil {
+			return err
+		}
+		if field, why := e.answerable(ev, t); why != "" {
+			return bad(field, "%s", why)
+		}
 	case triggers.TypeAgentStatus:
 		if err := knownAgent(); err != nil {
 			return err
@@ -561,6 +579,8 @@ func (e *Engine) apply(ev *triggers.Event) string {
 		return e.closed(ev)
 	case triggers.TypeConversationUpdated:
 		return e.updated(ev)
+	case triggers.TypeOfferAccepted, triggers.TypeOfferDeclined:
+		return e.answered(ev)
 	case triggers.TypeAgentStatus:
 		a := e.pool.Agent(ev.Agent)
 		was := a.Presence
@@ -838,6 +858,8 @@ func (e *Engine) close(conv *conversation) string {
 	conv.status = StatusClosed
 	conv.closedAt = e.clock
 	conv.waitingSince, conv.held = time.Time{}, false
+	e.withdraw(conv)
+	conv.excluded = conv.excluded[:0]
 	if conv.assignee != nil {
 		e.pool.Release(conv.assignee, conv.load, conv.channel, e.clock)
 		e.dirty = append(e.dirty, conv.assignee)
@@ -1017,7 +1039,15 @@ func (e *Engine) advance(t time.Time) {
 // rules due at one instant for one conversation run together, in file
 // order, as one evaluation.
 func (e *Engine) fireTimers(t time.Time) {
-	for len(e.timers) > 0 && !e.timers[0].due.After(t) {
+	for {
+		o := e.nextExpiry(t)
+		if o != nil && (len(e.timers) == 0 || !e.timers[0].due.Before(o.expires)) {
+			e.expire(o) // an offer's time runs out before a timer due then
+			continue
+		}
+		if len(e.timers) == 0 || e.timers[0].due.After(t) {
+			return
+		}
 		first := heap.Pop(&e.timers).(*timer)
 		group := append(e.timerGroup[:0], first)
 		for len(e.timers) > 0 && e.timers[0].due.Equal(first.due) && e.timers[0].batch == first.batch {

@@ -44,6 +44,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 			c.waiting = nil
 		}
 		c.timers = 0
+		n.remapOffers(c)
 	}
 	n.settle()
 	sortWaiting(waiting)
@@ -63,6 +64,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 		if w.Except != nil {
 			w.Except = n.pool.Agent(w.Except.ID)
 		}
+		w.Excluded = n.remapAgents(w.Excluded)
 		n.lineFor(w).Add(w)
 		c.waiting = w
 	}
@@ -99,6 +101,9 @@ func (n *Engine) settle() {
 	for _, c := range n.convs {
 		if c.assignee != nil {
 			n.pool.Reserve(c.assignee, c.load, c.channel)
+		}
+		if o := c.offer; o != nil {
+			n.pool.Reserve(o.agent, o.load, c.channel)
 		}
 	}
 }

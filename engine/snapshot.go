@@ -51,8 +51,11 @@ import (
 // away.
 // 5: each agent's latest assignment times (fairness limits); waiting
 // work's channel, fairness limit, offer time and excluded agents.
-// Formats 1 to 4 are still read.
-const SnapshotFormat = 5
+// 6: offers in flight, each conversation's excluded agents, each agent's
+// declined and missed offers, and the assign that queued waiting work
+// offered when placed.
+// Formats 1 to 5 are still read.
+const SnapshotFormat = 6
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -117,6 +120,9 @@ func (e *Engine) encode(w *encoder) error {
 		w.int(a.Load)
 		w.int(int64(a.Open))
 		w.time(a.LastActive)
+		w.uint(uint64(a.Declined))
+		w.uint(uint64(a.Missed))
+		w.uint(uint64(a.MissedInARow))
 		st := e.stats.agents[a]
 		w.uint(uint64(st.assigned))
 		w.int(st.peak)
@@ -257,6 +263,7 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 	w.str(c.previous.String())
 	w.str(c.group)
 	w.bool(c.held)
+	e.encodeOffer(w, c)
 	if wt := c.waiting; wt != nil {
 		w.str(wt.Rule)
 		w.int(int64(wt.Priority))
@@ -286,21 +293,12 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 		for _, a := range wt.Excluded {
 			w.uint(agentRef(a))
 		}
-		// The reply held for when the work is placed: its template, as it
-		// may belong to a rule set that was reloaded since.
-		if r := wt.Then; r != nil {
-			w.bool(true)
-			w.bool(r.AfterAssign)
-			w.str(r.Text.Source)
-			w.uint(uint64(len(r.Text.Parts)))
-			for _, p := range r.Text.Parts {
-				w.str(p.Text)
-				w.str(p.Field)
-			}
-			w.str(wt.ThenRule)
-		} else {
-			w.bool(false)
+		w.bool(wt.Offer > 0)
+		if wt.Offer > 0 {
+			e.encodeAssign(w, wt.Rule, e.assignOf(wt))
 		}
+		// The reply held for when the work is placed.
+		encodeReply(w, wt.Then, wt.ThenRule)
 	}
 	return nil
 }
@@ -393,6 +391,9 @@ func (e *Engine) decode(d *decoder) {
 			d.fail("agent %s: bad status", a.ID)
 		}
 		load, open, last := d.int(), d.intv(), d.time()
+		if d.format >= 6 {
+			a.Declined, a.Missed, a.MissedInARow = d.small(), d.small(), d.small()
+		}
 		st := e.stats.agents[a]
 		st.assigned, st.peak = d.small(), d.int()
 		if d.format >= 3 {
@@ -608,6 +609,9 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 		c.group = d.str()
 		c.held = d.bool()
 	}
+	if d.format >= 6 {
+		e.decodeOffer(d, c)
+	}
 	if d.err != nil {
 		return nil
 	}
@@ -647,6 +651,9 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 				w.Excluded = append(w.Excluded, a)
 			}
 		}
+	}
+	if d.format >= 6 && d.bool() {
+		w.Assign = e.decodeAssign(d, w.Rule)
 	}
 	if d.bool() {
 		w.Then = d.reply()

@@ -84,8 +84,8 @@ func TestSnapshotFormat(t *testing.T) {
 		edit func([]byte)
 		want string
 	}{
-		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, "format version 0; this build reads versions 1 to 5"},
-		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, "format version 6"},
+		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, "format version 0; this build reads versions 1 to 6"},
+		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, "format version 7"},
 		{"not a snapshot", func(b []byte) { copy(b, "SQLite f") }, "no snapshot header"},
 	} {
 		bad := bytes.Clone(data)

@@ -203,6 +203,10 @@ type conversation struct {
 	load     int64
 	queue    string
 	waiting  *actions.Waiting
+	// offer is the offer in flight, if any; excluded, the agents who
+	// declined an offer of it or let one expire.
+	offer    *offer
+	excluded []*actions.Agent
 
 	// Unanswered tracking: the oldest inbound message no agent has answered
 	// yet, and a streak number that timers check against.
@@ -218,7 +222,9 @@ type conversation struct {
 	nextOpen *conversation
 }
 
-func (c *conversation) placed() bool { return c.assignee != nil || c.queue != "" || c.waiting != nil }
+func (c *conversation) placed() bool {
+	return c.assignee != nil || c.queue != "" || c.waiting != nil || c.offer != nil
+}
 
 // recyclable reports whether nothing points at a closed conversation any
 // more, so that it may be reused.
@@ -227,6 +233,8 @@ func (c *conversation) recyclable() bool { return c.status == StatusClosed && c.
 // where describes the conversation's place, for traces.
 func (c *conversation) where() string {
 	switch {
+	case c.offer != nil && c.assignee == nil:
+		return "offered to " + c.offer.agent.ID + " until " + c.offer.expires.UTC().Format(time.RFC3339)
 	case c.assignee != nil:
 		return "with " + c.assignee.ID
 	case c.queue != "":

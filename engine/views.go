@@ -28,6 +28,13 @@ type AgentView struct {
 	// DefaultCapacity is the budget of each channel not listed; absent
 	// when there is none (the agent takes nothing on those channels).
 	DefaultCapacity *float64 `json:"default_capacity,omitempty"`
+	// Offered lists the conversations offered to the agent and not yet
+	// answered. Declined counts the offers it declined, Missed those it
+	// let expire, MissedInARow those since it last answered one.
+	Offered      []string `json:"offered,omitempty"`
+	Declined     int      `json:"declined"`
+	Missed       int      `json:"missed"`
+	MissedInARow int      `json:"missed_in_a_row"`
 }
 
 // ChannelLoadView is an agent's use of its budget for one channel.
@@ -55,6 +62,9 @@ type ConversationView struct {
 	Attrs map[string]any `json:"attrs,omitempty"`
 	// PreviousAgent is the agent who had it last (assign previous_agent).
 	PreviousAgent string `json:"previous_agent,omitempty"`
+	// OfferedTo is the agent it is offered to, until OfferExpires.
+	OfferedTo    string `json:"offered_to,omitempty"`
+	OfferExpires string `json:"offer_expires,omitempty"`
 }
 
 // WaitingView is one conversation waiting in a line.
@@ -74,9 +84,10 @@ type QueueView struct {
 	Waiting []WaitingView `json:"waiting"`
 }
 
-func agentView(a *actions.Agent, convs []string) AgentView {
+func agentView(a *actions.Agent, convs, offered []string) AgentView {
 	v := AgentView{ID: a.ID, Name: a.Name, Status: a.Status, Presence: a.Presence, Load: float64(a.Load) / actions.Unit,
-		Capacity: float64(a.Capacity) / actions.Unit, Open: a.Open, Conversations: convs}
+		Capacity: float64(a.Capacity) / actions.Unit, Open: a.Open, Conversations: convs, Offered: offered,
+		Declined: a.Declined, Missed: a.Missed, MissedInARow: a.MissedInARow}
 	if !a.LastActive.IsZero() {
 		v.LastActive = a.LastActive.UTC().Format(time.RFC3339)
 	}
@@ -96,10 +107,10 @@ func agentView(a *actions.Agent, convs []string) AgentView {
 
 // Agents returns every agent's state, in team.yaml order.
 func (e *Engine) Agents() []AgentView {
-	byAgent := e.openByAgent()
+	byAgent, offered := e.openByAgent()
 	out := make([]AgentView, 0, len(e.pool.Agents))
 	for _, a := range e.pool.Agents {
-		out = append(out, agentView(a, byAgent[a]))
+		out = append(out, agentView(a, byAgent[a], offered[a]))
 	}
 	return out
 }
@@ -110,20 +121,29 @@ func (e *Engine) Agent(id string) (AgentView, bool) {
 	if a == nil {
 		return AgentView{}, false
 	}
-	return agentView(a, e.openByAgent()[a]), true
+	byAgent, offered := e.openByAgent()
+	return agentView(a, byAgent[a], offered[a]), true
 }
 
-func (e *Engine) openByAgent() map[*actions.Agent][]string {
-	m := map[*actions.Agent][]string{}
+// openByAgent lists each agent's open conversations, and those offered to
+// it, in id order.
+func (e *Engine) openByAgent() (assigned, offered map[*actions.Agent][]string) {
+	assigned, offered = map[*actions.Agent][]string{}, map[*actions.Agent][]string{}
 	for _, c := range e.convs {
 		if c.assignee != nil {
-			m[c.assignee] = append(m[c.assignee], c.id)
+			assigned[c.assignee] = append(assigned[c.assignee], c.id)
+		}
+		if c.offer != nil {
+			offered[c.offer.agent] = append(offered[c.offer.agent], c.id)
 		}
 	}
-	for _, ids := range m {
+	for _, ids := range assigned {
 		slices.Sort(ids)
 	}
-	return m
+	for _, ids := range offered {
+		slices.Sort(ids)
+	}
+	return assigned, offered
 }
 
 // Conversation returns an open conversation's state.
@@ -140,6 +160,9 @@ func (e *Engine) Conversation(id string) (ConversationView, bool) {
 	}
 	if w := c.waiting; w != nil {
 		v.WaitsFor = strings.TrimPrefix(c.where(), "waiting ")
+	}
+	if o := c.offer; o != nil {
+		v.OfferedTo, v.OfferExpires = o.agent.ID, o.expires.UTC().Format(time.RFC3339)
 	}
 	return v, true
 }
@@ -173,18 +196,33 @@ func (e *Engine) Queues(now time.Time) []QueueView {
 	return out
 }
 
-// NextDue is when the next unanswered timer is due; ok is false when none
-// is pending. A service ticks the engine then. Timers that can no longer
-// fire (their conversation was answered or closed since) do not count:
-// NextDue lets them go.
+// NextDue is when the next unanswered timer is due, an offer expires or
+// a fairness window gives an agent budget back; ok is false when nothing
+// is pending. A service ticks the engine then. Timers and offers that can
+// no longer fire (answered or closed since) do not count: NextDue lets
+// them go.
 func (e *Engine) NextDue() (t time.Time, ok bool) {
 	for len(e.timers) > 0 && !e.timers[0].live() {
 		e.dropTimer(heap.Pop(&e.timers).(*timer))
 	}
-	if len(e.timers) == 0 {
-		return time.Time{}, false
+	for len(e.offers) > 0 && !e.offers[0].live() {
+		heap.Pop(&e.offers)
 	}
-	return e.timers[0].due, true
+	consider := func(due time.Time) {
+		if !ok || due.Before(t) {
+			t, ok = due, true
+		}
+	}
+	if len(e.timers) > 0 {
+		consider(e.timers[0].due)
+	}
+	if len(e.offers) > 0 {
+		consider(e.offers[0].expires)
+	}
+	if due, has := e.pool.NextWindow(); has {
+		consider(due)
+	}
+	return t, ok
 }
 
 // Clock is the time of the latest event.

@@ -124,7 +124,7 @@ func TestEventsAPI(t *testing.T) {
 	}{
 		{`{"id":"x1","type":"message.received"`, `{"error":"malformed JSON: the event ends too early"}`, 400},
 		{`{"type":"tick"}`, `{"error":"missing; every event needs a unique id","field":"id"}`, 400},
-		{`{"id":"x2","type":"ticks"}`, `{"error":"unknown event type \"ticks\"; expected one of message.received, message.sent, conversation.closed, conversation.updated, agent.status, tick","field":"type"}`, 400},
+		{`{"id":"x2","type":"ticks"}`, `{"error":"unknown event type \"ticks\"; expected one of message.received, message.sent, conversation.closed, conversation.updated, agent.status, offer.accepted, offer.declined, tick","field":"type"}`, 400},
 		{`{"id":"x3","type":"agent.status","agent":"zed","status":"online"}`, `{"error":"unknown agent \"zed\"; agents come from team.yaml","field":"agent"}`, 422},
 		{strings.Repeat(" ", 5000), `{"error":"the body is over 4096 bytes; send fewer events per request"}`, 413},
 		{``, `{"error":"empty body; send an event as JSON, or several as JSON lines"}`, 400},

@@ -73,6 +73,10 @@ type Agent struct {
 	// of team.yaml's statuses (lunch); Presence, what it routes as.
 	Status   string `expr:"status" json:"status"`
 	Presence string `expr:"presence" json:"presence"`
+	// Declined counts the offers the agent declined; MissedInARow, the
+	// offers it let expire since it last accepted or declined one.
+	Declined     int `expr:"declined" json:"declined"`
+	MissedInARow int `expr:"missed_in_a_row" json:"missed_in_a_row"`
 }
 
 // Env is what a condition sees. Conditions are compiled against this type,

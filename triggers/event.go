@@ -25,6 +25,10 @@ const (
 	// TypeConversationUpdated changes a conversation's status, tags,
 	// priority or custom attributes.
 	TypeConversationUpdated = "conversation.updated"
+	// TypeOfferAccepted and TypeOfferDeclined answer an offer: the agent
+	// who holds the offer of the conversation takes it or turns it down.
+	TypeOfferAccepted = "offer.accepted"
+	TypeOfferDeclined = "offer.declined"
 )
 
 // Conversation statuses. A pending conversation is not routed yet (a bot
@@ -49,7 +53,8 @@ const (
 )
 
 // EventTypes lists the valid event types.
-var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeConversationUpdated, TypeAgentStatus, TypeTick}
+var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeConversationUpdated, TypeAgentStatus,
+	TypeOfferAccepted, TypeOfferDeclined, TypeTick}
 
 // Event is one thing that happened, as the messaging platform reports it.
 // Its At is the engine's clock.
@@ -275,6 +280,13 @@ func (ev *Event) Validate(requireAt bool) error {
 		}
 		if ev.Priority != nil && *ev.Priority < 1 {
 			return fieldErr("priority", "%d is below 1; 1 is the most urgent, 5 the default", *ev.Priority)
+		}
+	case TypeOfferAccepted, TypeOfferDeclined:
+		if ev.Conversation == "" {
+			return fieldErr("conversation", "missing; say which conversation's offer the agent answers")
+		}
+		if ev.Agent == "" {
+			return fieldErr("agent", "missing; say which agent answers the offer")
 		}
 	case TypeAgentStatus:
 		if ev.Agent == "" {

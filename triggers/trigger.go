@@ -12,10 +12,12 @@ const (
 	AgentStatus
 	ConversationUnanswered
 	ConversationUpdated
+	OfferDeclined
+	OfferExpired
 )
 
 // NumKinds is one more than the largest Kind, for sizing per-trigger tables.
-const NumKinds = int(ConversationUpdated) + 1
+const NumKinds = int(OfferExpired) + 1
 
 var kindNames = [...]string{
 	MessageReceived:        "message.received",
@@ -25,6 +27,8 @@ var kindNames = [...]string{
 	AgentStatus:            "agent.status",
 	ConversationUnanswered: "conversation.unanswered",
 	ConversationUpdated:    "conversation.updated",
+	OfferDeclined:          "offer.declined",
+	OfferExpired:           "offer.expired",
 }
 
 var kindAliases = [...]string{
@@ -35,6 +39,8 @@ var kindAliases = [...]string{
 	AgentStatus:            "agent status",
 	ConversationUnanswered: "unanswered",
 	ConversationUpdated:    "conversation updated",
+	OfferDeclined:          "offer declined",
+	OfferExpired:           "offer expired",
 }
 
 // String returns the canonical name, e.g. "message.received".
@@ -52,6 +58,10 @@ func (k Kind) Alias() string {
 	}
 	return "invalid"
 }
+
+// HasAgent reports whether the trigger's rules are about an agent, whom
+// conditions read as agent: agent status, offer declined, offer expired.
+func (k Kind) HasAgent() bool { return k == AgentStatus || k == OfferDeclined || k == OfferExpired }
 
 // TakesDuration reports whether the trigger needs a duration (unanswered 5m).
 func (k Kind) TakesDuration() bool { return k == ConversationUnanswered }
