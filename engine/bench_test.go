@@ -317,3 +317,87 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal("the restored engine snapshots to other bytes")
 	}
 }
+
+// BenchmarkDecideOffers is BenchmarkDecide100 with routing model v2 in
+// play: every group assign offers (offer 30s), a quarter of them under a
+// fairness limit, and every agent has a budget per channel. Each offer is
+// answered at once, one in eight declined (the next agent is offered it);
+// every event, answers included, is a decision.
+func BenchmarkDecideOffers(b *testing.B) {
+	rules := benchRules(100, 10)
+	var out []string
+	for i, line := range strings.Split(rules, "\n") {
+		if strings.Contains(line, "assign group") {
+			line += " offer 30s"
+			if i%4 == 0 {
+				line = strings.Replace(line, " offer 30s", " limit 400 per 1h offer 30s", 1)
+			}
+			line = strings.Replace(line, "assign owner else", "assign owner offer 30s else", 1)
+		}
+		out = append(out, line)
+	}
+	team := strings.ReplaceAll(benchTeam(50, 10), "capacity: 1000", "capacity: {whatsapp: 300, sms: 300, webchat: 300, default: 300}")
+	rs, ds := dsl.Build(dsl.Sources{
+		Rules: []dsl.Source{{Name: "bench.rules", Text: []byte(strings.Join(out, "\n"))}},
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+	})
+	if rs == nil {
+		b.Fatal(ds)
+	}
+	eng := engine.New(rs, engine.Options{Seed: 1})
+	evs := benchEvents(4096, 100, 500)
+	type pending struct{ agent, conv string }
+	var offers []pending
+	answer := &triggers.Event{ID: "answer"}
+	answered := 0
+	// step decides an event and answers every offer it makes, and the
+	// offers those answers make; it returns the number of decisions.
+	step := func(ev *triggers.Event) int {
+		d, err := eng.Decide(ev)
+		if err != nil {
+			return 0 // joined an open conversation's close, say
+		}
+		n := 1
+		offers = offers[:0]
+		for {
+			for _, a := range d.Actions {
+				if a.Type == engine.ActOffer {
+					offers = append(offers, pending{a.Agent, a.Conversation})
+				}
+			}
+			if len(offers) == 0 {
+				return n
+			}
+			o := offers[0]
+			offers = offers[1:]
+			answered++
+			answer.Type = triggers.TypeOfferAccepted
+			if answered%8 == 0 {
+				answer.Type = triggers.TypeOfferDeclined
+			}
+			answer.At, answer.Agent, answer.Conversation = ev.At, o.agent, o.conv
+			if d, err = eng.Decide(answer); err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+	}
+	b.ReportAllocs()
+	for _, ev := range evs {
+		step(ev)
+	}
+	closeAll(b, eng, evs)
+	b.ResetTimer()
+	n, i := 0, 0
+	for b.Loop() {
+		ev := evs[i%len(evs)]
+		if i%len(evs) == 0 && i > 0 {
+			b.StopTimer()
+			closeAll(b, eng, evs)
+			b.StartTimer()
+		}
+		n += step(ev)
+		i++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "decisions/s")
+}
