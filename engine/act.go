@@ -81,14 +81,17 @@ func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
 			at.set("does nothing: the conversation has no agent")
 			break
 		}
-		agent := conv.assignee
+		agent, offered := conv.assignee, false
 		if agent == nil {
-			agent = conv.offer.agent // the offer is withdrawn
+			agent, offered = conv.offer.agent, true
 		}
 		e.unplace(conv)
 		ctx.placed = false
 		e.out = append(e.out, Action{Type: ActUnassign, Rule: r.Name, Conversation: conv.id, Agent: agent.ID})
-		if at != nil {
+		switch {
+		case at != nil && offered:
+			at.set("the offer to " + agent.ID + " is withdrawn and the capacity held for it freed; it waits nowhere")
+		case at != nil:
 			at.set("taken from " + agent.ID + ", whose capacity is freed; it waits nowhere")
 		}
 		e.setEnv(ctx)
@@ -242,9 +245,11 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		if a.Reassign {
 			except = from
 		}
-		agent := e.pool.Pick(v, a.Algorithm, except, nil)
+		// Agents who declined or missed an offer of the conversation are
+		// never chosen from a group for it again.
+		agent := e.pool.Pick(v, a.Algorithm, except, conv.excluded)
 		if at != nil {
-			at.Members = e.explainMembers(v, a, agent, except, nil)
+			at.Members = e.explainMembers(v, a, agent, except, conv.excluded)
 		}
 		if agent != nil {
 			if a.Offer > 0 {
@@ -266,6 +271,11 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		}
 		if except != nil && (except.Online() || a.IncludingAway && except.Away()) && v.Group().Has(except) {
 			present-- // the current agent does not count: it must move
+		}
+		for _, x := range conv.excluded { // nor do those who declined it
+			if x != except && (x.Online() || a.IncludingAway && x.Away()) && v.Group().Has(x) {
+				present--
+			}
 		}
 		who := "online"
 		if a.IncludingAway {
@@ -412,7 +422,7 @@ func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *Actio
 	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: conv.priority, Since: e.clock,
 		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline, IncludingAway: a.IncludingAway,
 		Channel: conv.channel, Limit: a.Limit, Per: a.LimitPer, Offer: a.Offer, Assign: a}
-	if a.Offer > 0 && len(conv.excluded) > 0 {
+	if a.Target == dsl.TargetGroup && len(conv.excluded) > 0 {
 		w.Excluded = slices.Clone(conv.excluded)
 	}
 	var line *actions.Line

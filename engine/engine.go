@@ -858,6 +858,9 @@ func (e *Engine) close(conv *conversation) string {
 	conv.status = StatusClosed
 	conv.closedAt = e.clock
 	conv.waitingSince, conv.held = time.Time{}, false
+	if o := conv.offer; o != nil && e.trace != nil {
+		e.trace.note("the offer of %s to %s is withdrawn, and the capacity held for it freed", conv.id, o.agent.ID)
+	}
 	e.withdraw(conv)
 	conv.excluded = conv.excluded[:0]
 	if conv.assignee != nil {

@@ -283,6 +283,12 @@ func (e *Engine) offerOn(conv *conversation, o *offer, ctx *evalCtx) {
 		}
 		return
 	}
+	if o.reassign && conv.assignee != nil {
+		if at != nil {
+			at.set("nobody left to offer it to, and no else: it stays with " + conv.assignee.ID)
+		}
+		return
+	}
 	if a.Target != dsl.TargetGroup || e.pool.Group(a.Name) == nil {
 		if at != nil {
 			at.set("nobody left to offer it to, and no else: it stays " + conv.where())
