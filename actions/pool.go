@@ -59,6 +59,7 @@ type Agent struct {
 	// budgets are the per-channel budgets: the channels team.yaml lists,
 	// then the channels met since that the default covers.
 	budgets    []Budget
+	listed     int // budgets[:listed] are team.yaml's; the rest, channels in use
 	defaultCap int64
 	hasDefault bool
 	// recent holds the times of the agent's latest assignments, for
@@ -116,17 +117,25 @@ func (a *Agent) use(ch string, load int64, open int) {
 		if b := &a.budgets[i]; b.Channel == ch {
 			b.Load += load
 			b.Open += open
+			if i >= a.listed && b.Load == 0 && b.Open == 0 {
+				a.budgets = slices.Delete(a.budgets, i, i+1) // no work left on it
+			}
 			return
 		}
 	}
 	b := a.budget(ch)
 	b.Load, b.Open = load, open
-	a.budgets = append(a.budgets, b)
+	// Channels in use after the listed ones, by name.
+	i := a.listed
+	for i < len(a.budgets) && a.budgets[i].Channel < ch {
+		i++
+	}
+	a.budgets = slices.Insert(a.budgets, i, b)
 }
 
 // Budgets lists the agent's per-channel budgets: each channel team.yaml
-// lists, then each other channel it has had work on; nil without budgets
-// per channel.
+// lists, then each other channel it has work on, by name; nil without
+// budgets per channel.
 func (a *Agent) Budgets() []Budget { return a.budgets }
 
 // DefaultBudget is the capacity of each channel team.yaml does not list;
@@ -194,6 +203,10 @@ func (a *Agent) HasSkills(skills []string) bool {
 	}
 	return true
 }
+
+// TakesNone reports whether the agent has no capacity at all for channel
+// ch: a budget of 0 there, or none (not listed, and no default).
+func (a *Agent) TakesNone(ch string) bool { return a.PerChannel && a.CapacityOn(ch) == 0 }
 
 // Fits reports whether the agent could take a conversation of that cost
 // on channel ch now, status aside. A per-channel budget of 0 takes
@@ -382,6 +395,7 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 	}
 	p.src = rand.NewPCG(seed, 0x5157)
 	p.rng = rand.New(p.src)
+	defer p.setKeep(p.keep) // after the agents, and the rules' limits
 	if team != nil {
 		for i, ta := range team.Agents {
 			a := &Agent{ID: ta.ID, Name: ta.Name, Email: ta.Email, Capacity: int64(ta.Capacity) * Unit,
@@ -397,6 +411,7 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 					}
 					a.budgets = append(a.budgets, Budget{Channel: b.Channel, Capacity: int64(b.Capacity) * Unit})
 				}
+				a.listed = len(a.budgets)
 			}
 			p.Agents = append(p.Agents, a)
 			p.agents[a.ID] = a
@@ -439,11 +454,12 @@ func (p *Pool) viewsFor(act dsl.Action) {
 		if as.Limit > 0 {
 			p.addLimit(as.Limit, as.LimitPer)
 		}
-		if p.perChannel {
-			return // views are per channel: built when a channel asks
-		}
-		if v := p.View(WantOf(as, "")); v != nil {
-			v.use(slotOf(as.Algorithm))
+		// With budgets per channel, views are per channel: each is built
+		// when a conversation on that channel asks.
+		if !p.perChannel {
+			if v := p.View(WantOf(as, "")); v != nil {
+				v.use(slotOf(as.Algorithm))
+			}
 		}
 	}
 	if as.Else != nil {
@@ -472,10 +488,9 @@ func (p *Pool) OnlineCount(group string) int {
 }
 
 // AvailableCount counts the group's online members with room for one more
-// conversation of the default cost (on a channel no budget names, when
-// budgets are per channel).
-func (p *Pool) AvailableCount(group string) int {
-	v := p.View(Want{Group: group})
+// conversation of the default cost on channel ch.
+func (p *Pool) AvailableCount(group, ch string) int {
+	v := p.View(Want{Group: group, Channel: ch})
 	if v == nil {
 		return 0
 	}
@@ -526,12 +541,25 @@ func (p *Pool) addLimit(n int, per time.Duration) {
 	}
 	p.limits = append(p.limits, &limitQueue{n: n, per: per})
 	if n > p.keep {
-		p.keep = n
-		for _, a := range p.Agents {
-			a.recent.resize(n)
-		}
+		p.setKeep(n)
 	}
 	p.rebuildLimits()
+}
+
+// minKeep is how many assignment times every agent keeps, limits or not,
+// so that a limit up to that size added by a reload counts the
+// assignments made before it.
+const minKeep = 16
+
+// setKeep makes every agent keep its latest n assignment times (at least
+// minKeep), keeping the times it has.
+func (p *Pool) setKeep(n int) {
+	p.keep = max(n, minKeep)
+	for _, a := range p.Agents {
+		if len(a.recent.t) < p.keep {
+			a.recent.resize(p.keep)
+		}
+	}
 }
 
 // limitedUntil is when an agent limited to n assignments per window gets
@@ -588,10 +616,13 @@ func (p *Pool) NextWindow() (t time.Time, ok bool) {
 }
 
 // SetClock sets the pool's clock, as a snapshot restores it, and works out
-// again when limited agents get budget back.
+// again which agents are limited and when they get budget back.
 func (p *Pool) SetClock(t time.Time) {
 	p.now = t
 	p.rebuildLimits()
+	for _, a := range p.Agents {
+		a.refresh()
+	}
 }
 
 // rebuildLimits works out each limit's queue from the agents' times.
@@ -668,10 +699,8 @@ func (p *Pool) Take(a *Agent, load int64, ch string, t time.Time) {
 	p.assignments++
 	a.assigned = p.assignments
 	a.Served++
-	if p.keep > 0 {
-		a.recent.add(t)
-		p.noteLimits(a)
-	}
+	a.recent.add(t)
+	p.noteLimits(a)
 	a.refresh()
 }
 
@@ -783,10 +812,11 @@ func (p *Pool) TakeOver(old *Pool) {
 		a.Load, a.Open, a.LastActive = o.Load, o.Open, o.LastActive
 		a.Served, a.Finished, a.OnlineSince, a.assigned = o.Served, o.Finished, o.OnlineSince, o.assigned
 		a.Declined, a.Missed, a.MissedInARow = o.Declined, o.Missed, o.MissedInARow
-		if p.keep > 0 {
-			for _, t := range o.recent.times() {
-				a.recent.add(t)
-			}
+		if len(o.recent.t) > len(a.recent.t) {
+			a.recent.resize(len(o.recent.t)) // an edit that lowered a limit keeps the history
+		}
+		for _, t := range o.recent.times() {
+			a.recent.add(t)
 		}
 		a.refresh()
 	}
@@ -808,6 +838,7 @@ func (p *Pool) TakeOver(old *Pool) {
 func (p *Pool) ResetUse() {
 	for _, a := range p.Agents {
 		a.Load, a.Open = 0, 0
+		a.budgets = a.budgets[:a.listed]
 		for i := range a.budgets {
 			a.budgets[i].Load, a.budgets[i].Open = 0, 0
 		}

@@ -277,6 +277,13 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 				present--
 			}
 		}
+		if e.pool.PerChannel() { // nor those who take nothing on its channel
+			for _, m := range v.Group().Members {
+				if m != except && !slices.Contains(conv.excluded, m) && (m.Online() || a.IncludingAway && m.Away()) && m.TakesNone(conv.channel) {
+					present--
+				}
+			}
+		}
 		who := "online"
 		if a.IncludingAway {
 			who = "online or away"
@@ -316,6 +323,9 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			return impossible, reason{name: "the conversation is already with ", what: id}
 		case !agent.HasSkills(a.Skills):
 			who.what = " lacks a required skill"
+			return impossible, who
+		case agent.TakesNone(conv.channel):
+			who.what = fmt.Sprintf(" takes no conversations on channel %q (no capacity for it in team.yaml)", conv.channel)
 			return impossible, who
 		case !agent.Online() && !a.EvenIfOffline:
 			who.what = " is " + agent.Status

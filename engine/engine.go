@@ -110,7 +110,7 @@ func New(rs *dsl.RuleSet, opts Options) *Engine {
 	e.base = triggers.Env{
 		Online:        e.pool.OnlineCount,
 		IsOnline:      e.isOnline,
-		Available:     e.pool.AvailableCount,
+		Available:     e.available,
 		InSegment:     e.inSegment,
 		BusinessHours: e.businessHours,
 		InGroup:       e.inGroup,
@@ -215,6 +215,10 @@ func (e *Engine) isOnline(id string) bool {
 	a := e.pool.Agent(id)
 	return a != nil && a.Online()
 }
+
+// available counts the group's members who could take a conversation on
+// the event's channel now.
+func (e *Engine) available(group string) int { return e.pool.AvailableCount(group, e.env.Channel) }
 
 func (e *Engine) inGroup(agent, group string) bool {
 	a, g := e.pool.Agent(agent), e.pool.Group(group)

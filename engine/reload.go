@@ -2,6 +2,7 @@ package engine
 
 import (
 	"container/heap"
+	"maps"
 	"slices"
 
 	"github.com/switchboard-dev/switchboard/actions"
@@ -98,7 +99,8 @@ func (n *Engine) settle() {
 		return
 	}
 	n.pool.ResetUse()
-	for _, c := range n.convs {
+	for _, id := range slices.Sorted(maps.Keys(n.convs)) {
+		c := n.convs[id]
 		if c.assignee != nil {
 			n.pool.Reserve(c.assignee, c.load, c.channel)
 		}

@@ -177,8 +177,8 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 					break
 				}
 			}
-		case m.PerChannel && m.CapacityOn(ch) == 0:
-			mt.Reason = fmt.Sprintf("takes no %s conversations (no budget for that channel)", channelName(ch))
+		case m.TakesNone(ch):
+			mt.Reason = fmt.Sprintf("takes no conversations on channel %q (no capacity for it in team.yaml)", ch)
 		case !m.Fits(a.Cost, ch) && m.LoadOn(ch) >= m.CapacityOn(ch):
 			mt.Reason = "full " + loadText(m, ch)
 		case !m.Fits(a.Cost, ch):
