@@ -53,6 +53,9 @@ type Agent struct {
 	// Declined counts the offers the agent declined, Missed those it let
 	// expire, MissedInARow those it let expire since it last answered one.
 	Declined, Missed, MissedInARow int
+	// offers counts the offers the agent holds: toward fairness limits,
+	// each is an assignment to come.
+	offers int
 	// assigned is the pool's number of the agent's last assignment; 0 for
 	// never (fair).
 	assigned uint64
@@ -563,9 +566,10 @@ func (p *Pool) setKeep(n int) {
 }
 
 // limitedUntil is when an agent limited to n assignments per window gets
-// budget back; zero (or a past time) when the agent is not limited now.
+// budget back by the window alone; zero (or a past time) when the window
+// does not limit it. The offers it holds count as assignments to come.
 func (p *Pool) limitedUntil(a *Agent, n int, per time.Duration) time.Time {
-	t, ok := a.recent.nth(n)
+	t, ok := a.recent.nth(n - a.offers)
 	if !ok {
 		return time.Time{}
 	}
@@ -573,9 +577,12 @@ func (p *Pool) limitedUntil(a *Agent, n int, per time.Duration) time.Time {
 }
 
 // Limited reports whether an agent received n assignments within the
-// window (now − per, now].
+// window (now − per, now], counting the offers it holds.
 func (p *Pool) Limited(a *Agent, n int, per time.Duration) bool {
-	return n > 0 && p.limitedUntil(a, n, per).After(p.now)
+	if n <= 0 {
+		return false
+	}
+	return a.offers >= n || p.limitedUntil(a, n, per).After(p.now)
 }
 
 // LimitedUntil is when an agent limited now gets budget back: its n-th
@@ -725,6 +732,24 @@ func (p *Pool) Unreserve(a *Agent, load int64, ch string) {
 	a.refresh()
 }
 
+// Offer holds capacity for a conversation offered to the agent, as
+// Reserve does; until the offer ends it also counts toward fairness
+// limits, as the assignment it may become.
+func (p *Pool) Offer(a *Agent, load int64, ch string) {
+	a.offers++
+	a.use(ch, load, 1)
+	p.noteLimits(a)
+	a.refresh()
+}
+
+// Unoffer ends what Offer held.
+func (p *Pool) Unoffer(a *Agent, load int64, ch string) {
+	a.offers--
+	a.use(ch, -load, -1)
+	p.noteLimits(a)
+	a.refresh()
+}
+
 // Busy says whether the agent ever had a conversation.
 func (a *Agent) Busy() bool { return a.assigned > 0 }
 
@@ -837,7 +862,7 @@ func (p *Pool) TakeOver(old *Pool) {
 // rebuilt from the conversations after a reload or a restore.
 func (p *Pool) ResetUse() {
 	for _, a := range p.Agents {
-		a.Load, a.Open = 0, 0
+		a.Load, a.Open, a.offers = 0, 0, 0
 		a.budgets = a.budgets[:a.listed]
 		for i := range a.budgets {
 			a.budgets[i].Load, a.budgets[i].Open = 0, 0

@@ -87,3 +87,13 @@ func (p *Pool) SetRecent(a *Agent, times []time.Time) {
 	}
 	a.refresh()
 }
+
+// SetOffers sets how many offers each agent holds, as counted from the
+// conversations offered: offers(a) for each agent. The capacity they hold
+// is in the agent's load already.
+func (p *Pool) SetOffers(offers func(*Agent) int) {
+	for _, a := range p.Agents {
+		a.offers = offers(a)
+		a.refresh()
+	}
+}

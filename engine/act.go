@@ -255,7 +255,7 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			if a.Offer > 0 {
 				o := e.makeOffer(conv, agent, a, rule, v.Group(), a.Reassign, false)
 				if at != nil {
-					at.set("offered to " + agent.ID + " until " + o.expires.UTC().Format(time.RFC3339))
+					at.set("offered to " + agent.ID + " until " + o.expires.UTC().Format(time.RFC3339Nano))
 				}
 				return placedNow, reason{}
 			}
@@ -327,6 +327,9 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		case agent.TakesNone(conv.channel):
 			who.what = fmt.Sprintf(" takes no conversations on channel %q (no capacity for it in team.yaml)", conv.channel)
 			return impossible, who
+		case a.Offer > 0 && slices.Contains(conv.excluded, agent):
+			who.what = " declined or let an offer of this conversation expire"
+			return impossible, who
 		case !agent.Online() && !a.EvenIfOffline:
 			who.what = " is " + agent.Status
 			return unavailable, who
@@ -338,14 +341,9 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			return queuedNow, reason{}
 		}
 		if a.Offer > 0 {
-			switch {
-			case slices.Contains(conv.excluded, agent):
-				who.what = " declined or let an offer of this conversation expire"
-				return impossible, who
-			}
 			o := e.makeOffer(conv, agent, a, rule, nil, a.Reassign, false)
 			if at != nil {
-				at.set("offered to " + id + " until " + o.expires.UTC().Format(time.RFC3339))
+				at.set("offered to " + id + " until " + o.expires.UTC().Format(time.RFC3339Nano))
 			}
 			return placedNow, reason{}
 		}
@@ -387,9 +385,13 @@ func (e *Engine) unplace(conv *conversation) {
 
 // commit gives the conversation to an agent.
 func (e *Engine) commit(conv *conversation, agent *actions.Agent, cost dsl.Cost, rule string, g *actions.Group, alg dsl.Algorithm, reassign, fromQueue, offered bool) {
+	e.commitLoad(conv, agent, agent.CostOf(cost, conv.channel), rule, g, alg, reassign, fromQueue, offered)
+}
+
+// commitLoad is commit with the load the conversation takes worked out.
+func (e *Engine) commitLoad(conv *conversation, agent *actions.Agent, load int64, rule string, g *actions.Group, alg dsl.Algorithm, reassign, fromQueue, offered bool) {
 	from := agentID(conv.assignee, reassign)
 	e.unplace(conv)
-	load := agent.CostOf(cost, conv.channel)
 	e.pool.Take(agent, load, conv.channel, e.clock)
 	conv.assignee, conv.load = agent, load
 	st := e.stats.agents[agent]
@@ -432,7 +434,7 @@ func (e *Engine) queue(conv *conversation, a *dsl.Assign, rule string, at *Actio
 	w := &actions.Waiting{Conversation: conv.id, Rule: rule, Priority: conv.priority, Since: e.clock,
 		Algorithm: a.Algorithm, Cost: a.Cost, Skills: a.Skills, EvenIfOffline: a.EvenIfOffline, IncludingAway: a.IncludingAway,
 		Channel: conv.channel, Limit: a.Limit, Per: a.LimitPer, Offer: a.Offer, Assign: a}
-	if a.Target == dsl.TargetGroup && len(conv.excluded) > 0 {
+	if len(conv.excluded) > 0 {
 		w.Excluded = slices.Clone(conv.excluded)
 	}
 	var line *actions.Line
@@ -545,7 +547,7 @@ func (e *Engine) drain() {
 					step = e.beginStep("waiting work")
 				}
 				step.Placed = append(step.Placed, fmt.Sprintf("%s (priority %d, waiting since %s) offered to %s until %s, as rule %q queued it",
-					conv.id, best.Priority, best.Since.Format("15:04:05"), bestAgent.ID, o.expires.UTC().Format(time.RFC3339), best.Rule))
+					conv.id, best.Priority, best.Since.Format("15:04:05"), bestAgent.ID, o.expires.UTC().Format(time.RFC3339Nano), best.Rule))
 			}
 			continue
 		}

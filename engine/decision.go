@@ -115,7 +115,7 @@ func (a *Action) appendJSON(b []byte) []byte {
 	}
 	if !a.Expires.IsZero() {
 		b = append(b, `,"expires":"`...)
-		b = a.Expires.UTC().AppendFormat(b, time.RFC3339)
+		b = a.Expires.UTC().AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
 	}
 	field("target", a.Target)

@@ -81,6 +81,7 @@ func (e *Engine) nextExpiry(t time.Time) *offer {
 // makeOffer offers the conversation to agent for the assign's offer time,
 // holding capacity for it.
 func (e *Engine) makeOffer(conv *conversation, agent *actions.Agent, a *dsl.Assign, rule string, g *actions.Group, reassign, fromQueue bool) *offer {
+	e.withdraw(conv) // a reassign while an offer is out replaces it
 	var then *dsl.Reply
 	var thenRule string
 	if w := conv.waiting; w != nil {
@@ -91,7 +92,7 @@ func (e *Engine) makeOffer(conv *conversation, agent *actions.Agent, a *dsl.Assi
 		e.unplace(conv)
 	}
 	load := agent.CostOf(a.Cost, conv.channel)
-	e.pool.Reserve(agent, load, conv.channel)
+	e.pool.Offer(agent, load, conv.channel)
 	e.seq++
 	o := &offer{conv: conv, agent: agent, expires: e.clock.Add(a.Offer), load: load, assign: a, rule: rule, group: g,
 		reassign: reassign, fromQueue: fromQueue, then: then, thenRule: thenRule, seq: e.seq}
@@ -116,7 +117,7 @@ func (e *Engine) withdraw(conv *conversation) {
 		return
 	}
 	conv.offer = nil
-	e.pool.Unreserve(o.agent, o.load, conv.channel)
+	e.pool.Unoffer(o.agent, o.load, conv.channel)
 	e.dirty = append(e.dirty, o.agent)
 }
 
@@ -132,7 +133,7 @@ func (e *Engine) answerable(ev *triggers.Event, t time.Time) (field, why string)
 	case conv.offer.agent.ID != ev.Agent:
 		return "agent", fmt.Sprintf("conversation %q is offered to %q, not %q", conv.id, conv.offer.agent.ID, ev.Agent)
 	case !t.Before(conv.offer.expires):
-		return "conversation", fmt.Sprintf("the offer of conversation %q to %q expired at %s", conv.id, ev.Agent, conv.offer.expires.UTC().Format(time.RFC3339))
+		return "conversation", fmt.Sprintf("the offer of conversation %q to %q expired at %s", conv.id, ev.Agent, conv.offer.expires.UTC().Format(time.RFC3339Nano))
 	}
 	return "", ""
 }
@@ -172,7 +173,8 @@ func (e *Engine) answered(ev *triggers.Event) string {
 // accept assigns an offered conversation to the agent who accepted it.
 func (e *Engine) accept(conv *conversation, o *offer) {
 	e.withdraw(conv)
-	e.commit(conv, o.agent, o.assign.Cost, o.rule, o.group, o.assign.Algorithm, o.reassign, o.fromQueue, true)
+	// The capacity held is what it takes, whatever a reload changed since.
+	e.commitLoad(conv, o.agent, o.load, o.rule, o.group, o.assign.Algorithm, o.reassign, o.fromQueue, true)
 	if o.then != nil {
 		rule := o.thenRule
 		if rule == "" {
@@ -206,7 +208,7 @@ func (e *Engine) offerEnded(conv *conversation, o *offer, kind triggers.Kind) {
 	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to, agent: o.agent, offered: true}
 	step := kind.String()
 	if kind == triggers.OfferExpired && e.trace != nil {
-		step = fmt.Sprintf("offer.expired: %s did not answer the offer of %s by %s", o.agent.ID, conv.id, o.expires.UTC().Format(time.RFC3339))
+		step = fmt.Sprintf("offer.expired: %s did not answer the offer of %s by %s", o.agent.ID, conv.id, o.expires.UTC().Format(time.RFC3339Nano))
 		e.beginStep(step)
 		step = ""
 	}
@@ -255,7 +257,7 @@ func (e *Engine) offerOn(conv *conversation, o *offer, ctx *evalCtx) {
 				n := e.makeOffer(conv, agent, a, o.rule, v.Group(), o.reassign, false)
 				n.then, n.thenRule = o.then, o.thenRule
 				if at != nil {
-					at.set("offered to " + agent.ID + " until " + n.expires.UTC().Format(time.RFC3339))
+					at.set("offered to " + agent.ID + " until " + n.expires.UTC().Format(time.RFC3339Nano))
 				}
 				return
 			}

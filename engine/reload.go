@@ -46,6 +46,9 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 		}
 		c.timers = 0
 		n.remapOffers(c)
+		if o := c.offer; o != nil {
+			o.assign = n.carryAssign(e, o.rule, o.assign)
+		}
 	}
 	n.settle()
 	sortWaiting(waiting)
@@ -66,6 +69,9 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 			w.Except = n.pool.Agent(w.Except.ID)
 		}
 		w.Excluded = n.remapAgents(w.Excluded)
+		if w.Assign != nil {
+			w.Assign = n.carryAssign(e, w.Rule, w.Assign)
+		}
 		n.lineFor(w).Add(w)
 		c.waiting = w
 	}
@@ -90,12 +96,37 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 	return n
 }
 
+// carryAssign finds in n's rules the assign that stands where a stood in
+// old's (same rule, same place, same words), whose else then runs when an
+// offer finds nobody left. When the reload changed or removed it, the
+// offer keeps going as a said, but without an else: what a snapshot can
+// keep of it, so that a restart decides the same.
+func (n *Engine) carryAssign(old *Engine, rule string, a *dsl.Assign) *dsl.Assign {
+	idx, depth := old.locate(rule, a)
+	if live := n.at(rule, idx, depth); live != nil && live.Reassign == a.Reassign && live.String() == a.String() {
+		return live
+	}
+	if a.Else == nil {
+		return a
+	}
+	c := *a
+	c.Else = nil
+	return &c
+}
+
 // settle puts the pool's clock where the engine's is, so that fairness
 // windows count from it, and, with budgets per channel, puts each
 // conversation's load back on its agent's budget for its channel.
 func (n *Engine) settle() {
-	n.pool.SetClock(n.clock)
+	defer n.pool.SetClock(n.clock) // last: limits count the offers held
 	if !n.pool.PerChannel() {
+		held := map[*actions.Agent]int{}
+		for _, c := range n.convs {
+			if c.offer != nil {
+				held[c.offer.agent]++
+			}
+		}
+		n.pool.SetOffers(func(a *actions.Agent) int { return held[a] })
 		return
 	}
 	n.pool.ResetUse()
@@ -105,7 +136,7 @@ func (n *Engine) settle() {
 			n.pool.Reserve(c.assignee, c.load, c.channel)
 		}
 		if o := c.offer; o != nil {
-			n.pool.Reserve(o.agent, o.load, c.channel)
+			n.pool.Offer(o.agent, o.load, c.channel)
 		}
 	}
 }

@@ -234,7 +234,7 @@ func (c *conversation) recyclable() bool { return c.status == StatusClosed && c.
 func (c *conversation) where() string {
 	switch {
 	case c.offer != nil && c.assignee == nil:
-		return "offered to " + c.offer.agent.ID + " until " + c.offer.expires.UTC().Format(time.RFC3339)
+		return "offered to " + c.offer.agent.ID + " until " + c.offer.expires.UTC().Format(time.RFC3339Nano)
 	case c.assignee != nil:
 		return "with " + c.assignee.ID
 	case c.queue != "":

@@ -162,7 +162,7 @@ func (e *Engine) Conversation(id string) (ConversationView, bool) {
 		v.WaitsFor = strings.TrimPrefix(c.where(), "waiting ")
 	}
 	if o := c.offer; o != nil {
-		v.OfferedTo, v.OfferExpires = o.agent.ID, o.expires.UTC().Format(time.RFC3339)
+		v.OfferedTo, v.OfferExpires = o.agent.ID, o.expires.UTC().Format(time.RFC3339Nano)
 	}
 	return v, true
 }

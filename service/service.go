@@ -446,7 +446,7 @@ func (s *Service) Run(ctx context.Context) {
 			reqs, wait = nil, time.Millisecond // let the readers in first
 		}
 		if s.fault.Load() != nil {
-			wait = min(wait, retry)
+			wait = retry // repairing: due timers wait for it, no spinning
 		}
 		timer.Reset(wait)
 		select {
@@ -757,6 +757,21 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 					continue
 				}
 			}
+			if t := in.ev.Type; t == triggers.TypeOfferAccepted || t == triggers.TypeOfferDeclined {
+				// An answer is checked against the offer as it stands once
+				// what is due has fired (an unanswered rule may have moved
+				// the conversation on): that is a tick of its own, first.
+				if due, ok := eng.NextDue(); ok && !due.After(now) {
+					tick := tickEvent(due)
+					if _, done := stored[tick.ev.ID]; !done && inBatch[tick.ev.ID] == 0 {
+						if d, err := eng.DecideAt(tick.ev, now); err == nil {
+							seq++
+							f.recs = append(f.recs, s.record(f, eng, rs, tick, &d, seq, now, ""))
+							inBatch[tick.ev.ID] = seq
+						}
+					}
+				}
+			}
 			var own string
 			if in.ev.Conversation != "" {
 				own = eng.ConversationContact(in.ev.Conversation)
@@ -767,23 +782,36 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 				continue
 			}
 			seq++
-			f.acts = append(f.acts, d.Actions...)
-			dec := d.AppendJSON(nil)
-			rec := store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
-				Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, &d)}
-			planned := delivery.Decision{Seq: seq, At: now, Event: id, Conversation: d.Conversation, Contact: first(rec.Contacts), JSON: dec, Actions: d.Actions}
-			rec.Deliveries = s.plan.Plan(planned, rs.Team, func(conv string) engine.AboutView { return eng.About(conv, first(rec.Contacts)) })
-			f.deliveries += len(rec.Deliveries)
-			if it, ok := s.plan.Item(planned); ok {
-				f.feed = append(f.feed, it)
-			}
+			rec := s.record(f, eng, rs, in, &d, seq, now, own)
 			f.recs = append(f.recs, rec)
 			inBatch[id] = seq
-			r.results[i] = result{decision: dec, seq: seq, rules: rs.Version}
+			r.results[i] = result{decision: rec.Decision, seq: seq, rules: rs.Version}
 		}
 	}
 	s.eng, s.rs, s.next = eng, rs, seq
 	f.seq, f.rules = seq, rs.Version
+	return s.decided(f)
+}
+
+// record makes the stored record of a decided event, with the deliveries
+// its decision plans.
+func (s *Service) record(f *flight, eng *engine.Engine, rs *dsl.RuleSet, in *incoming, d *engine.Decision, seq int64, now time.Time, own string) store.Record {
+	id := in.ev.ID
+	f.acts = append(f.acts, d.Actions...)
+	dec := d.AppendJSON(nil)
+	rec := store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
+		Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, d)}
+	planned := delivery.Decision{Seq: seq, At: now, Event: id, Conversation: d.Conversation, Contact: first(rec.Contacts), JSON: dec, Actions: d.Actions}
+	rec.Deliveries = s.plan.Plan(planned, rs.Team, func(conv string) engine.AboutView { return eng.About(conv, first(rec.Contacts)) })
+	f.deliveries += len(rec.Deliveries)
+	if it, ok := s.plan.Item(planned); ok {
+		f.feed = append(f.feed, it)
+	}
+	return rec
+}
+
+// decided notes a decided group's records as pending until written.
+func (s *Service) decided(f *flight) *flight {
 	for _, rec := range f.recs {
 		if rec.Hash != nil {
 			var k known
@@ -955,6 +983,17 @@ func (s *Service) repair(ctx context.Context) {
 	s.setFault("")
 }
 
+// tickEvent is the tick the service makes for what is due at due: its id
+// follows from the time, so that a tick is stored once.
+func tickEvent(due time.Time) *incoming {
+	id := store.IDPrefix + "tick:" + strconv.FormatInt(due.UnixNano(), 10)
+	ev := &triggers.Event{ID: id, Type: triggers.TypeTick}
+	raw, _ := gojson.Marshal(map[string]string{"id": id, "type": triggers.TypeTick})
+	in := &incoming{ev: ev, raw: raw}
+	in.hash = hashEvent(ev)
+	return in
+}
+
 // tick fires the timers that are due, as an event the service makes.
 func (s *Service) tick(ctx context.Context) {
 	s.mu.Lock()
@@ -968,11 +1007,8 @@ func (s *Service) tick(ctx context.Context) {
 	if !ok || due.After(now) {
 		return
 	}
-	id := store.IDPrefix + "tick:" + strconv.FormatInt(due.UnixNano(), 10)
-	ev := &triggers.Event{ID: id, Type: triggers.TypeTick}
-	raw, _ := gojson.Marshal(map[string]string{"id": id, "type": triggers.TypeTick})
-	in := &incoming{ev: ev, raw: raw}
-	in.hash = hashEvent(ev)
+	in := tickEvent(due)
+	id := in.ev.ID
 	r := &request{events: []*incoming{in}, results: make([]result, 1), done: make(chan struct{}), start: time.Now()}
 	s.commit(ctx, []*request{r})
 	s.mu.Lock()
