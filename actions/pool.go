@@ -354,7 +354,9 @@ func (r *ring) add(t time.Time) {
 		return
 	}
 	r.t[r.next] = t
-	r.next = (r.next + 1) % len(r.t)
+	if r.next++; r.next == len(r.t) {
+		r.next = 0
+	}
 	if r.n < len(r.t) {
 		r.n++
 	}
@@ -365,7 +367,11 @@ func (r *ring) nth(k int) (time.Time, bool) {
 	if k < 1 || k > r.n {
 		return time.Time{}, false
 	}
-	return r.t[(r.next-k+len(r.t))%len(r.t)], true
+	i := r.next - k
+	if i < 0 {
+		i += len(r.t)
+	}
+	return r.t[i], true
 }
 
 // times returns the kept times, oldest first.
