@@ -597,6 +597,17 @@ func (p *Pool) LimitedUntil(a *Agent, n int, per time.Duration) time.Time {
 	return p.limitedUntil(a, n, per)
 }
 
+// Limits reports whether the pool tracks any fairness limit.
+func (p *Pool) Limits() bool { return len(p.limits) > 0 }
+
+// SetNow moves the pool's clock to t, for a pool with no limits (see
+// Advance).
+func (p *Pool) SetNow(t time.Time) {
+	if t.After(p.now) {
+		p.now = t
+	}
+}
+
 // Now is the pool's clock.
 func (p *Pool) Now() time.Time { return p.now }
 
@@ -713,7 +724,9 @@ func (p *Pool) Take(a *Agent, load int64, ch string, t time.Time) {
 	a.assigned = p.assignments
 	a.Served++
 	a.recent.add(t)
-	p.noteLimits(a)
+	if len(p.limits) > 0 {
+		p.noteLimits(a)
+	}
 	a.refresh()
 }
 

@@ -368,7 +368,9 @@ func agentID(a *actions.Agent, reassign bool) string {
 // is freed, its place in a line given up, its queue left, its offer
 // withdrawn.
 func (e *Engine) unplace(conv *conversation) {
-	e.withdraw(conv)
+	if conv.offer != nil {
+		e.withdraw(conv)
+	}
 	if a := conv.assignee; a != nil {
 		e.pool.Release(a, conv.load, conv.channel, e.clock)
 		e.dirty = append(e.dirty, a)

@@ -495,7 +495,9 @@ func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decisio
 	e.dirty = e.dirty[:0]
 	e.fireTimers(t)
 	e.advance(t)
-	e.drain() // work that a fairness window freed budget for goes first
+	if len(e.dirty) > 0 {
+		e.drain() // work that a fairness window freed budget for goes first
+	}
 	e.reported = t
 	if reported && !ev.At.IsZero() {
 		e.reported = ev.At
@@ -1039,7 +1041,11 @@ func (h *timerHeap) Pop() any {
 // by then may take waiting work.
 func (e *Engine) advance(t time.Time) {
 	e.clock = t
-	e.dirty = e.pool.Advance(t, e.dirty)
+	if e.pool.Limits() {
+		e.dirty = e.pool.Advance(t, e.dirty)
+	} else {
+		e.pool.SetNow(t)
+	}
 }
 
 // fireTimers runs the unanswered rules due up to t, in time order; the
@@ -1047,7 +1053,10 @@ func (e *Engine) advance(t time.Time) {
 // order, as one evaluation.
 func (e *Engine) fireTimers(t time.Time) {
 	for {
-		o := e.nextExpiry(t)
+		var o *offer
+		if len(e.offers) > 0 {
+			o = e.nextExpiry(t)
+		}
 		if o != nil && (len(e.timers) == 0 || !e.timers[0].due.Before(o.expires)) {
 			e.expire(o) // an offer's time runs out before a timer due then
 			continue
