@@ -699,6 +699,9 @@ func (e *Engine) set(s *dsl.Set, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 		if at != nil {
 			at.set(fmt.Sprintf("%s's status is now %v", agent.ID, v))
 		}
+		if agent.Presence != was && agent.Presence == dsl.StatusOffline && len(e.offers) > 0 {
+			e.recall(agent) // offline, it answers no offer
+		}
 		e.setEnv(ctx)
 		return
 	case s.Path == "conversation.priority":

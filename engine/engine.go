@@ -592,9 +592,12 @@ func (e *Engine) apply(ev *triggers.Event) string {
 		was := a.Presence
 		e.pool.SetStatus(a, ev.Status, e.clock)
 		// Online, or away (for work that takes away members too), the agent
-		// may take waiting work.
+		// may take waiting work; offline, it answers no offer.
 		if a.Presence != was && (a.Online() || a.Away()) {
 			e.dirty = append(e.dirty, a)
+		}
+		if a.Presence != was && a.Presence == dsl.StatusOffline && len(e.offers) > 0 {
+			e.recall(a)
 		}
 		e.run(triggers.AgentStatus, &evalCtx{agent: a})
 	}

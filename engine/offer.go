@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"container/heap"
 	"fmt"
 	"slices"
@@ -300,5 +301,30 @@ func (e *Engine) offerOn(conv *conversation, o *offer, ctx *evalCtx) {
 	e.queue(conv, a, o.rule, at, reason{name: "nobody left in " + a.Name, what: " to offer it to now"})
 	if w := conv.waiting; w != nil {
 		w.Then, w.ThenRule = o.then, o.thenRule
+	}
+}
+
+// recall takes back the offers an agent holds when it goes offline: each
+// is offered on as after a decline (the agent left out), without counting
+// a decline or a miss, and without running rules.
+func (e *Engine) recall(a *actions.Agent) {
+	var held []*offer
+	for _, o := range e.offers {
+		if o.live() && o.agent == a {
+			held = append(held, o)
+		}
+	}
+	slices.SortFunc(held, func(x, y *offer) int { return cmp.Compare(x.seq, y.seq) })
+	for _, o := range held {
+		conv := o.conv
+		if e.trace != nil {
+			e.trace.note("%s goes offline: its offer of %s is taken back and offered on", a.ID, conv.id)
+		}
+		e.withdraw(conv)
+		if !slices.Contains(conv.excluded, a) {
+			conv.excluded = append(conv.excluded, a)
+		}
+		ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to, agent: a, offered: true}
+		e.offerOn(conv, o, ctx)
 	}
 }

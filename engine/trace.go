@@ -164,7 +164,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 		case m == except:
 			mt.Reason = "is the conversation's current agent"
 		case slices.Contains(excluded, m):
-			mt.Reason = "declined or let an offer of this conversation expire"
+			mt.Reason = "left out: declined or missed an offer of this conversation, or went offline holding one"
 		case !m.Online() && !(a.IncludingAway && m.Away()):
 			mt.Reason = m.Status
 			if m.Status != m.Presence {
