@@ -203,6 +203,11 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 	if at != nil {
 		at.set(why.String() + "; else:")
 	}
+	e.runElse(a, r, ctx, at)
+}
+
+// runElse runs an assign's else, traced under at.
+func (e *Engine) runElse(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrace) {
 	var et *ActionTrace
 	if at != nil {
 		et = &ActionTrace{Action: describe(a.Else)}

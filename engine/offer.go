@@ -269,21 +269,8 @@ func (e *Engine) offerOn(conv *conversation, o *offer, ctx *evalCtx) {
 		if at != nil {
 			at.set("nobody left to offer it to; else:")
 		}
-		var et *ActionTrace
-		if at != nil {
-			et = &ActionTrace{Action: describe(a.Else)}
-			at.Else = et
-		}
-		r := &dsl.Rule{Name: o.rule}
 		ctx.placed = false
-		switch next := a.Else.(type) {
-		case *dsl.Assign:
-			e.assign(next, r, ctx, et)
-		default:
-			if sub := e.do(next, r, ctx); at != nil {
-				at.Else = sub
-			}
-		}
+		e.runElse(a, &dsl.Rule{Name: o.rule}, ctx, at)
 		return
 	}
 	if o.reassign && conv.assignee != nil {

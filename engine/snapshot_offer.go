@@ -177,15 +177,7 @@ func (d *decoder) heldReply() (*dsl.Reply, string) {
 // of the same id (an offer to an agent who left is withdrawn), with the
 // excluded agents who are still there.
 func (n *Engine) remapOffers(c *conversation) {
-	if len(c.excluded) > 0 {
-		kept := c.excluded[:0]
-		for _, a := range c.excluded {
-			if na := n.pool.Agent(a.ID); na != nil {
-				kept = append(kept, na)
-			}
-		}
-		c.excluded = kept
-	}
+	c.excluded = n.remapAgents(c.excluded)
 	o := c.offer
 	if o == nil {
 		return
