@@ -23,6 +23,9 @@ type metrics struct {
 	commitTime    prometheus.Histogram
 	commitRecords prometheus.Histogram
 	applied       prometheus.Counter
+	// lockHeld is how long a group held the shared log's lock: the log
+	// takes at most one group per such time, across all instances.
+	lockHeld prometheus.Histogram
 }
 
 func newMetrics(s *Service) *metrics {
@@ -63,8 +66,13 @@ func newMetrics(s *Service) *metrics {
 			Name: "switchboard_log_applied_total",
 			Help: "Records the other instances appended to the shared log, applied to this instance's state.",
 		}),
+		lockHeld: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_log_lock_seconds",
+			Help:    "Time a group held the shared log's lock, from reading what the other instances appended to the commit's answer: the instances together append at most one group per such time.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, readyGauge(s), &stateCollector{s: s},
+	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, m.lockHeld, readyGauge(s), &stateCollector{s: s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -158,7 +158,9 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 	var f *flight
 	applied := false
 	start := time.Now()
+	var locked time.Time
 	err = s.sh.Sequence(ctx, after, func(tail []store.Record) ([]store.Record, error) {
+		locked = time.Now()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if len(tail) > 0 {
@@ -200,6 +202,7 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 		s.appended.Store(time.Now().UnixNano())
 		if f != nil && len(f.recs) > 0 {
 			s.m.stored(len(f.recs), time.Since(start))
+			s.m.lockHeld.Observe(time.Since(locked).Seconds())
 		}
 	}
 	if f != nil {

@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/internal/pgtest"
@@ -18,8 +20,8 @@ import (
 )
 
 // instance runs a service on the shared database at u, with rules that
-// reload to whatever *rules holds.
-func instance(t *testing.T, u string, rules *atomic.Pointer[string]) (url string, svc *Service, stop func()) {
+// reload to whatever *rules holds, and its configuration changed by tune.
+func instance(t *testing.T, u string, rules *atomic.Pointer[string], tune ...func(*Config)) (url string, svc *Service, stop func()) {
 	t.Helper()
 	load := func() (*dsl.RuleSet, dsl.Diagnostics) {
 		return dsl.Build(dsl.Sources{
@@ -36,7 +38,11 @@ func instance(t *testing.T, u string, rules *atomic.Pointer[string]) (url string
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err = New(ctx, Config{Rules: rs, Load: load, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := Config{Rules: rs, Load: load, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	svc, err = New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +170,75 @@ func TestSharedInstances(t *testing.T) {
 	}
 	if len(seen) != 3+8*40 {
 		t.Fatalf("%d events stored, want %d", len(seen), 3+8*40)
+	}
+}
+
+// TestSharedSnapshotsOnce: instances sharing a log take its snapshots
+// one at a time, each after the newest: a snapshot is a replay, and one
+// instance replays for all.
+func TestSharedSnapshotsOnce(t *testing.T) {
+	u := pgtest.URL(t)
+	var rules atomic.Pointer[string]
+	r := "on new conversation -> assign group G by least_active"
+	rules.Store(&r)
+	const every = 60
+	often := func(c *Config) { c.SnapshotEvery = every }
+	var urls []string
+	var svcs []*Service
+	for range 3 {
+		url, svc, stop := instance(t, u, &rules, often)
+		defer stop()
+		urls, svcs = append(urls, url), append(svcs, svc)
+	}
+	var wg sync.WaitGroup
+	const clients, each = 6, 100
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				// (A few contacts: the state, and so the snapshots'
+				// spacing, stays small.)
+				id := fmt.Sprintf("s%d-%d", c, i)
+				if code, body, _ := do(t, "POST", urls[(c+i)%len(urls)]+"/v1/events", "", msg(id, fmt.Sprint("k", i%5))); code != 200 {
+					t.Errorf("%s: %d %s", id, code, body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// (No snapshot is thinned out: they span fewer than keepRecent*every
+	// records.)
+	var taken int64
+	var snaps []store.SnapshotInfo
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		taken = 0
+		for _, url := range urls {
+			_, metrics, _ := do(t, "GET", url+"/metrics", "", "")
+			for _, line := range strings.Split(metrics, "\n") {
+				if n, ok := strings.CutPrefix(line, `switchboard_snapshots_total{outcome="taken"} `); ok {
+					v, _ := strconv.ParseInt(n, 10, 64)
+					taken += v
+				}
+			}
+		}
+		var err error
+		if snaps, err = svcs[0].cfg.Store.Snapshots(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if taken >= 3 && int(taken) == len(snaps) || time.Now().After(deadline) {
+			break
+		}
+	}
+	// One instance took each, after the newest, at least every records
+	// later.
+	if taken < 2 || int(taken) != len(snaps) {
+		t.Fatalf("%d snapshots taken by the instances together, %d stored: %+v", taken, len(snaps), snaps)
+	}
+	for i := 0; i+1 < len(snaps); i++ {
+		if snaps[i].Seq-snaps[i+1].Seq < every {
+			t.Fatalf("snapshots at records %d and %d: taken twice over", snaps[i+1].Seq, snaps[i].Seq)
+		}
 	}
 }
 

@@ -70,9 +70,14 @@ func (p *snapshotter) do(ctx context.Context, fn func(context.Context) error) er
 	}
 }
 
+// elsewhereWait is how long an instance waits before asking again for a
+// snapshot that another instance is taking.
+const elsewhereWait = time.Second
+
 func (p *snapshotter) run(ctx context.Context) {
 	t := time.NewTicker(p.s.cfg.SnapshotInterval)
 	defer t.Stop()
+	var quiet time.Time // kicks before it are let go
 	for {
 		select {
 		case <-ctx.Done():
@@ -81,22 +86,37 @@ func (p *snapshotter) run(ctx context.Context) {
 			job(ctx)
 			continue
 		case <-p.kick:
+			// (A kick sent before the last snapshot is stale.)
+			if time.Now().Before(quiet) || !p.due() {
+				continue
+			}
 		case <-t.C:
 		}
 		if p.committed.Load() > p.last.Load() {
-			if err := p.takeShared(ctx); err != nil && ctx.Err() == nil {
+			elsewhere, err := p.takeShared(ctx)
+			if err != nil && ctx.Err() == nil {
 				p.s.log.Error("snapshot failed; the older ones stay", "err", err)
+			}
+			if elsewhere {
+				// Another instance is taking one: asking again at every
+				// commit meanwhile would only load the database.
+				quiet = time.Now().Add(elsewhereWait)
 			}
 		}
 	}
 }
 
-// take stores a snapshot of the state at the last committed record, then
-// thins the older ones and prunes for retention.
 // takeShared takes a snapshot unless, the store being shared, another
-// instance took one recently enough.
-func (p *snapshotter) takeShared(ctx context.Context) error {
-	if p.s.sh != nil {
+// instance took one recently enough or is taking one: one instance
+// replays for all, and the others read its snapshot. It reports whether
+// another instance is at it.
+func (p *snapshotter) takeShared(ctx context.Context) (elsewhere bool, err error) {
+	if p.s.sh == nil {
+		return false, p.take(ctx)
+	}
+	ran, err := p.s.sh.Alone(ctx, "snapshots", func() error {
+		// Read under the name, so that one just saved by the instance
+		// that held it last is seen.
 		if snaps, err := p.s.cfg.Store.Snapshots(ctx); err == nil && len(snaps) > 0 && snaps[0].Seq > p.last.Load() {
 			p.last.Store(snaps[0].Seq)
 			p.size.Store(snaps[0].Size)
@@ -104,10 +124,13 @@ func (p *snapshotter) takeShared(ctx context.Context) error {
 				return nil
 			}
 		}
-	}
-	return p.take(ctx)
+		return p.take(ctx)
+	})
+	return err == nil && !ran, err
 }
 
+// take stores a snapshot of the state at the last committed record, then
+// thins the older ones and prunes for retention.
 func (p *snapshotter) take(ctx context.Context) error {
 	s := p.s
 	start := time.Now()

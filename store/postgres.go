@@ -118,6 +118,7 @@ const (
 	lockLog       int64 = 0x53_57_42_4c_4f_47 // "SWBLOG": appending to the log
 	lockMigrate   int64 = 0x53_57_42_4d_49_47 // "SWBMIG": migrating the schema
 	lockFeed      int64 = 0x53_57_42_46_44_00 // "SWBFD" + n: a destination's feed
+	lockAlone     int64 = 0x53_57_42_41_4c_00 // "SWBAL" + n: a job one process does for all
 	lockLines     int32 = 0x5357              // (lockLines, hash of destination and line): one line of the outbox
 	lockSnapshots int32 = 0x5358              // (lockSnapshots, seq): saving the snapshot at seq
 )
@@ -506,6 +507,30 @@ func (s *Postgres) SetMetaOnce(ctx context.Context, key, value string) (string, 
 	err := s.pool.QueryRow(ctx, `WITH ins AS (INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING value)
 		SELECT value FROM ins UNION ALL SELECT value FROM meta WHERE key = $1 LIMIT 1`, key, value).Scan(&stored)
 	return stored, err
+}
+
+// Alone runs fn while this process holds name's lock, on a session of its
+// own, unless another process holds it. The lock goes with the session, so
+// a process that dies mid-job lets another take the name.
+func (s *Postgres) Alone(ctx context.Context, name string, fn func() error) (bool, error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Release()
+	key := namedLockKey(lockAlone, name)
+	var got bool
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil || !got {
+		return false, err
+	}
+	defer func() {
+		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			// The session's state is unknown: it must not go back to the
+			// pool holding the lock.
+			c.Conn().Close(context.Background())
+		}
+	}()
+	return true, fn()
 }
 
 // queueAppend queues the inserts of records, their contacts and their

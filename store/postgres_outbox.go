@@ -521,10 +521,13 @@ func (s *Postgres) fillFromLog(ctx context.Context, ds []Delivery) error {
 var ErrFeedHeld = errors.New("another switchboard process works this feed")
 
 // feedLockKey is the advisory lock of dest's feed.
-func feedLockKey(dest string) int64 {
+func feedLockKey(dest string) int64 { return namedLockKey(lockFeed, dest) }
+
+// namedLockKey is the advisory lock of name among base's.
+func namedLockKey(base int64, name string) int64 {
 	h := fnv.New32a()
-	h.Write([]byte(dest))
-	return lockFeed<<8 ^ int64(h.Sum32())
+	h.Write([]byte(name))
+	return base<<8 ^ int64(h.Sum32())
 }
 
 // feedCheckEvery is how often a process that holds a feed makes sure it

@@ -322,3 +322,74 @@ func TestPostgresLookupPlan(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestPostgresAlone: of processes running a job of one name, one runs it
+// and the others are told so; names do not hold each other up; a holder
+// whose session ends lets the name go.
+func TestPostgresAlone(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	a, b := openPG(t, u), openPG(t, u)
+	holding, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		ran, err := a.Alone(ctx, "snapshots", func() error {
+			close(holding)
+			<-release
+			return nil
+		})
+		if err == nil && !ran {
+			err = errors.New("the first did not run")
+		}
+		done <- err
+	}()
+	<-holding
+	ran, err := b.Alone(ctx, "snapshots", func() error { return nil })
+	if err != nil || ran {
+		t.Fatalf("a second process ran the job while the first did: %v %v", ran, err)
+	}
+	ran, err = b.Alone(ctx, "other", func() error { return errors.New("ran") })
+	if !ran || err == nil || err.Error() != "ran" {
+		t.Fatalf("another name was held up: %v %v", ran, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := b.Alone(ctx, "snapshots", func() error { return nil }); !ran || err != nil {
+		t.Fatalf("the name was not let go: %v %v", ran, err)
+	}
+
+	// A holder whose session is ended from outside (a process that died)
+	// lets the name go.
+	holding, release = make(chan struct{}), make(chan struct{})
+	go func() {
+		a.Alone(ctx, "snapshots", func() error {
+			close(holding)
+			<-release
+			return nil
+		})
+		close(done)
+	}()
+	defer func() { close(release); <-done }()
+	<-holding
+	c, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	key := namedLockKey(lockAlone, "snapshots")
+	if _, err := c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, key&0xffffffff); err != nil {
+		t.Fatal(err)
+	}
+	// (The session ends when its backend exits, a moment later.)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ran, err := b.Alone(ctx, "snapshots", func() error { return nil })
+		if ran && err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the name of a holder whose session ended was not let go: %v %v", ran, err)
+		}
+	}
+}

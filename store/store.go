@@ -184,6 +184,10 @@ type Shared interface {
 	// SetMetaOnce records value under key unless a value is there, and
 	// returns the value stored.
 	SetMetaOnce(ctx context.Context, key, value string) (string, error)
+	// Alone runs fn unless another process is running a job of the same
+	// name, and reports whether it ran: work that one process does for
+	// all (snapshots) is done once. A process that dies lets the name go.
+	Alone(ctx context.Context, name string, fn func() error) (ran bool, err error)
 }
 
 // lastBefore finds the last record decided before t among the seqs lo to

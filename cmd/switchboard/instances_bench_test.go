@@ -148,19 +148,20 @@ func BenchmarkInstances(b *testing.B) {
 				b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99_ms")
 			}
 			// What it cost: the instances' CPU per event (the database's
-			// and the clients' are not in it), and how many events one
-			// commit stored.
+			// and the clients' are not in it), how many events one commit
+			// stored, and how long it held the log's lock.
 			after := scrape(b, addrs)
 			b.ReportMetric((after.cpu-before.cpu)*1e6/float64(b.N), "cpu_us/event")
 			if groups := after.groups - before.groups; groups > 0 {
 				b.ReportMetric((after.records-before.records)/groups, "events/commit")
+				b.ReportMetric((after.held-before.held)*1000/groups, "lock_ms/commit")
 			}
 		})
 	}
 }
 
 // scraped sums what the instances' metrics say.
-type scraped struct{ cpu, groups, records float64 }
+type scraped struct{ cpu, groups, records, held float64 }
 
 // scrape reads the instances' /metrics.
 func scrape(b *testing.B, addrs []string) (sum scraped) {
@@ -184,6 +185,8 @@ func scrape(b *testing.B, addrs []string) (sum scraped) {
 				sum.groups += v
 			case "switchboard_commit_records_sum":
 				sum.records += v
+			case "switchboard_log_lock_seconds_sum":
+				sum.held += v
 			}
 		}
 	}
