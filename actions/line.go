@@ -101,5 +101,8 @@ func (p *Pool) Placeable(w *Waiting) *Agent {
 		}
 		return nil
 	}
+	if w.View != nil && w.View.dropped {
+		w.View = p.View(w.Want())
+	}
 	return p.Pick(w.View, w.Algorithm, w.Except, w.Excluded)
 }

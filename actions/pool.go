@@ -230,7 +230,6 @@ type Group struct {
 	online int
 	away   int
 	pos    map[*Agent]int
-	views  []*View
 }
 
 // Has reports whether a is a member of the group.
@@ -263,7 +262,19 @@ type Pool struct {
 	// perChannel: some agent has a budget per channel, so views are kept
 	// per channel.
 	perChannel bool
+	// listed are the channels some agent's budget names. Views for the
+	// others (each channel its own budget of the agents' default) are
+	// kept for the MaxOtherChannels used last: channel names come from
+	// the events, and every view costs something at each change of its
+	// members.
+	listed map[string]bool
+	others map[string][]*View
+	uses   uint64 // counts the uses of those views, to find the oldest
 }
+
+// MaxOtherChannels is how many channels that no budget lists keep their
+// views between events; a view let go is built again when asked for.
+var MaxOtherChannels = 64
 
 // Want is what an assign asks of a group's members: the skills, the cost
 // and the channel of the conversation, whether away members may take it,
@@ -401,6 +412,8 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 		groups: map[string]*Group{},
 		views:  map[viewKey]*View{},
 		team:   team,
+		listed: map[string]bool{},
+		others: map[string][]*View{},
 	}
 	p.src = rand.NewPCG(seed, 0x5157)
 	p.rng = rand.New(p.src)
@@ -419,6 +432,7 @@ func NewPool(team *dsl.Team, rules []*dsl.Rule, seed uint64) *Pool {
 						continue
 					}
 					a.budgets = append(a.budgets, Budget{Channel: b.Channel, Capacity: int64(b.Capacity) * Unit})
+					p.listed[b.Channel] = true
 				}
 				a.listed = len(a.budgets)
 			}
@@ -526,6 +540,10 @@ func (p *Pool) View(want Want) *View {
 	key := viewKey{group: want.Group, skills: strings.Join(want.Skills, "\x00"), cost: want.Cost, away: want.Away,
 		limit: want.Limit, per: want.Per, channel: want.Channel}
 	if v, ok := p.views[key]; ok {
+		if v.other {
+			p.uses++
+			v.touched = p.uses
+		}
 		return v
 	}
 	g := p.groups[want.Group]
@@ -536,9 +554,41 @@ func (p *Pool) View(want Want) *View {
 		p.addLimit(want.Limit, want.Per)
 	}
 	v := newView(p, g, want)
+	v.key = key
 	p.views[key] = v
-	g.views = append(g.views, v)
+	if ch := want.Channel; ch != "" && !p.listed[ch] {
+		if _, ok := p.others[ch]; !ok && len(p.others) >= MaxOtherChannels {
+			p.dropOldestChannel()
+		}
+		p.uses++
+		v.other, v.touched = true, p.uses
+		p.others[ch] = append(p.others[ch], v)
+	}
 	return v
+}
+
+// dropOldestChannel lets go of the views of the unlisted channel used
+// longest ago: they leave their members' indexes, and waiting work that
+// holds one asks for it again.
+func (p *Pool) dropOldestChannel() {
+	oldest, at := "", uint64(0)
+	for ch, vs := range p.others {
+		last := uint64(0)
+		for _, v := range vs {
+			last = max(last, v.touched)
+		}
+		if oldest == "" || last < at || last == at && ch < oldest {
+			oldest, at = ch, last
+		}
+	}
+	for _, v := range p.others[oldest] {
+		v.dropped = true
+		delete(p.views, v.key)
+		for _, a := range v.members {
+			a.slots = slices.DeleteFunc(a.slots, func(s viewSlot) bool { return s.view == v })
+		}
+	}
+	delete(p.others, oldest)
 }
 
 // addLimit makes the pool track a fairness limit.
@@ -808,6 +858,9 @@ func (p *Pool) Turn(g *Group, a *Agent) {
 // none is eligible. except (reassign) and the excluded agents (who
 // declined or let an offer of the conversation expire) are never chosen.
 func (p *Pool) Pick(v *View, alg dsl.Algorithm, except *Agent, excluded []*Agent) *Agent {
+	if v != nil && v.dropped {
+		v = p.View(v.want) // let go meanwhile: built again
+	}
 	if except != nil || len(excluded) > 0 {
 		setExcluded(except, excluded, true)
 		defer setExcluded(except, excluded, false)

@@ -171,6 +171,18 @@ func reference(g *Group, team *dsl.Team, ref map[*Agent]*refAgent, now time.Time
 }
 
 func TestPickMatchesReference(t *testing.T) {
+	// With one unlisted channel's views kept, they are let go and built
+	// again all the time, and views held meanwhile are asked too.
+	for _, keep := range []int{MaxOtherChannels, 1} {
+		t.Run(fmt.Sprint("keep=", keep), func(t *testing.T) {
+			defer func(n int) { MaxOtherChannels = n }(MaxOtherChannels)
+			MaxOtherChannels = keep
+			pickMatchesReference(t)
+		})
+	}
+}
+
+func pickMatchesReference(t *testing.T) {
 	team := testTeam(37)
 	p := NewPool(team, nil, 1)
 	g := p.Group("G")
@@ -178,7 +190,8 @@ func TestPickMatchesReference(t *testing.T) {
 	now := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	costs := []dsl.Cost{{}, {Units: 2}, {Percent: 50}}
 	skillSets := [][]string{nil, {"fr"}}
-	channels := []string{"", "voice", "chat", "sms"}
+	channels := []string{"", "voice", "chat", "sms", "whatsapp", "line"}
+	held := map[string]*View{} // a view asked for earlier, by its want
 	limits := []struct {
 		n   int
 		per time.Duration
@@ -242,6 +255,11 @@ func TestPickMatchesReference(t *testing.T) {
 				excluded = append(excluded, p.Agents[rng.IntN(len(p.Agents))])
 			}
 			v := p.View(w)
+			key := fmt.Sprintf("%+v", w)
+			if h := held[key]; h != nil && rng.IntN(2) == 0 {
+				v = h
+			}
+			held[key] = v
 			got := p.Pick(v, alg, except, excluded)
 			want := reference(g, team, ref, now, alg, w, except, excluded)
 			if got != want {
@@ -296,6 +314,39 @@ func TestRandomIsSeededAndUniform(t *testing.T) {
 	for id, n := range counts {
 		if n < 350 || n > 650 {
 			t.Errorf("%s picked %d times of 5000 among 10", id, n)
+		}
+	}
+}
+
+// TestOtherChannelsBounded: channel names come from the events; views for
+// channels no budget lists are kept for the MaxOtherChannels used last,
+// so a client sending endless names costs neither memory nor time at
+// each change of an agent.
+func TestOtherChannelsBounded(t *testing.T) {
+	team := testTeam(20)
+	p := NewPool(team, nil, 1)
+	for _, ch := range []string{"voice", "chat", ""} {
+		p.View(Want{Group: "G", Channel: ch})
+	}
+	listed := len(p.views)
+	for i := range 1000 {
+		v := p.View(Want{Group: "G", Channel: fmt.Sprint("ch", i), Skills: []string{"fr"}})
+		if a := p.Pick(v, dsl.LeastActive, nil, nil); a == nil {
+			t.Fatalf("channel %d: nobody", i)
+		}
+	}
+	if n := len(p.views) - listed; n != MaxOtherChannels {
+		t.Fatalf("%d views of unlisted channels kept, want %d", n, MaxOtherChannels)
+	}
+	for _, a := range p.Agents {
+		if len(a.slots) > 3+MaxOtherChannels {
+			t.Fatalf("%s is in %d indexes", a.ID, len(a.slots))
+		}
+	}
+	// The listed channels' views stay whatever comes.
+	for _, ch := range []string{"voice", "chat", ""} {
+		if _, ok := p.views[viewKey{group: "G", channel: ch}]; !ok {
+			t.Fatalf("the view of %q was let go", ch)
 		}
 	}
 }

@@ -26,6 +26,13 @@ type View struct {
 	// others. used lists the slots in use.
 	keys [numSlots][]key
 	used []slot
+	key  viewKey
+	// other: the view of a channel no budget lists, kept while it is
+	// among the channels used last (touched is its last use); dropped
+	// once let go, when it no longer follows its members.
+	other   bool
+	touched uint64
+	dropped bool
 }
 
 // key orders members for one algorithm: smaller is better. The last part

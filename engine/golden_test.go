@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/sebdah/goldie/v2"
+	"github.com/switchboard-dev/switchboard/actions"
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/engine"
 	"github.com/switchboard-dev/switchboard/triggers"
@@ -111,6 +113,26 @@ func TestScenarios(t *testing.T) {
 			}
 			g.Assert(t, name, first)
 		})
+	}
+}
+
+// TestScenariosFewViews: with the views of one unlisted channel kept at a
+// time (a client sending many channel names), views are let go and built
+// again between and within events, and every scenario decides as its
+// golden file says.
+func TestScenariosFewViews(t *testing.T) {
+	defer func(n int) { actions.MaxOtherChannels = n }(actions.MaxOtherChannels)
+	actions.MaxOtherChannels = 1
+	paths, _ := filepath.Glob(filepath.Join(scenarios, "*.txtar"))
+	for _, path := range paths {
+		name := strings.TrimSuffix(filepath.Base(path), ".txtar")
+		want, err := os.ReadFile(filepath.Join(scenarios, "golden", name+".golden"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := loadScenario(t, path).run(); !bytes.Equal(got, want) {
+			t.Errorf("%s decides otherwise with few views kept", name)
+		}
 	}
 }
 
