@@ -65,6 +65,11 @@ type Engine struct {
 	freeConvs  []*conversation
 	freeTimers []*timer
 	timerGroup []*timer
+	// kept lists the closed conversations kept for reopening, in the
+	// order they closed, from keptHead on: let go once reopen_within has
+	// passed, whether or not their contact comes back.
+	kept     []keptConv
+	keptHead int
 	// lastSnapshot is the size of the latest snapshot, to size the next.
 	lastSnapshot int
 
@@ -495,6 +500,9 @@ func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decisio
 	e.dirty = e.dirty[:0]
 	e.fireTimers(t)
 	e.advance(t)
+	if e.keptHead < len(e.kept) {
+		e.sweepKept()
+	}
 	if len(e.dirty) > 0 {
 		e.drain() // work that a fairness window freed budget for goes first
 	}
@@ -795,6 +803,52 @@ func (e *Engine) reopenable(c *contact, ev *triggers.Event) *conversation {
 	return conv
 }
 
+// keptConv is a closed conversation kept for reopening, and when it
+// closed: the conversation may since have been reopened, let go, or
+// reused for another.
+type keptConv struct {
+	conv *conversation
+	at   time.Time
+}
+
+// sweepKept lets go of the closed conversations that reopen_within no
+// longer lets a message reopen, so that contacts who never come back
+// leave only themselves in memory.
+func (e *Engine) sweepKept() {
+	within := e.reopenWithin()
+	for e.keptHead < len(e.kept) {
+		k := e.kept[e.keptHead]
+		if within > 0 && !e.clock.After(k.at.Add(within)) {
+			break
+		}
+		e.kept[e.keptHead] = keptConv{}
+		e.keptHead++
+		if k.conv.kept && k.conv.closedAt.Equal(k.at) {
+			e.letGo(k.conv)
+		}
+	}
+	if e.keptHead > 0 && e.keptHead*2 >= len(e.kept) {
+		n := copy(e.kept, e.kept[e.keptHead:])
+		clear(e.kept[n:])
+		e.kept, e.keptHead = e.kept[:n], 0
+	}
+}
+
+// fileKept lists the kept closed conversations in the order they closed
+// (contacts in order for those that closed at one instant): after a
+// restore.
+func (e *Engine) fileKept() {
+	e.kept, e.keptHead = e.kept[:0], 0
+	for _, chunk := range e.contacts.chunks {
+		for i := range chunk {
+			for v := chunk[i].closed; v != nil; v = v.nextOpen {
+				e.kept = append(e.kept, keptConv{v, v.closedAt})
+			}
+		}
+	}
+	slices.SortStableFunc(e.kept, func(a, b keptConv) int { return a.at.Compare(b.at) })
+}
+
 // letGo stops keeping a closed conversation for reopening.
 func (e *Engine) letGo(conv *conversation) {
 	conv.contact.dropClosed(conv)
@@ -893,6 +947,7 @@ func (e *Engine) close(conv *conversation) string {
 	id := conv.id
 	if e.reopenWithin() > 0 {
 		conv.kept = true
+		e.kept = append(e.kept, keptConv{conv, conv.closedAt})
 		if old := conv.contact.keepClosed(conv); old != nil {
 			old.kept = false
 			if old.recyclable() {

@@ -21,6 +21,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 	n.clock, n.seq = e.clock, e.seq
 	n.contacts, n.convs = e.contacts, e.convs
 	n.freeConvs = e.freeConvs
+	n.kept, n.keptHead = e.kept, e.keptHead
 	for old, st := range e.stats.agents {
 		if a := n.pool.Agent(old.ID); a != nil {
 			*n.stats.agents[a] = *st

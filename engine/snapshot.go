@@ -472,6 +472,7 @@ func (e *Engine) decode(d *decoder) {
 	if d.format >= 4 && !e.decodeKept(d) {
 		return
 	}
+	e.fileKept()
 
 	n = d.length()
 	if d.err != nil {
