@@ -104,7 +104,8 @@ type feed struct {
 
 	cursor atomic.Int64 // the cursor as stored, for views
 
-	lost <-chan struct{} // closed when a shared feed is no longer this process's
+	lost <-chan struct{}             // closed when a shared feed is no longer this process's
+	held func(context.Context) error // whether it still is, before sending
 }
 
 // tripAfter is how many attempts in a row may fail before the feed holds
@@ -199,7 +200,7 @@ func (d *Dispatcher) openFeed(ctx context.Context, head int64) (*feed, error) {
 	}
 	// A shared feed reads the store first: what was committed while it
 	// was being taken was handed to no feed.
-	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued, lost: st.Lost,
+	f := &feed{d: d, wake: make(chan struct{}, 1), open: st.Open, from: st.From, queued: st.Queued, lost: st.Lost, held: st.Held,
 		next: st.Cursor, saved: st.Cursor, head: head, gap: st.Cursor < head || st.Lost != nil, lines: map[string]*slot{}}
 	f.cursor.Store(st.Cursor)
 	return f, nil
@@ -452,7 +453,11 @@ func (f *feed) run(ctx context.Context) {
 			}
 		}
 		throttled := f.throttled()
-		for len(f.ready) > 0 && f.room(throttled) > 0 {
+		// A shared feed is sent only while this process holds it: one
+		// frozen long enough may have lost it to another, which is
+		// sending the same decisions.
+		held := f.held == nil || len(f.ready) == 0 || f.held(ctx) == nil
+		for held && len(f.ready) > 0 && f.room(throttled) > 0 {
 			s := f.ready[0]
 			if s.stale && !f.reread(ctx, s) {
 				break // tried again at the next turn
@@ -463,6 +468,10 @@ func (f *feed) run(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if f.held != nil && f.held(ctx) != nil {
+					results <- sent{s, store.Outcome{}} // not sent: the holder sends it
+					return
+				}
 				o := f.d.attempt(ctx, s.it.delivery(f.d.cfg.MaxAge))
 				if throttled {
 					f.d.pause(ctx)

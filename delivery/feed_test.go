@@ -2,12 +2,14 @@ package delivery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,9 +28,15 @@ type feedRig struct {
 	platform *deliverytest.Receiver
 	d        *delivery.Dispatcher
 	stop     func()
+	// out is the outbox the dispatcher works: the store, or one made
+	// from it.
+	out store.Outbox
 }
 
-func newFeedRig(t *testing.T) *feedRig {
+func newFeedRig(t *testing.T) *feedRig { return newFeedRigOn(t, nil) }
+
+// newFeedRigOn runs the dispatcher on the outbox wrap makes of the store.
+func newFeedRigOn(t *testing.T, wrap func(*store.SQLite) store.Outbox) *feedRig {
 	platform, err := deliverytest.NewReceiver(secret(1))
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +48,10 @@ func newFeedRig(t *testing.T) *feedRig {
 		t.Fatal(ds)
 	}
 	r := &feedRig{t: t, o: newOutbox(t, cfg), cfg: cfg, platform: platform}
+	r.out = r.o.st
+	if wrap != nil {
+		r.out = wrap(r.o.st)
+	}
 	r.start()
 	t.Cleanup(func() { r.stop() })
 	return r
@@ -48,7 +60,7 @@ func newFeedRig(t *testing.T) *feedRig {
 // start runs a dispatcher, as serve does after a restart.
 func (r *feedRig) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r.d = delivery.NewDispatcher(r.o.st, r.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), delivery.Options{RetryBase: 50 * time.Millisecond})
+	r.d = delivery.NewDispatcher(r.out, r.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), delivery.Options{RetryBase: 50 * time.Millisecond})
 	if err := r.d.OpenFeed(ctx, r.o.st, r.o.seq); err != nil {
 		r.t.Fatal(err)
 	}
@@ -341,4 +353,59 @@ func TestFeedHoldsBack(t *testing.T) {
 	down.Store(false)
 	r.settle(20 * time.Second)
 	r.check()
+}
+
+// losable is an outbox whose feed can be lost, as a shared one is when
+// another process takes it over from one frozen too long.
+type losable struct {
+	*store.SQLite
+	lost chan struct{}
+	gone atomic.Bool
+	once sync.Once
+	asks atomic.Int32
+}
+
+func (l *losable) OpenFeed(ctx context.Context, dest string, head int64) (store.Feed, error) {
+	f, err := l.SQLite.OpenFeed(ctx, dest, head)
+	if l.gone.Load() {
+		return f, store.ErrFeedHeld
+	}
+	f.Lost = l.lost
+	f.Held = func(context.Context) error {
+		l.asks.Add(1)
+		if l.gone.Load() {
+			l.once.Do(func() { close(l.lost) })
+			return errors.New("lost")
+		}
+		return nil
+	}
+	return f, err
+}
+
+// TestFeedSendsOnlyWhileHeld: a shared feed asks whether it still holds
+// the feed before it sends; once it does not, nothing more is sent, not
+// even what it had read already.
+func TestFeedSendsOnlyWhileHeld(t *testing.T) {
+	l := &losable{lost: make(chan struct{})}
+	r := newFeedRigOn(t, func(st *store.SQLite) store.Outbox { l.SQLite = st; return l })
+	r.commit(true, "c1")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(r.platform.Accepted()) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first decision was not sent")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l.asks.Load() == 0 {
+		t.Fatal("sent without asking whether the feed is held")
+	}
+	// Frozen, and taken over meanwhile: it finds out before sending.
+	l.gone.Store(true)
+	for range 5 {
+		r.commit(true, "c1", "c2")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(r.platform.Hits()); n != 1 {
+		t.Fatalf("%d decisions sent, %d of them after the feed was lost", n, n-1)
+	}
 }

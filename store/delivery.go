@@ -151,4 +151,9 @@ type Feed struct {
 	// session with a shared database ended): the feed must stop, for
 	// another process may take it over. Nil when it cannot be lost.
 	Lost <-chan struct{}
+	// Held, called before sending, makes sure this process still holds
+	// the feed (it may have been frozen past the time another takes a
+	// silent holder's feed over); an error means it does not, and Lost is
+	// closed. Nil when the feed cannot be lost.
+	Held func(context.Context) error
 }

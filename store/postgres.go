@@ -145,6 +145,9 @@ type heldFeed struct {
 	mu   sync.Mutex // one statement at a time on conn
 	lost chan struct{}
 	once sync.Once
+	// confirmed is when this process last set out to say it holds the
+	// feed, and the database then agreed (guarded by mu).
+	confirmed time.Time
 }
 
 func (h *heldFeed) drop() { h.once.Do(func() { close(h.lost) }) }

@@ -567,7 +567,7 @@ func (s *Postgres) OpenFeed(ctx context.Context, dest string, head int64) (Feed,
 			return f, ErrFeedHeld
 		}
 		// Taken out of the pool for good: it is the lock.
-		h = &heldFeed{conn: c, lost: make(chan struct{})}
+		h = &heldFeed{conn: c, lost: make(chan struct{}), confirmed: time.Now()}
 		s.feedMu.Lock()
 		s.feeds[dest] = h
 		s.feedMu.Unlock()
@@ -575,6 +575,7 @@ func (s *Postgres) OpenFeed(ctx context.Context, dest string, head int64) (Feed,
 		go s.watchFeed(dest, h)
 	}
 	f.Lost = h.lost
+	f.Held = func(ctx context.Context) error { return s.feedHeld(ctx, dest, h) }
 	err := s.onFeed(ctx, dest, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $3), ($2, $3) ON CONFLICT (key) DO NOTHING`,
@@ -673,16 +674,56 @@ func (s *Postgres) watchFeed(dest string, h *heldFeed) {
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*feedCheckEvery)
-		_, err := h.conn.Conn().Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "at"))
-		cancel()
-		h.mu.Unlock()
-		if err != nil {
-			s.loseFeed(dest, h)
+		if s.confirmFeed(context.Background(), dest, h) != nil {
 			return
 		}
 	}
+}
+
+// confirmFeed says in the database that this process holds dest's feed;
+// when it cannot, the feed is lost.
+func (s *Postgres) confirmFeed(ctx context.Context, dest string, h *heldFeed) error {
+	h.mu.Lock()
+	tctx, cancel := context.WithTimeout(ctx, 2*feedCheckEvery)
+	before := time.Now()
+	_, err := h.conn.Conn().Exec(tctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "at"))
+	cancel()
+	if err == nil {
+		h.confirmed = before
+	}
+	h.mu.Unlock()
+	if err != nil && ctx.Err() != nil && !h.conn.Conn().IsClosed() {
+		return ctx.Err() // the caller gave up; the session, and the feed, are still held
+	}
+	if err != nil {
+		s.loseFeed(dest, h)
+		return fmt.Errorf("store: the feed to %s was lost: %w", dest, err)
+	}
+	return nil
+}
+
+// feedFresh is how long after saying it holds a feed a process takes it
+// as still held without asking: well under feedStale, after which another
+// process may take the feed over.
+const feedFresh = feedStale / 3
+
+// feedHeld makes sure this process still holds dest's feed before it
+// sends: a process that was frozen (stopped, its machine paused) past
+// feedStale may have lost it to another without noticing yet, and must
+// not send what the other is sending.
+func (s *Postgres) feedHeld(ctx context.Context, dest string, h *heldFeed) error {
+	h.mu.Lock()
+	fresh := time.Since(h.confirmed) < feedFresh
+	h.mu.Unlock()
+	select {
+	case <-h.lost:
+		return fmt.Errorf("store: the feed to %s was lost", dest)
+	default:
+	}
+	if fresh {
+		return nil
+	}
+	return s.confirmFeed(ctx, dest, h)
 }
 
 // loseFeed gives up a feed whose session failed.

@@ -129,14 +129,8 @@ func TestPostgresFeedHeld(t *testing.T) {
 	}
 	// The holder's session is killed from outside (as a server restart or
 	// a cut connection would).
-	c, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, feedLockKey("platform")&0xffffffff); err != nil {
-		t.Fatal(err)
-	}
+	c := bystander(t, u)
+	endHolder(t, c, feedLockKey("platform"))
 	select {
 	case <-fa.Lost:
 	case <-time.After(10 * time.Second):
@@ -373,15 +367,7 @@ func TestPostgresAlone(t *testing.T) {
 	}()
 	defer func() { close(release); <-done }()
 	<-holding
-	c, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	key := namedLockKey(lockAlone, "snapshots")
-	if _, err := c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, key&0xffffffff); err != nil {
-		t.Fatal(err)
-	}
+	endHolder(t, bystander(t, u), namedLockKey(lockAlone, "snapshots"))
 	// (The session ends when its backend exits, a moment later.)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		ran, err := b.Alone(ctx, "snapshots", func() error { return nil })
@@ -391,5 +377,72 @@ func TestPostgresAlone(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the name of a holder whose session ended was not let go: %v %v", ran, err)
 		}
+	}
+}
+
+// TestPostgresFeedHeldBeforeSending: a holder that said it holds the feed
+// longer ago than feedFresh (frozen meanwhile) asks the database before
+// sending; when its session was ended by a taker, it learns it lost the
+// feed there, not after sending.
+func TestPostgresFeedHeldBeforeSending(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	a := openPG(t, u)
+	f, err := a.OpenFeed(ctx, "platform", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Held(ctx); err != nil {
+		t.Fatalf("a fresh holder: %v", err)
+	}
+	h := a.feeds["platform"]
+	age := func(d time.Duration) {
+		h.mu.Lock()
+		h.confirmed = time.Now().Add(-d)
+		h.mu.Unlock()
+	}
+	// Silent for a while, still holding: it says so again.
+	age(feedStale)
+	if err := f.Held(ctx); err != nil {
+		t.Fatalf("a holder that still holds: %v", err)
+	}
+	h.mu.Lock()
+	again := time.Since(h.confirmed) < feedFresh
+	h.mu.Unlock()
+	if !again {
+		t.Fatal("the holder did not say again that it holds the feed")
+	}
+	// Frozen past feedStale, its session ended by the process that took
+	// the feed over.
+	age(2 * feedStale)
+	c := bystander(t, u)
+	endHolder(t, c, feedLockKey("platform"))
+	if err := f.Held(ctx); err == nil {
+		t.Fatal("a holder whose session ended would send")
+	}
+	select {
+	case <-f.Lost:
+	default:
+		t.Fatal("the feed is not lost")
+	}
+}
+
+// bystander connects to the database at u as another client would.
+func bystander(t *testing.T, u string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// endHolder ends, from c, the session that holds the advisory lock key,
+// as a server restart, a cut connection or a taker would.
+func endHolder(t *testing.T, c *pgx.Conn, key int64) {
+	t.Helper()
+	if _, err := c.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, key&0xffffffff); err != nil {
+		t.Fatal(err)
 	}
 }
