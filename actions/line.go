@@ -46,6 +46,19 @@ type Waiting struct {
 	// "" for the rule that queued the work.
 	Then     *dsl.Reply
 	ThenRule string
+	// pinned is the view the work holds while in a line: its channel's
+	// views are not let go meanwhile.
+	pinned *View
+}
+
+// pin makes v the view the work holds; nil for none.
+func (w *Waiting) pin(v *View) {
+	if w.pinned != nil {
+		w.pinned.pins--
+	}
+	if w.pinned = v; v != nil {
+		v.pins++
+	}
 }
 
 // Want is what waiting work for a group asks of its members.
@@ -82,12 +95,14 @@ func (l *Line) Add(w *Waiting) {
 		return 1
 	})
 	l.entries = slices.Insert(l.entries, i, w)
+	w.pin(w.View)
 }
 
 // Remove takes w out of the line.
 func (l *Line) Remove(w *Waiting) {
 	if i := slices.Index(l.entries, w); i >= 0 {
 		l.entries = slices.Delete(l.entries, i, i+1)
+		w.pin(nil)
 	}
 }
 
@@ -103,6 +118,9 @@ func (p *Pool) Placeable(w *Waiting) *Agent {
 	}
 	if w.View != nil && w.View.dropped {
 		w.View = p.View(w.Want())
+		if w.pinned != nil {
+			w.pin(w.View)
+		}
 	}
 	return p.Pick(w.View, w.Algorithm, w.Except, w.Excluded)
 }

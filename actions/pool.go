@@ -568,25 +568,31 @@ func (p *Pool) View(want Want) *View {
 }
 
 // dropOldestChannel lets go of the views of the unlisted channel used
-// longest ago: they leave their members' indexes, and waiting work that
-// holds one asks for it again.
+// longest ago that no waiting work holds: they leave their members'
+// indexes. Channels with waiting work keep theirs, past the limit if need
+// be: that work is state, and is checked at every change.
 func (p *Pool) dropOldestChannel() {
 	oldest, at := "", uint64(0)
+channels:
 	for ch, vs := range p.others {
 		last := uint64(0)
 		for _, v := range vs {
+			if v.pins > 0 {
+				continue channels
+			}
 			last = max(last, v.touched)
 		}
 		if oldest == "" || last < at || last == at && ch < oldest {
 			oldest, at = ch, last
 		}
 	}
+	if oldest == "" {
+		return
+	}
 	for _, v := range p.others[oldest] {
 		v.dropped = true
 		delete(p.views, v.key)
-		for _, a := range v.members {
-			a.slots = slices.DeleteFunc(a.slots, func(s viewSlot) bool { return s.view == v })
-		}
+		v.leave()
 	}
 	delete(p.others, oldest)
 }

@@ -350,3 +350,48 @@ func TestOtherChannelsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestPinnedViewsKept: the views that waiting work holds are not let go,
+// however many channels come (checking that work must not build them
+// again at every change); the others are, and every agent's indexes stay
+// those of its views.
+func TestPinnedViewsKept(t *testing.T) {
+	team := testTeam(20)
+	p := NewPool(team, nil, 1)
+	var line Line
+	var held []*View
+	for i := range 3 * MaxOtherChannels {
+		w := &Waiting{Group: p.Group("G"), Channel: fmt.Sprint("wait", i), Seq: uint64(i)}
+		w.View = p.View(w.Want())
+		line.Add(w)
+		held = append(held, w.View)
+	}
+	for i := range 1000 {
+		p.View(Want{Group: "G", Channel: fmt.Sprint("pass", i)})
+	}
+	for _, v := range held {
+		if v.dropped {
+			t.Fatalf("the view of %s, held by waiting work, was let go", v.want.Channel)
+		}
+	}
+	if n := len(p.others); n != 3*MaxOtherChannels+1 {
+		t.Fatalf("%d unlisted channels keep views, want the %d with waiting work and the last one", n, 3*MaxOtherChannels)
+	}
+	// Once the work is placed, its channel's views may go.
+	for _, w := range slices.Clone(line.Entries()) {
+		line.Remove(w)
+	}
+	for i := range MaxOtherChannels {
+		p.View(Want{Group: "G", Channel: fmt.Sprint("again", i)})
+	}
+	if n := len(p.others); n != 3*MaxOtherChannels+1 {
+		t.Fatalf("%d unlisted channels keep views", n)
+	}
+	for _, a := range p.Agents {
+		for j, s := range a.slots {
+			if s.view.dropped || s.view.members[s.leaf] != a || int(s.view.slot[s.leaf]) != j {
+				t.Fatalf("%s's index %d is not its own: %+v", a.ID, j, s)
+			}
+		}
+	}
+}

@@ -27,12 +27,30 @@ type View struct {
 	keys [numSlots][]key
 	used []slot
 	key  viewKey
+	// slot is each member's place in its agent's slots.
+	slot []int32
 	// other: the view of a channel no budget lists, kept while it is
-	// among the channels used last (touched is its last use); dropped
-	// once let go, when it no longer follows its members.
+	// among the channels used last (touched is its last use) or while
+	// waiting work holds it (pins); dropped once let go, when it no
+	// longer follows its members.
 	other   bool
 	touched uint64
+	pins    int
 	dropped bool
+}
+
+// leave takes the view out of its members' indexes: each agent's last
+// slot takes its place.
+func (v *View) leave() {
+	for i, a := range v.members {
+		j, last := v.slot[i], len(a.slots)-1
+		if moved := a.slots[last]; int(j) != last {
+			a.slots[j] = moved
+			moved.view.slot[moved.leaf] = j
+		}
+		a.slots[last] = viewSlot{}
+		a.slots = a.slots[:last]
+	}
 }
 
 // key orders members for one algorithm: smaller is better. The last part
@@ -99,7 +117,9 @@ func newView(p *Pool, g *Group, want Want) *View {
 		v.size *= 2
 	}
 	v.count = make([]int32, 2*v.size)
+	v.slot = make([]int32, len(v.members))
 	for i, a := range v.members {
+		v.slot[i] = int32(len(a.slots))
 		a.slots = append(a.slots, viewSlot{view: v, leaf: i})
 		if v.eligible(a) {
 			v.count[v.size+i] = 1
