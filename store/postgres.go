@@ -514,17 +514,33 @@ func (s *Postgres) SetMetaOnce(ctx context.Context, key, value string) (string, 
 
 // Alone runs fn while this process holds name's lock, on a session of its
 // own, unless another process holds it. The lock goes with the session, so
-// a process that dies mid-job lets another take the name.
+// a process that dies mid-job lets another take the name. While fn runs,
+// the holder says so every aloneBeat; a holder silent for aloneStale (its
+// process stopped, its machine paused) has its session ended by the next
+// process that asks, which then takes the name at its next try.
 func (s *Postgres) Alone(ctx context.Context, name string, fn func() error) (bool, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer c.Release()
-	key := namedLockKey(lockAlone, name)
+	key, at := namedLockKey(lockAlone, name), "alone:"+name+":at"
+	// Taken and said in one statement: no other process sees the name
+	// held with an old word from an earlier holder (but for the moment
+	// the statement runs).
 	var got bool
-	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil || !got {
+	err = c.QueryRow(ctx, `WITH l AS (SELECT pg_try_advisory_lock($1) AS got),
+		w AS (INSERT INTO meta (key, value) SELECT $2, `+dbMillis+` FROM l WHERE got ON CONFLICT (key) DO UPDATE SET value = excluded.value)
+		SELECT got FROM l`, key, at).Scan(&got)
+	if err != nil {
 		return false, err
+	}
+	if !got {
+		// (No word at all: the holder has just taken the name.)
+		if age, ok := metaAgeOK(ctx, c, at); ok && age > aloneStale {
+			c.Exec(ctx, endHolderQuery, key)
+		}
+		return false, nil
 	}
 	defer func() {
 		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
@@ -533,8 +549,41 @@ func (s *Postgres) Alone(ctx context.Context, name string, fn func() error) (boo
 			c.Conn().Close(context.Background())
 		}
 	}()
-	return true, fn()
+	beat := func() error {
+		_, err := c.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, at)
+		return err
+	}
+	stop, beaten := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(beaten)
+		t := time.NewTicker(aloneBeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				beat() // one that fails is seen by the unlock
+			}
+		}
+	}()
+	err = fn()
+	close(stop)
+	<-beaten
+	return true, err
 }
+
+// How often a process running a job alone says so, and how long it may
+// be silent before another ends its session.
+const (
+	aloneBeat  = time.Second
+	aloneStale = 15 * time.Second
+)
+
+// endHolderQuery ends the session that holds the advisory lock $1 (one
+// key), other than the caller's.
+const endHolderQuery = `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+	AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1`
 
 // queueAppend queues the inserts of records, their contacts and their
 // deliveries: one statement per table, whatever their number.

@@ -560,8 +560,7 @@ func (s *Postgres) OpenFeed(ctx context.Context, dest string, head int64) (Feed,
 			// session is ended, which lets the feed go, and it is taken
 			// at the next try.
 			if feedAge(ctx, c, dest) > feedStale {
-				c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
-					AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1`, feedLockKey(dest))
+				c.Exec(ctx, endHolderQuery, feedLockKey(dest))
 			}
 			c.Release()
 			return f, ErrFeedHeld
@@ -823,15 +822,32 @@ const dbMillis = `(extract(epoch from clock_timestamp()) * 1000)::bigint::text`
 
 // feedAge is how long ago, on the database's clock, dest's feed was last
 // worked; very long when it never was.
-func feedAge(ctx context.Context, q interface {
+func feedAge(ctx context.Context, q rowQuerier, dest string) time.Duration {
+	return metaAge(ctx, q, feedKey(dest, "at"))
+}
+
+type rowQuerier interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, dest string) time.Duration {
-	var ms int64
-	err := q.QueryRow(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint - value::bigint FROM meta WHERE key = $1`, feedKey(dest, "at")).Scan(&ms)
-	if err != nil {
+}
+
+// metaAge is how long ago, on the database's clock, the time stored under
+// key was (Unix ms); very long when there is none.
+func metaAge(ctx context.Context, q rowQuerier, key string) time.Duration {
+	age, ok := metaAgeOK(ctx, q, key)
+	if !ok {
 		return 1 << 62
 	}
-	return time.Duration(ms) * time.Millisecond
+	return age
+}
+
+// metaAgeOK is metaAge, and whether there is a time under key.
+func metaAgeOK(ctx context.Context, q rowQuerier, key string) (time.Duration, bool) {
+	var ms int64
+	err := q.QueryRow(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint - value::bigint FROM meta WHERE key = $1`, key).Scan(&ms)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(ms) * time.Millisecond, true
 }
 
 // ErrFeedInUse is returned by CloseFeed when other processes worked the

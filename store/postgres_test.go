@@ -446,3 +446,67 @@ func endHolder(t *testing.T, c *pgx.Conn, key int64) {
 		t.Fatal(err)
 	}
 }
+
+// TestPostgresAloneFrozen: a holder that stops saying it is at its job
+// (frozen) past aloneStale has its session ended by the next process that
+// asks, which takes the name at its next try; one that keeps saying so is
+// left alone, however long its job.
+func TestPostgresAloneFrozen(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	a, b := openPG(t, u), openPG(t, u)
+	key := namedLockKey(lockAlone, "snapshots")
+	// A live holder, its last word made old: it says it again within a
+	// second, and keeps the name.
+	holding, release, done := make(chan struct{}), make(chan struct{}), make(chan bool, 1)
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	defer let() // (a failure must not leave the holder, and the store's close, waiting)
+	go func() {
+		ran, _ := a.Alone(ctx, "snapshots", func() error { close(holding); <-release; return nil })
+		done <- ran
+	}()
+	<-holding
+	c := bystander(t, u)
+	if _, err := c.Exec(ctx, `UPDATE meta SET value = '0' WHERE key = 'alone:snapshots:at'`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(aloneBeat + 500*time.Millisecond)
+	if ran, err := b.Alone(ctx, "snapshots", func() error { return nil }); ran || err != nil {
+		t.Fatalf("took the name from a live holder: %v %v", ran, err)
+	}
+	time.Sleep(200 * time.Millisecond) // (an ended session goes a moment later)
+	var held int
+	c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, key&0xffffffff).Scan(&held)
+	if held != 1 {
+		t.Fatal("the live holder's session was ended")
+	}
+	let()
+	if !<-done {
+		t.Fatal("the live holder did not run")
+	}
+	c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::bit(32)::int`, key&0xffffffff).Scan(&held)
+	if held != 0 {
+		t.Fatal("the live holder's lock was not let go")
+	}
+
+	// A frozen holder: the lock held by a session that says nothing.
+	frozen := bystander(t, u)
+	if _, err := frozen.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `UPDATE meta SET value = ((extract(epoch from clock_timestamp()) * 1000)::bigint - 60000)::text WHERE key = 'alone:snapshots:at'`); err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := b.Alone(ctx, "snapshots", func() error { return nil }); ran || err != nil {
+		t.Fatalf("ran while the frozen holder held the name: %v %v", ran, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if ran, err := b.Alone(ctx, "snapshots", func() error { return nil }); ran && err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the name was not taken from a frozen holder")
+		}
+	}
+}
