@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/switchboard-dev/switchboard/delivery"
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/journal"
@@ -287,7 +288,16 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 		}
 		done = append(done, r)
 		switch r.Type {
-		case store.TypeReload, store.TypePrune:
+		case store.TypeReload:
+		case store.TypePrune:
+			// Another instance pruned: the ids it pruned are forgotten
+			// here too.
+			var body struct {
+				Through int64 `json:"through"`
+			}
+			if gojson.Unmarshal(r.Event, &body) == nil {
+				s.forgetThrough(body.Through)
+			}
 		case store.TypeErase:
 			erased = true
 		default:

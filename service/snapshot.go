@@ -247,12 +247,17 @@ func (p *snapshotter) retain(ctx context.Context) error {
 			}
 		}
 	}
-	// A pruned event's id is forgotten: posted again, it is a new event.
+	s.forgetThrough(through)
+	s.log.Info("pruned the log for retention", "through", through, "older_than", cutoff.UTC().Format(time.RFC3339), "took_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// forgetThrough forgets the ids of the events pruned, up to record
+// through: posted again, each is a new event.
+func (s *Service) forgetThrough(through int64) {
 	for _, id := range s.recent.Keys() {
 		if k, ok := s.recent.Peek(id); ok && k.seq <= through {
 			s.recent.Remove(id)
 		}
 	}
-	s.log.Info("pruned the log for retention", "through", through, "older_than", cutoff.UTC().Format(time.RFC3339), "took_ms", time.Since(start).Milliseconds())
-	return nil
 }
