@@ -119,6 +119,7 @@ const (
 	lockMigrate   int64 = 0x53_57_42_4d_49_47 // "SWBMIG": migrating the schema
 	lockFeed      int64 = 0x53_57_42_46_44_00 // "SWBFD" + n: a destination's feed
 	lockAlone     int64 = 0x53_57_42_41_4c_00 // "SWBAL" + n: a job one process does for all
+	lockRewrite   int64 = 0x53_57_42_52_57_52 // "SWBRWR": rewriting the snapshots for an erasure
 	lockLines     int32 = 0x5357              // (lockLines, hash of destination and line): one line of the outbox
 	lockSnapshots int32 = 0x5358              // (lockSnapshots, seq): saving the snapshot at seq
 )
@@ -1027,6 +1028,23 @@ func (s *Postgres) Erase(ctx context.Context, contact string, through int64, e E
 	if err := s.eraseDeliveries(ctx, contact, through, e); err != nil {
 		return err
 	}
+	// One process at a time rewrites the snapshots: two erasures each
+	// loading a snapshot and saving it rewritten would keep only the
+	// last one's redaction.
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockRewrite); err != nil {
+		c.Conn().Close(context.Background()) // the lock's state is unknown
+		return err
+	}
+	defer func() {
+		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockRewrite); err != nil {
+			c.Conn().Close(context.Background())
+		}
+	}()
 	snaps, err := s.Snapshots(ctx)
 	if err != nil {
 		return err
