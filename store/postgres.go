@@ -543,17 +543,7 @@ func (s *Postgres) Alone(ctx context.Context, name string, fn func() error) (boo
 		}
 		return false, nil
 	}
-	defer func() {
-		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
-			// The session's state is unknown: it must not go back to the
-			// pool holding the lock.
-			c.Conn().Close(context.Background())
-		}
-	}()
-	beat := func() error {
-		_, err := c.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, at)
-		return err
-	}
+	defer unlockSession(ctx, c, key)
 	stop, beaten := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(beaten)
@@ -564,7 +554,7 @@ func (s *Postgres) Alone(ctx context.Context, name string, fn func() error) (boo
 			case <-stop:
 				return
 			case <-t.C:
-				beat() // one that fails is seen by the unlock
+				c.Exec(ctx, pgSayNow, at) // one that fails is seen by the unlock
 			}
 		}
 	}()
@@ -960,6 +950,18 @@ func (s *Postgres) Prune(ctx context.Context, through int64) error {
 
 const pgUpsertMeta = `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
 
+// pgSayNow records the database's time now (Unix ms) under key $1.
+const pgSayNow = `INSERT INTO meta (key, value) VALUES ($1, ` + dbMillis + `) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+
+// unlockSession lets go of the session-level advisory lock key held on c;
+// when it cannot, the session's state is unknown, and c is closed rather
+// than go back to the pool holding the lock.
+func unlockSession(ctx context.Context, c *pgxpool.Conn, key int64) {
+	if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
+		c.Conn().Close(context.Background())
+	}
+}
+
 // Pruned says what Prune removed so far.
 func (s *Postgres) Pruned(ctx context.Context) (Pruned, error) {
 	var p Pruned
@@ -1040,11 +1042,7 @@ func (s *Postgres) Erase(ctx context.Context, contact string, through int64, e E
 		c.Conn().Close(context.Background()) // the lock's state is unknown
 		return err
 	}
-	defer func() {
-		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockRewrite); err != nil {
-			c.Conn().Close(context.Background())
-		}
-	}()
+	defer unlockSession(ctx, c, lockRewrite)
 	snaps, err := s.Snapshots(ctx)
 	if err != nil {
 		return err

@@ -581,7 +581,7 @@ func (s *Postgres) OpenFeed(ctx context.Context, dest string, head int64) (Feed,
 				feedKey(dest, "from"), feedKey(dest, "cursor"), strconv.FormatInt(head, 10)); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "at")); err != nil {
+			if _, err := tx.Exec(ctx, pgSayNow, feedKey(dest, "at")); err != nil {
 				return err
 			}
 			m := map[string]int64{}
@@ -685,7 +685,7 @@ func (s *Postgres) confirmFeed(ctx context.Context, dest string, h *heldFeed) er
 	h.mu.Lock()
 	tctx, cancel := context.WithTimeout(ctx, 2*feedCheckEvery)
 	before := time.Now()
-	_, err := h.conn.Conn().Exec(tctx, `INSERT INTO meta (key, value) VALUES ($1, `+dbMillis+`) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, feedKey(dest, "at"))
+	_, err := h.conn.Conn().Exec(tctx, pgSayNow, feedKey(dest, "at"))
 	cancel()
 	if err == nil {
 		h.confirmed = before
