@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -131,8 +132,11 @@ type Postgres struct {
 	where string // the server and database, without credentials, for messages
 
 	notify chan struct{} // another process appended
-	stop   context.CancelFunc
-	bg     sync.WaitGroup
+
+	appendedTo atomic.Int64  // the last seq this process appended
+	kick       chan struct{} // the announcer has something to say
+	stop       context.CancelFunc
+	bg         sync.WaitGroup
 
 	feedMu sync.Mutex
 	feeds  map[string]*heldFeed // the feeds this process holds
@@ -215,7 +219,7 @@ func openPostgres(ctx context.Context, rawURL string, migrate bool) (*Postgres, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	s := &Postgres{pool: pool, where: where, notify: make(chan struct{}, 1), feeds: map[string]*heldFeed{}}
+	s := &Postgres{pool: pool, where: where, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1), feeds: map[string]*heldFeed{}}
 	if !migrate {
 		var have int
 		err := pool.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have)
@@ -239,8 +243,9 @@ func openPostgres(ctx context.Context, rawURL string, migrate bool) (*Postgres, 
 	}
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go s.listen(bg)
+	go s.announcer(bg)
 	return s, nil
 }
 
@@ -414,7 +419,8 @@ func (s *Postgres) Append(ctx context.Context, recs []Record) error {
 // decide or the commit fails. An after of -1 reads nothing.
 //
 // Two round trips to the server for the lot: one to begin, lock and read;
-// one to write and commit.
+// one to write and commit. The append is announced to the others after
+// the commit (announcer).
 func (s *Postgres) Sequence(ctx context.Context, after int64, decide func(tail []Record) ([]Record, error)) (err error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -461,9 +467,6 @@ func (s *Postgres) Sequence(ctx context.Context, after int64, decide func(tail [
 	if err := s.queueAppend(ctx, c, b, recs); err != nil {
 		return err
 	}
-	if len(recs) > 0 {
-		b.Queue(`SELECT pg_notify($1, $2)`, notifyChannel, strconv.FormatInt(recs[len(recs)-1].Seq, 10))
-	}
 	b.Queue(`COMMIT`)
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
 		if isUnique(err, "events_id_key") {
@@ -471,7 +474,61 @@ func (s *Postgres) Sequence(ctx context.Context, after int64, decide func(tail [
 		}
 		return err
 	}
+	if len(recs) > 0 {
+		s.announceAppend(recs[len(recs)-1].Seq)
+	}
 	return nil
+}
+
+// announceEvery is how often, at most, a process announces its appends.
+// A NOTIFY in every commit cost more than a fifth of the CPU of three
+// busy instances, and lengthened each hold of the log's lock; the others
+// need to hear of appends soon, not of every one: an instance that
+// appends reads the tail under the lock anyway, and every read catches
+// up with the log first.
+const announceEvery = 20 * time.Millisecond
+
+// announceAppend has the announcer say that this process appended up to
+// seq.
+func (s *Postgres) announceAppend(seq int64) {
+	for {
+		old := s.appendedTo.Load()
+		if seq <= old || s.appendedTo.CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// announcer announces this process's appends to the others (NOTIFY,
+// heard by listen), after their commits and outside the log's lock,
+// coalesced: the first append after a quiet spell at once, then at most
+// once per announceEvery, and always the last. One that fails is said
+// again at the next append; meanwhile the others read the log every
+// second anyway.
+func (s *Postgres) announcer(ctx context.Context) {
+	defer s.bg.Done()
+	var said int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		if seq := s.appendedTo.Load(); seq > said {
+			if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, strconv.FormatInt(seq, 10)); err == nil {
+				said = seq
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(announceEvery):
+		}
+	}
 }
 
 // MaxTail is the most records Sequence reads under the log's lock: an

@@ -510,3 +510,56 @@ func TestPostgresAloneFrozen(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresAnnounced: another process hears of appends (Appended), and
+// a run of appends is announced coalesced, at most once per announceEvery
+// and always up to the last, not once per commit.
+func TestPostgresAnnounced(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	a, b := openPG(t, u), openPG(t, u)
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `LISTEN `+notifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	select { // b says so when its listener starts
+	case <-b.Appended():
+	case <-time.After(5 * time.Second):
+	}
+	if err := a.Append(ctx, []Record{rec(1, "e1", "k")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.Appended():
+	case <-time.After(5 * time.Second):
+		t.Fatal("an append was not heard by the other process within 5 s")
+	}
+	const appends = 200
+	start := time.Now()
+	for i := 2; i <= appends; i++ {
+		if err := a.Append(ctx, []Record{rec(int64(i), fmt.Sprint("e", i), "k")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	var heard []string
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			break // a second without: the run was said
+		}
+		heard = append(heard, n.Payload)
+	}
+	if len(heard) == 0 || heard[len(heard)-1] != fmt.Sprint(appends) {
+		t.Fatalf("announced %v: the last append (%d) was not", heard, appends)
+	}
+	if most := int(took/announceEvery) + 3; len(heard) > most {
+		t.Fatalf("%d appends in %v announced %d times, more than once per %v (%d)", appends, took, len(heard), announceEvery, most)
+	}
+}
