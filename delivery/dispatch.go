@@ -176,9 +176,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		}
 		n := len(free) - (workers - limit)
 		var claimed []store.Delivery
+		claimedAt := d.now()
 		if n > 0 {
 			var err error
-			claimed, err = d.out.ClaimDeliveries(ctx, d.owner, d.now(), d.lease(), n)
+			claimed, err = d.out.ClaimDeliveries(ctx, d.owner, claimedAt, d.lease(), n)
 			if err != nil && ctx.Err() == nil {
 				d.log.Error("cannot claim deliveries", "err", err)
 			}
@@ -188,7 +189,19 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			inflight.Add(1)
 			go func() {
 				defer inflight.Done()
-				o := d.attempt(ctx, del)
+				var o store.Outcome
+				if late := d.now().Sub(claimedAt); late > d.lease()/2 {
+					// This process stood still between claim and attempt
+					// (stopped, paused, starved) for so long that its claim
+					// may have lapsed and another process sent the delivery,
+					// and maybe the next of its line: sending it now could
+					// repeat it after that one. Left to whoever claims it
+					// (this process again once the claim lapses).
+					d.log.Warn("claim too old to send on: left to the next claim", "delivery", del.ID, "claimed", late.Round(time.Millisecond).String()+" ago")
+					o = store.Outcome{ID: del.ID} // not recorded
+				} else {
+					o = d.attempt(ctx, del)
+				}
 				if busy {
 					d.pause(ctx)
 				}
