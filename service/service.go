@@ -102,6 +102,8 @@ type Service struct {
 	// complete is true while recent holds every stored id, so that a miss
 	// means the event is new without asking the store.
 	complete atomic.Bool
+	// forgot is the last record whose event ids were forgotten (pruned).
+	forgot atomic.Int64
 
 	reqs    chan *request
 	stopped chan struct{} // closed once the commit loop has ended

@@ -191,6 +191,15 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 			s.refuseAll(batch, &refusal{reason: *fault})
 			return nil, errAnswered
 		}
+		// Ids looked up before a prune that the tail brought are
+		// forgotten: posted again, each is a new event.
+		if through := s.forgot.Load(); through > 0 {
+			for id, k := range stored {
+				if k.seq > 0 && k.seq <= through {
+					delete(stored, id)
+				}
+			}
+		}
 		f = s.decide(batch, stored)
 		return f.recs, nil
 	})

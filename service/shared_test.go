@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -263,5 +264,58 @@ func TestTextIDs(t *testing.T) {
 	}
 	if code, body, _ := do(t, "DELETE", url+"/v1/contacts/"+strings.Repeat("k", 3000), "", ""); code != 400 {
 		t.Errorf("a 3,000-byte id in a path: %d %s", code, body)
+	}
+}
+
+// TestSharedPruneForgets: an instance applying another's prune forgets
+// the ids pruned, as the pruning instance does: one of them posted to it
+// again is a new event, decided now, not a replay of a record that is
+// gone (which could only be answered 503).
+func TestSharedPruneForgets(t *testing.T) {
+	u := pgtest.URL(t)
+	var rules atomic.Pointer[string]
+	r := "on new conversation -> assign group G by least_active"
+	rules.Store(&r)
+	// A takes the snapshots and prunes; B never does.
+	a, svcA, stopA := instance(t, u, &rules, func(c *Config) { c.SnapshotEvery, c.Retain = 2, 300*time.Millisecond })
+	defer stopA()
+	b, _, stopB := instance(t, u, &rules, func(c *Config) { c.SnapshotEvery = 1 << 40 })
+	defer stopB()
+
+	post := func(url, id string) (int, string, http.Header) {
+		t.Helper()
+		return do(t, "POST", url+"/v1/events", "", msg(id, "k-"+id))
+	}
+	if code, body, _ := post(a, "e1"); code != 200 {
+		t.Fatalf("e1 on A: %d %s", code, body)
+	}
+	if code, body, _ := post(b, "e2"); code != 200 {
+		t.Fatalf("e2 on B: %d %s", code, body)
+	}
+	if code, _, h := post(b, "e1"); code != 200 || h.Get("Switchboard-Replayed") != "true" {
+		t.Fatalf("e1 again on B, before the prune: %d, replayed %q", code, h.Get("Switchboard-Replayed"))
+	}
+	time.Sleep(400 * time.Millisecond) // e1 and e2 are past the retention
+	ctx := context.Background()
+	for i := 3; ; i++ {
+		if p, err := svcA.cfg.Store.Pruned(ctx); err == nil && p.Through >= 2 {
+			break
+		}
+		if i > 300 {
+			t.Fatal("A did not prune e1 and e2")
+		}
+		if code, body, _ := post(a, fmt.Sprint("e", i)); code != 200 {
+			t.Fatalf("e%d on A: %d %s", i, code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, id := range []string{"e1", "e2"} {
+		code, body, h := post(b, id)
+		if code != 200 || h.Get("Switchboard-Replayed") != "" {
+			t.Fatalf("%s again on B, after A pruned it: %d, replayed %q: %s", id, code, h.Get("Switchboard-Replayed"), body)
+		}
+		if code, _, h := post(a, id); code != 200 || h.Get("Switchboard-Replayed") != "true" {
+			t.Fatalf("%s on A, after B stored it anew: %d, replayed %q", id, code, h.Get("Switchboard-Replayed"))
+		}
 	}
 }
