@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -561,5 +562,65 @@ func TestPostgresAnnounced(t *testing.T) {
 	}
 	if most := int(took/announceEvery) + 3; len(heard) > most {
 		t.Fatalf("%d appends in %v announced %d times, more than once per %v (%d)", appends, took, len(heard), announceEvery, most)
+	}
+}
+
+// slowEraser rewrites snapshots slowly, so that two erasures at once
+// overlap there unless they take turns.
+type slowEraser struct{ testEraser }
+
+func (e *slowEraser) Rewrite(in SnapshotInfo, state []byte) ([]byte, error) {
+	time.Sleep(100 * time.Millisecond)
+	return e.testEraser.Rewrite(in, state)
+}
+
+// TestPostgresEraseTogether: two processes erasing two contacts at once
+// both have their data gone from every snapshot: one rewriting a
+// snapshot does not save over the other's redaction.
+func TestPostgresEraseTogether(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	one, two := openPG(t, u), openPG(t, u)
+	secrets := map[string]string{"k1": "Zebulon-Quartermaine", "k2": "Ottoline-Fairweather"}
+	var recs []Record
+	for i := int64(1); i <= 20; i++ {
+		k := fmt.Sprint("k", 1+i%2)
+		r := rec(i, fmt.Sprint("e", i), k)
+		r.Event = []byte(fmt.Sprintf(`{"id":"e%d","contact":{"id":%q,"name":%q}}`, i, k, secrets[k]))
+		recs = append(recs, r)
+	}
+	if err := one.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []int64{5, 10, 15} {
+		if err := one.SaveSnapshot(ctx, SnapshotInfo{Seq: seq, RuleSet: "v1", Format: 1}, []byte("state with "+secrets["k1"]+" and "+secrets["k2"])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for s, k := range map[*Postgres]string{one: "k1", two: "k2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Erase(ctx, k, 20, &slowEraser{testEraser{secret: []byte(secrets[k])}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	snaps, err := one.Snapshots(ctx)
+	if err != nil || len(snaps) != 3 {
+		t.Fatalf("snapshots %v, %v", snaps, err)
+	}
+	for _, in := range snaps {
+		state, err := one.LoadSnapshot(ctx, in.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, name := range secrets {
+			if bytes.Contains(state, []byte(name)) {
+				t.Errorf("the snapshot at %d still holds %s's name: %q", in.Seq, k, state)
+			}
+		}
 	}
 }
