@@ -60,6 +60,9 @@ type Config struct {
 	Publish func(ctx context.Context, note service.ReloadNote, write func() (undo func() error, err error), verify func(*dsl.RuleSet) error) (service.ReloadResult, error)
 	// Now is the clock; nil: the wall clock.
 	Now func() time.Time
+	// WrongToken, when set, is told of each login refused for a wrong
+	// token, with the remote address (service.WrongToken).
+	WrongToken func(remote string)
 }
 
 // Console is the web console's handler.
@@ -339,6 +342,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	next := safeNext(r.PostFormValue("next"))
 	if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(c.cfg.Token)) != 1 {
+		if c.cfg.WrongToken != nil {
+			c.cfg.WrongToken(r.RemoteAddr)
+		}
 		c.render(w, r, http.StatusUnauthorized, "login", &view{Title: "Log in", Error: "That is not the service's token. It is the value serve was started with (--token, or SWITCHBOARD_TOKEN).", Data: next})
 		return
 	}

@@ -128,6 +128,7 @@ func (s *Service) auth(h http.HandlerFunc) http.Handler {
 			// The scheme is case-insensitive (RFC 7235); the token is not.
 			scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 			if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimLeft(got, " ")), []byte(s.cfg.Token)) != 1 {
+				s.WrongToken("api", r.RemoteAddr)
 				w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
 				writeJSON(w, http.StatusUnauthorized, apiError{Error: "missing or wrong token: send Authorization: Bearer TOKEN"})
 				return
@@ -136,6 +137,24 @@ func (s *Service) auth(h http.HandlerFunc) http.Handler {
 		h(w, r)
 	})
 }
+
+// WrongToken counts a call refused for a missing or wrong token, from
+// surface ("api", "console") and the remote address, and says so in the
+// log: at most once per wrongTokenLogEvery, with how many since.
+func (s *Service) WrongToken(surface, remote string) {
+	s.m.wrongToken.WithLabelValues(surface).Inc()
+	s.wrongMu.Lock()
+	defer s.wrongMu.Unlock()
+	s.wrongSince++
+	if now := time.Now(); now.Sub(s.wrongLogged) >= wrongTokenLogEvery {
+		s.log.Warn("refused a missing or wrong token", "surface", surface, "remote", remote, "refused_since_last_said", s.wrongSince)
+		s.wrongLogged, s.wrongSince = now, 0
+	}
+}
+
+// wrongTokenLogEvery: refusals for a wrong token are logged at most this
+// often (someone guessing would fill the log); the metric counts each.
+const wrongTokenLogEvery = 10 * time.Second
 
 type statusWriter struct {
 	http.ResponseWriter

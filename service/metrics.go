@@ -26,6 +26,8 @@ type metrics struct {
 	// lockHeld is how long a group held the shared log's lock: the log
 	// takes at most one group per such time, across all instances.
 	lockHeld prometheus.Histogram
+	// wrongToken counts calls refused for a missing or wrong token.
+	wrongToken *prometheus.CounterVec
 }
 
 func newMetrics(s *Service) *metrics {
@@ -72,6 +74,13 @@ func newMetrics(s *Service) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	m.wrongToken = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_wrong_token_total",
+		Help: "Calls refused for a missing or wrong token, by where they came: the API (api) or the console's login (console). A steady rise is someone guessing.",
+	}, []string{"surface"})
+	m.wrongToken.WithLabelValues("api")
+	m.wrongToken.WithLabelValues("console")
+	m.reg.MustRegister(m.wrongToken)
 	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, m.lockHeld, readyGauge(s), &stateCollector{s: s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

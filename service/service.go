@@ -105,6 +105,11 @@ type Service struct {
 	// forgot is the last record whose event ids were forgotten (pruned).
 	forgot atomic.Int64
 
+	// Refusals for a wrong token since the last said in the log.
+	wrongMu     sync.Mutex
+	wrongLogged time.Time
+	wrongSince  int
+
 	reqs    chan *request
 	stopped chan struct{} // closed once the commit loop has ended
 

@@ -29,6 +29,10 @@ import (
 // with rules, a mapping table and a team.
 const defaultRules = "rules/examples/segment-table"
 
+// minToken is the shortest token serve takes without a warning: 16
+// random characters are beyond guessing over HTTP.
+const minToken = 16
+
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -170,7 +174,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// Timeouts: a slow or idle client cannot hold a connection for ever;
 	// the read timeout leaves a 4 MiB batch time on a slow link.
 	ui, err := console.New(console.Config{API: svc.Handler(), Token: *token, Log: log,
-		Rules: *rules, Options: opts, Store: st, Journal: svc.Journal(), Publish: svc.Publish})
+		Rules: *rules, Options: opts, Store: st, Journal: svc.Journal(), Publish: svc.Publish,
+		WrongToken: func(remote string) { svc.WrongToken("console", remote) }})
 	if err != nil {
 		fmt.Fprintf(stderr, "switchboard serve: the console: %v\n", err)
 		return 1
@@ -183,6 +188,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	go func() { svc.Run(runCtx); close(runDone) }()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if n := len(*token); n > 0 && n < minToken {
+		log.Warn(fmt.Sprintf("the token is %d characters long: whoever reaches %s could guess it; use %d or more random characters (openssl rand -hex 16)", n, ln.Addr(), minToken))
+	}
 	log.Info("serving", "addr", ln.Addr().String(), "rules", *rules, "version", rs.Version, "data", *data, "auth", *token != "")
 
 	code := 0

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -393,4 +394,48 @@ func (s *server) postAuth(body, token string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestServeWrongToken: serve warns of a token short enough to guess, and
+// counts and logs (once per interval, not once per try) the calls refused
+// for a wrong token, on the API and at the console's login.
+func TestServeWrongToken(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	s := startServe(t, bin, "refused a missing or wrong token", "--rules", serveRules(t, dir), "--data", filepath.Join(dir, "sb.db"), "--token", "hunter2")
+	if !strings.Contains(s.logs.String(), "the token is 7 characters long") {
+		t.Errorf("no warning of a short token:\n%s", s.logs)
+	}
+	for range 3 {
+		if code, body := s.postAuth(`{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`, "hunter3"); code != 401 {
+			t.Fatalf("a wrong token: %d %s", code, body)
+		}
+	}
+	resp, err := http.PostForm("http://"+s.addr+"/login", url.Values{"token": {"hunter3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("a login with a wrong token: %d", resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + s.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`switchboard_wrong_token_total{surface="api"} 3`, `switchboard_wrong_token_total{surface="console"} 1`} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	select {
+	case <-s.logs.seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no refusal in the log")
+	}
+	if n := strings.Count(s.logs.String(), "refused a missing or wrong token"); n != 1 {
+		t.Errorf("4 refusals within seconds said %d times in the log, want once:\n%s", n, s.logs)
+	}
 }
