@@ -102,8 +102,6 @@ type Service struct {
 	// complete is true while recent holds every stored id, so that a miss
 	// means the event is new without asking the store.
 	complete atomic.Bool
-	// forgot is the last record whose event ids were forgotten (pruned).
-	forgot atomic.Int64
 
 	// Refusals for a wrong token since the last said in the log.
 	wrongMu     sync.Mutex

@@ -191,15 +191,10 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 			s.refuseAll(batch, &refusal{reason: *fault})
 			return nil, errAnswered
 		}
-		// Ids looked up before a prune that the tail brought are
-		// forgotten: posted again, each is a new event.
-		if through := s.forgot.Load(); through > 0 {
-			for id, k := range stored {
-				if k.seq > 0 && k.seq <= through {
-					delete(stored, id)
-				}
-			}
-		}
+		// (An id looked up as stored stays so even past a prune record:
+		// the prune keeps records whose deliveries are open, and until
+		// it is done the record is there. One gone by the answer is a
+		// 503, and its retry a new event.)
 		f = s.decide(batch, stored)
 		return f.recs, nil
 	})

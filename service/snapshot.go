@@ -255,8 +255,6 @@ func (p *snapshotter) retain(ctx context.Context) error {
 // forgetThrough forgets the ids of the events pruned, up to record
 // through: posted again, each is a new event.
 func (s *Service) forgetThrough(through int64) {
-	for old := s.forgot.Load(); through > old && !s.forgot.CompareAndSwap(old, through); old = s.forgot.Load() {
-	}
 	for _, id := range s.recent.Keys() {
 		if k, ok := s.recent.Peek(id); ok && k.seq <= through {
 			s.recent.Remove(id)
