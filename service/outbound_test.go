@@ -165,7 +165,9 @@ on unanswered 1s -> notify agent via email`)}},
 	if !strings.Contains(body, `"status":"dead"`) || !strings.Contains(body, `"answer":"no such account"`) || !strings.Contains(body, `"code":400`) || !strings.Contains(body, `VIP Kim`) {
 		t.Errorf("the dead delivery: %s", body)
 	}
-	if code, body, _ := do(t, "POST", srv.URL+"/v1/deliveries/sb-1-1/retry", "", ""); code != 200 || !strings.Contains(body, `"status":"failed"`) {
+	// (The dispatcher, woken by the retry, may deliver it before the
+	// answer is read: failed, due now, or delivered already.)
+	if code, body, _ := do(t, "POST", srv.URL+"/v1/deliveries/sb-1-1/retry", "", ""); code != 200 || !strings.Contains(body, `"status":"failed"`) && !strings.Contains(body, `"status":"delivered"`) {
 		t.Errorf("retry: %d %s", code, body)
 	}
 	waitFor(t, "the retried delivery", func() bool {
