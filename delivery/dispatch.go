@@ -176,10 +176,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		}
 		n := len(free) - (workers - limit)
 		var claimed []store.Delivery
-		claimedAt := d.now()
+		claimedAt, lease := d.now(), d.lease()
 		if n > 0 {
 			var err error
-			claimed, err = d.out.ClaimDeliveries(ctx, d.owner, claimedAt, d.lease(), n)
+			claimed, err = d.out.ClaimDeliveries(ctx, d.owner, claimedAt, lease, n)
 			if err != nil && ctx.Err() == nil {
 				d.log.Error("cannot claim deliveries", "err", err)
 			}
@@ -190,7 +190,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			go func() {
 				defer inflight.Done()
 				var o store.Outcome
-				if late := d.now().Sub(claimedAt); late > d.lease()/2 {
+				if late := d.now().Sub(claimedAt); late > lease/2 {
 					// This process stood still between claim and attempt
 					// (stopped, paused, starved) for so long that its claim
 					// may have lapsed and another process sent the delivery,

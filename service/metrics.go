@@ -80,8 +80,7 @@ func newMetrics(s *Service) *metrics {
 	}, []string{"surface"})
 	m.wrongToken.WithLabelValues("api")
 	m.wrongToken.WithLabelValues("console")
-	m.reg.MustRegister(m.wrongToken)
-	m.reg.MustRegister(m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, m.lockHeld, readyGauge(s), &stateCollector{s: s},
+	m.reg.MustRegister(m.wrongToken, m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, m.lockHeld, readyGauge(s), &stateCollector{s: s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
