@@ -347,6 +347,41 @@ func TestPipelinedFailure(t *testing.T) {
 
 // Finding 4: when the state could not be rebuilt after a failed commit,
 // memory ran ahead of the disk. Now the service refuses reads and writes
+// A service refusing events because its state could not be rebuilt tries
+// again every second, even while requests keep coming: each refused
+// request went round the commit loop and pushed the next attempt back, so
+// under steady traffic it stayed refusing until the traffic stopped.
+func TestRepairUnderLoad(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	// The commit fails, and so do the rebuild after it and the first
+	// repair; the second repair, two seconds on, succeeds.
+	h.fs.FailAppends(1)
+	h.fs.FailReplays(2)
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "")); code != 503 {
+		t.Fatalf("the failed commit: %d %s", code, body)
+	}
+	if ok, why := h.svc.Ready(); ok || !strings.Contains(why, "could not be rebuilt") {
+		t.Fatalf("ready %v %q, want refusing", ok, why)
+	}
+	start := time.Now()
+	for i := 0; ; i++ {
+		code, body, _ := h.do("POST", "/v1/events", msgAt(fmt.Sprintf("x%d", i), "k1", ""))
+		if code == 200 {
+			break
+		}
+		if code != 503 {
+			t.Fatalf("while refusing: %d %s", code, body)
+		}
+		if time.Since(start) > 8*time.Second {
+			t.Fatalf("still refusing after %d requests in %v: %s", i+1, time.Since(start).Round(time.Millisecond), body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "")); code != 200 {
+		t.Errorf("e1 again: %d %s", code, body)
+	}
+}
+
 // until it is rebuilt.
 func TestFindingMemoryAheadOfDisk(t *testing.T) {
 	h := open(t, "", defaultTestRules, nil, nil)

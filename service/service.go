@@ -425,6 +425,9 @@ func (s *Service) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	retry := time.Second // between attempts to rebuild a broken state
+	// The next attempt's time, set once at a fault: requests refused
+	// meanwhile go round the loop and must not push it back.
+	var repairAt time.Time
 	// One group is written while the next is decided: fl is being
 	// written, ready is decided and waits for it.
 	var fl, ready *flight
@@ -451,7 +454,15 @@ func (s *Service) Run(ctx context.Context) {
 			reqs, wait = nil, time.Millisecond // let the readers in first
 		}
 		if s.fault.Load() != nil {
-			wait = retry // repairing: due timers wait for it, no spinning
+			// Repairing: due timers wait for it, no spinning.
+			if repairAt.IsZero() {
+				repairAt = time.Now().Add(retry)
+			}
+			if fl == nil {
+				wait = max(time.Until(repairAt), 0)
+			}
+		} else {
+			repairAt = time.Time{}
 		}
 		timer.Reset(wait)
 		select {
@@ -517,6 +528,7 @@ func (s *Service) Run(ctx context.Context) {
 			}
 			if s.fault.Load() != nil {
 				s.repair(ctx)
+				repairAt = time.Now().Add(retry)
 				continue
 			}
 			s.tick(ctx)
