@@ -125,7 +125,7 @@ type Service struct {
 	reach    atomic.Int64           // when the shared store last answered (Unix ns)
 	unreach  atomic.Pointer[string] // why it does not, while it does not
 	catching atomic.Bool            // catching up with a long tail
-	appended atomic.Int64           // when this instance last appended (Unix ns)
+	tailRead atomic.Int64           // when an append of this instance last read the log's tail under its lock (Unix ns)
 	explains chan struct{}          // explanation slots
 	snap     *snapshotter
 	eraseMu  sync.Mutex // one erasure at a time

@@ -33,7 +33,7 @@ const (
 	// the instance says it is not ready.
 	unreachableAfter = 3 * time.Second
 	// busyAppending: an instance that appended this recently leaves the
-	// others' announcements to its next append.
+	// others' announcements to its next append, for this long at most.
 	busyAppending = 100 * time.Millisecond
 	// catchUpBatch is how many records a catch-up reads at once; a tail
 	// longer than that is a long catch-up, and the instance says it is
@@ -204,7 +204,9 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 	}
 	if err == nil {
 		s.reached(nil)
-		s.appended.Store(time.Now().UnixNano())
+		// The tail was read before locked: what was committed before
+		// then is applied here.
+		s.tailRead.Store(locked.UnixNano())
 		if f != nil && len(f.recs) > 0 {
 			s.m.stored(len(f.recs), time.Since(start))
 			s.m.lockHeld.Observe(time.Since(locked).Seconds())
@@ -384,6 +386,10 @@ func (s *Service) follow(ctx context.Context) {
 	}
 	t := time.NewTicker(followEvery)
 	defer t.Stop()
+	// An announcement left to the next append: when the last was heard,
+	// and when to catch up if no append has read the tail since.
+	var heard time.Time
+	var later <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -391,8 +397,18 @@ func (s *Service) follow(ctx context.Context) {
 		case <-s.sh.Appended():
 			// An instance appending itself reads the tail as it does: a
 			// catch-up now would only take the same records sooner.
-			if time.Since(time.Unix(0, s.appended.Load())) < busyAppending {
+			read := time.Unix(0, s.tailRead.Load())
+			if wait := busyAppending - time.Since(read); wait > 0 {
+				heard = time.Now()
+				if later == nil {
+					later = time.After(wait)
+				}
 				continue
+			}
+		case <-later:
+			later = nil
+			if time.Unix(0, s.tailRead.Load()).After(heard) {
+				continue // an append read the tail after the announcement
 			}
 		case <-t.C:
 			s.reached(s.sh.Ping(ctx))

@@ -323,3 +323,48 @@ func TestSharedPruneForgets(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedFollowsWhileAppending: an instance that has just appended
+// leaves another's announcement to its next append, but when no append
+// comes it catches up within busyAppending, not at the next poll a second
+// later: its streams, feed and timers see the other's decisions promptly.
+func TestSharedFollowsWhileAppending(t *testing.T) {
+	u := pgtest.URL(t)
+	var rules atomic.Pointer[string]
+	r := "on new conversation -> assign group G by least_active"
+	rules.Store(&r)
+	a, svcA, stopA := instance(t, u, &rules)
+	defer stopA()
+	b, svcB, stopB := instance(t, u, &rules)
+	defer stopB()
+	seq := func(s *Service) int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.seq
+	}
+	var slowest time.Duration
+	for i := range 6 {
+		if code, body, _ := do(t, "POST", a+"/v1/events", "", msg(fmt.Sprintf("a%d", i), fmt.Sprintf("ka%d", i))); code != 200 {
+			t.Fatalf("on A: %d %s", code, body)
+		}
+		// B appends while A has just appended, so A leaves B's
+		// announcement to an append of its own that does not come.
+		if code, body, _ := do(t, "POST", b+"/v1/events", "", msg(fmt.Sprintf("b%d", i), fmt.Sprintf("kb%d", i))); code != 200 {
+			t.Fatalf("on B: %d %s", code, body)
+		}
+		start, want := time.Now(), seq(svcB)
+		for seq(svcA) < want {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("A never caught up with B's record %d", want)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		slowest = max(slowest, time.Since(start))
+		time.Sleep(time.Duration(i*97%300) * time.Millisecond) // another phase of A's poll
+	}
+	// The poll is a second; without the deferred catch-up, some of the six
+	// waits for it.
+	if slowest > 600*time.Millisecond {
+		t.Errorf("A took up to %v to apply B's records", slowest)
+	}
+}
