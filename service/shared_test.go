@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/delivery"
+	"github.com/switchboard-dev/switchboard/delivery/deliverytest"
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/internal/pgtest"
 	"github.com/switchboard-dev/switchboard/store"
@@ -320,6 +322,82 @@ func TestSharedPruneForgets(t *testing.T) {
 		}
 		if code, _, h := post(a, id); code != 200 || h.Get("Switchboard-Replayed") != "true" {
 			t.Fatalf("%s on A, after B stored it anew: %d, replayed %q", id, code, h.Get("Switchboard-Replayed"))
+		}
+	}
+}
+
+// TestSharedPruneKeepsOwed: a record past the retention whose delivery is
+// still owed is kept by the prune, and its id stays known on every
+// instance: posted again, alone or with new events, it is a replay, and
+// nothing is refused. (A change that had instances drop such ids decided
+// them anew, which failed the commit on the stored id and refused the
+// whole group for as long as the delivery stayed open.)
+func TestSharedPruneKeepsOwed(t *testing.T) {
+	u := pgtest.URL(t)
+	crm, _ := deliverytest.NewReceiver()
+	defer crm.Close()
+	crm.Decide(func(deliverytest.Hit) (deliverytest.Reply, bool) { return deliverytest.Reply{Status: 503}, true })
+	dcfg, ds := delivery.ParseConfig("switchboard.yaml", []byte("endpoints: {crm: {url: "+crm.URL+"}}\n"), func(string) string { return "" })
+	if dcfg == nil {
+		t.Fatal(ds)
+	}
+	text := "rule \"crm\"\non new conversation where 'vip' in contact.tags -> notify webhook crm with \"VIP\"\n" +
+		"rule \"route\"\non new conversation -> assign group G by least_active\n"
+	load := func() (*dsl.RuleSet, dsl.Diagnostics) {
+		return dsl.Build(dsl.Sources{
+			Rules:     []dsl.Source{{Name: "r.rules", Text: []byte(text)}},
+			Team:      &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+			Endpoints: dcfg.EndpointNames(),
+		})
+	}
+	rs, ds := load()
+	if rs == nil {
+		t.Fatal(ds)
+	}
+	owe := func(c *Config) {
+		c.Rules, c.Load, c.Delivery = rs, load, dcfg
+		c.DeliveryOptions = delivery.Options{RetryBase: time.Hour} // owed all along
+	}
+	var rules atomic.Pointer[string]
+	rules.Store(&text)
+	a, svcA, stopA := instance(t, u, &rules, owe, func(c *Config) { c.SnapshotEvery, c.Retain = 2, 300*time.Millisecond })
+	defer stopA()
+	b, _, stopB := instance(t, u, &rules, owe, func(c *Config) { c.SnapshotEvery = 1 << 40 })
+	defer stopB()
+
+	vip := `{"id":"vip1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"kv","tags":["vip"]}}`
+	if code, body, _ := do(t, "POST", a+"/v1/events", "", vip); code != 200 {
+		t.Fatalf("vip1: %d %s", code, body)
+	}
+	waitFor(t, "the webhook is refused once", func() bool { return len(crm.Hits()) > 0 })
+	time.Sleep(400 * time.Millisecond) // vip1 is past the retention
+	ctx := context.Background()
+	for i := 1; ; i++ {
+		if p, err := svcA.cfg.Store.Pruned(ctx); err == nil && p.Through >= 2 {
+			break
+		}
+		if i > 300 {
+			t.Fatal("A did not prune past vip1")
+		}
+		if code, body, _ := do(t, "POST", a+"/v1/events", "", msg(fmt.Sprint("e", i), fmt.Sprint("k", i))); code != 200 {
+			t.Fatalf("e%d on A: %d %s", i, code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if found, err := svcA.cfg.Store.Lookup(ctx, []string{"vip1"}); err != nil || found["vip1"].Seq != 1 {
+		t.Fatalf("the prune did not keep vip1, whose delivery is owed: %v %v", found, err)
+	}
+	// B catches up with the prune, then both are asked: alone, and in a
+	// batch with a new event.
+	do(t, "GET", b+"/v1/agents", "", "")
+	for n, url := range []string{b, a, b, a} {
+		if code, body, h := do(t, "POST", url+"/v1/events", "", vip); code != 200 || h.Get("Switchboard-Replayed") != "true" {
+			t.Fatalf("vip1 again (%d): %d, replayed %q: %s", n, code, h.Get("Switchboard-Replayed"), body)
+		}
+		batch := vip + "\n" + msg(fmt.Sprint("new", n), fmt.Sprint("kn", n))
+		code, body, _ := do(t, "POST", url+"/v1/events", "", batch)
+		if code != 200 || strings.Count(body, `"replayed":true`) != 1 {
+			t.Fatalf("vip1 in a batch with a new event (%d): %d %s", n, code, body)
 		}
 	}
 }
