@@ -348,7 +348,18 @@ func (s *Service) catchUp(ctx context.Context) error {
 		from, ok := s.seq, s.eng != nil
 		s.mu.Unlock()
 		if !ok {
-			return nil // refusing, until repaired
+			// Refusing, until repaired. The platform's feed, if this
+			// instance works it, reads what the others commit meanwhile
+			// from the store: it needs the log, not this state.
+			if s.disp.Feeding() {
+				head, err := s.cfg.Store.LastSeq(ctx)
+				if err != nil {
+					return err
+				}
+				s.reached(nil)
+				s.disp.Resync(head)
+			}
+			return nil
 		}
 		recs, err := s.cfg.Store.Records(ctx, from, catchUpBatch)
 		if err != nil {

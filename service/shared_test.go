@@ -402,6 +402,79 @@ func TestSharedPruneKeepsOwed(t *testing.T) {
 	}
 }
 
+// brokenReplays is a shared store whose replays fail while broken is set:
+// an instance on it that must rebuild its state cannot.
+type brokenReplays struct {
+	*store.Postgres
+	broken atomic.Bool
+}
+
+func (b *brokenReplays) Replay(ctx context.Context, after, upto int64, fn func(store.Record) error) error {
+	if b.broken.Load() {
+		return fmt.Errorf("injected: the replay fails")
+	}
+	return b.Postgres.Replay(ctx, after, upto, fn)
+}
+
+// TestSharedFeedWhileRefusing: an instance that works the platform's feed
+// and refuses events (its state could not be rebuilt) goes on sending the
+// platform what the other instances decide: the feed reads the log, not
+// the broken state. (It sent nothing until it was repaired.)
+func TestSharedFeedWhileRefusing(t *testing.T) {
+	u := pgtest.URL(t)
+	platform, _ := deliverytest.NewReceiver()
+	defer platform.Close()
+	dcfg, ds := delivery.ParseConfig("switchboard.yaml", []byte("platform: {url: "+platform.URL+"}\n"), func(string) string { return "" })
+	if dcfg == nil {
+		t.Fatal(ds)
+	}
+	var rules atomic.Pointer[string]
+	r := "on new conversation -> assign group G by least_active"
+	rules.Store(&r)
+	var broken *brokenReplays
+	a, svcA, stopA := instance(t, u, &rules, func(c *Config) {
+		broken = &brokenReplays{Postgres: c.Store.(*store.Postgres)}
+		c.Store, c.Delivery = broken, dcfg
+	})
+	defer stopA()
+	if !svcA.disp.Feeding() {
+		t.Fatal("A, started first, does not work the feed")
+	}
+	b, _, stopB := instance(t, u, &rules, func(c *Config) { c.Delivery = dcfg })
+	defer stopB()
+	if code, body, _ := do(t, "POST", a+"/v1/events", "", msg("e1", "k1")); code != 200 {
+		t.Fatalf("e1 on A: %d %s", code, body)
+	}
+
+	// A's state is lost and cannot be rebuilt.
+	broken.broken.Store(true)
+	svcA.lockState()
+	svcA.rebuild(context.Background())
+	svcA.mu.Unlock()
+	if code, _, _ := do(t, "POST", a+"/v1/events", "", msg("x", "kx")); code != 503 {
+		t.Fatalf("A still accepts events: %d", code)
+	}
+	for i := 2; i <= 4; i++ {
+		if code, body, _ := do(t, "POST", b+"/v1/events", "", msg(fmt.Sprint("e", i), fmt.Sprint("k", i))); code != 200 {
+			t.Fatalf("e%d on B: %d %s", i, code, body)
+		}
+	}
+	waitFor(t, "the platform has e1 to e4", func() bool {
+		got := map[string]bool{}
+		for _, h := range platform.Accepted() {
+			if e, err := h.Event(); err == nil {
+				if d, ok := e["data"].(map[string]any); ok {
+					got[fmt.Sprint(d["event"])] = true
+				}
+			}
+		}
+		return got["e1"] && got["e2"] && got["e3"] && got["e4"]
+	})
+	if ok, why := svcA.Ready(); ok || !svcA.disp.Feeding() {
+		t.Fatalf("A repaired (%v %q) or let the feed go (%v) meanwhile: the test proves nothing", ok, why, svcA.disp.Feeding())
+	}
+}
+
 // TestSharedFollowsWhileAppending: an instance that has just appended
 // leaves another's announcement to its next append, but when no append
 // comes it catches up within busyAppending, not at the next poll a second
