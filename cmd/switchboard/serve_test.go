@@ -85,6 +85,13 @@ func startServe(t *testing.T, bin string, marker string, args ...string) *server
 		}
 	})
 	waitHealthy(t, s.addr)
+	// What serve logs at start is in s.logs once its last line is: the log
+	// comes through a pipe, and may lag the process.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.logs.String(), `"msg":"serving"`); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never said it was serving:\n%s", s.logs)
+		}
+	}
 	return s
 }
 
@@ -403,11 +410,8 @@ func TestServeWrongToken(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
 	s := startServe(t, bin, "refused a missing or wrong token", "--rules", serveRules(t, dir), "--data", filepath.Join(dir, "sb.db"), "--token", "hunter2")
-	// (The log reaches the test through a pipe: it may lag the process.)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(s.logs.String(), "the token is 7 characters long"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no warning of a short token:\n%s", s.logs)
-		}
+	if !strings.Contains(s.logs.String(), "the token is 7 characters long") {
+		t.Errorf("no warning of a short token:\n%s", s.logs)
 	}
 	for range 3 {
 		if code, body := s.postAuth(`{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`, "hunter3"); code != 401 {
