@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	gojson "github.com/goccy/go-json"
 	"github.com/switchboard-dev/switchboard/internal/suggest"
@@ -125,6 +126,14 @@ func fieldErr(field, format string, args ...any) error {
 // silently ignored. When requireAt is false a missing "at" is left zero for
 // the caller to fill.
 func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
+	// A JSON decoder turns bytes that are not UTF-8 into U+FFFD: two
+	// different ids would become one, and text would change on the way in.
+	if at := invalidUTF8(data); at >= 0 {
+		if at == 0 && bytes.HasPrefix(data, []byte("\xEF\xBB\xBF")) {
+			return nil, &FieldError{Message: "the event starts with a byte-order mark; send UTF-8 without one"}
+		}
+		return nil, &FieldError{Message: fmt.Sprintf("byte %d is not UTF-8; send the event as UTF-8 text", at+1)}
+	}
 	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
 		if trimmed[0] == '[' {
 			return nil, &FieldError{Message: "not an event: a JSON array; send one event as a JSON object, or several as JSON lines (one object per line)"}
@@ -183,6 +192,25 @@ func depth(v any) int {
 		return d + 1
 	}
 	return 0
+}
+
+// invalidUTF8 is the offset of the first byte of data that is not UTF-8,
+// or -1; a byte-order mark counts as not UTF-8 at 0.
+func invalidUTF8(data []byte) int {
+	if bytes.HasPrefix(data, []byte("\xEF\xBB\xBF")) {
+		return 0
+	}
+	if utf8.Valid(data) {
+		return -1
+	}
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 // DecodeStored reads an event that was accepted before (by DecodeEvent)
