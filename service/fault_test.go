@@ -675,3 +675,28 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("after a restart: %d %s", code, body)
 	}
 }
+
+// TestNotReadyWhileCommitsFail: a commit that fails (a full disk) makes
+// /readyz say so, though the state was rebuilt and the service runs; a
+// load balancer sends the events elsewhere. A commit that succeeds makes
+// it ready again at once.
+func TestNotReadyWhileCommitsFail(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	h.fs.FailAppends(1)
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "")); code != 503 {
+		t.Fatalf("the failed commit: %d %s", code, body)
+	}
+	code, body, _ := h.do("GET", "/readyz", "")
+	if code != 503 || !strings.Contains(body, "the last commit failed") || !strings.Contains(body, "disk full") {
+		t.Errorf("/readyz after a failed commit: %d %s", code, body)
+	}
+	if _, metrics, _ := h.do("GET", "/metrics", ""); !strings.Contains(metrics, "switchboard_ready 0\n") {
+		t.Errorf("switchboard_ready after a failed commit is not 0")
+	}
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "")); code != 200 {
+		t.Fatalf("e1 again, the store well: %d %s", code, body)
+	}
+	if code, body, _ := h.do("GET", "/readyz", ""); code != 200 {
+		t.Errorf("/readyz after a commit succeeded: %d %s", code, body)
+	}
+}

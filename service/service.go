@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"github.com/switchboard-dev/switchboard/delivery"
 	"log/slog"
 	"strconv"
@@ -114,7 +115,10 @@ type Service struct {
 	// fault is why the service refuses writes: the store failed and the
 	// state could not be rebuilt, or the database file is gone. Nil when
 	// healthy.
-	fault    atomic.Pointer[string]
+	fault atomic.Pointer[string]
+	// failed is the last commit that failed, while none has succeeded
+	// since: the state was rebuilt, but the store refuses (a full disk).
+	failed   atomic.Pointer[commitFailure]
 	version  atomic.Pointer[string] // the rules running, for /healthz
 	stopping atomic.Bool
 
@@ -351,11 +355,25 @@ func (s *Service) Ready() (bool, string) {
 	if f := s.fault.Load(); f != nil {
 		return false, *f
 	}
+	if c := s.failed.Load(); c != nil && time.Since(c.at) < failedUnready {
+		return false, fmt.Sprintf("the last commit failed %s ago (%s); events are refused while commits fail", time.Since(c.at).Round(time.Second), c.why)
+	}
 	if s.sh != nil {
 		return s.sharedReady()
 	}
 	return true, ""
 }
+
+// commitFailure is a commit that failed: when, and why.
+type commitFailure struct {
+	at  time.Time
+	why string
+}
+
+// failedUnready is how long a failed commit makes the service say it is
+// not ready: a load balancer sends the events elsewhere meanwhile, then
+// tries it again. (A commit that succeeds makes it ready at once.)
+const failedUnready = 5 * time.Second
 
 // Stopping marks the service as shutting down: /readyz says so, so that a
 // load balancer sends no more.
@@ -856,10 +874,14 @@ func (s *Service) finish(f *flight, err error) {
 	if err != nil {
 		if len(f.recs) > 0 && !errors.Is(err, errPoisoned) {
 			s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(f.recs), "err", err)
+			s.failed.Store(&commitFailure{at: time.Now(), why: err.Error()})
 		}
 		s.refuseAll(f.batch, errNotStored)
 		s.poisoned = true
 	} else {
+		if len(f.recs) > 0 {
+			s.failed.Store(nil)
+		}
 		s.seq = f.seq
 		for _, rec := range f.recs {
 			if rec.Hash == nil {
