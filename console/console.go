@@ -16,7 +16,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -172,7 +171,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'")
 	// Without a token, only this machine, under a name for this machine:
 	// a page elsewhere that rebinds its own name to 127.0.0.1 gets nothing.
-	if c.cfg.Token == "" && (!loopback(r) || !localHost(r.Host)) {
+	if c.cfg.Token == "" && (!service.FromLoopback(r) || !service.LocalHost(r.Host)) {
 		http.Error(w, "The console answers only on this machine (as localhost or 127.0.0.1) when the service runs without --token. Start serve with --token to reach it from elsewhere.", http.StatusForbidden)
 		return
 	}
@@ -218,28 +217,6 @@ func (c *Console) readForm(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-// localHost says whether a Host header names this machine.
-func localHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func loopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // session is the request's login, if any: its id and who it is.

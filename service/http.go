@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -124,6 +126,13 @@ func textPaths(h http.Handler) http.Handler {
 // auth checks the bearer token when one is configured.
 func (s *Service) auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Token == "" {
+			if why := fromPage(r); why != "" {
+				writeJSON(w, http.StatusForbidden, apiError{Error: "without --token the API answers programs, not web pages: " + why +
+					"; start serve with --token to call it from a page"})
+				return
+			}
+		}
 		if s.cfg.Token != "" {
 			// The scheme is case-insensitive (RFC 7235); the token is not.
 			scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -673,4 +682,48 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 	raw, _ := json.Marshal(map[string]string{"id": ev.ID, "type": ev.Type, "agent": ev.Agent, "status": ev.Status})
 	in := &incoming{ev: ev, raw: raw, hash: hashEvent(ev)}
 	s.submitOne(w, r, in, http.StatusNotFound)
+}
+
+// fromPage says why a call looks made by a web page, which a service
+// without a token must not answer: any page its user opens could post
+// events, reload rules or read contacts. A browser says where a call
+// comes from (Sec-Fetch-Site, Origin), which the page cannot change; and
+// a page elsewhere that rebinds its own name to 127.0.0.1 calls this
+// machine by that name. Programs send none of these.
+func fromPage(r *http.Request) string {
+	if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+		return "the call came from a page on another site"
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return "the call came from a page on " + o
+		}
+	}
+	if FromLoopback(r) && !LocalHost(r.Host) {
+		return "a call from this machine names it " + r.Host + ", as a page that rebinds its name to 127.0.0.1 does; call it as localhost or 127.0.0.1"
+	}
+	return ""
+}
+
+// LocalHost says whether a Host header names this machine.
+func LocalHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// FromLoopback says whether a request came from this machine.
+func FromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -457,3 +457,65 @@ func TestWallClockTimers(t *testing.T) {
 	}
 	t.Fatal("the unanswered timer did not fire")
 }
+
+// TestNoTokenRefusesPages: without a token the API answers programs, not
+// web pages: any page its user opens could otherwise post events, reload
+// rules or read contacts, from another site or by rebinding its own name
+// to 127.0.0.1. Nothing changes on a refusal.
+func TestNoTokenRefusesPages(t *testing.T) {
+	url, stop := start(t, filepath.Join(t.TempDir(), "sb.db"), "")
+	defer stop()
+	call := func(method, path, body string, hdr map[string]string, host string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		name string
+		hdr  map[string]string
+		host string
+		want string
+	}{
+		{"a page on another site", map[string]string{"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"}, "", "another site"},
+		{"an Origin elsewhere", map[string]string{"Origin": "http://evil.example"}, "", "http://evil.example"},
+		{"a sandboxed page", map[string]string{"Origin": "null"}, "", "a page on null"},
+		{"a rebound name", nil, "evil.example:8080", "names it evil.example:8080"},
+	} {
+		code, body := call("POST", "/v1/events", msg("p-"+tc.name, "k1"), tc.hdr, tc.host)
+		if code != 403 || !strings.Contains(body, tc.want) || !strings.Contains(body, "--token") {
+			t.Errorf("%s: %d %s", tc.name, code, body)
+		}
+		if code, body := call("GET", "/v1/decisions?last=1", "", tc.hdr, tc.host); code != 403 {
+			t.Errorf("%s, a read: %d %s", tc.name, code, body)
+		}
+	}
+	if code, body := call("GET", "/v1/decisions?last=5", "", nil, ""); code != 200 || strings.Contains(body, `"event"`) {
+		t.Fatalf("a refused call changed something: %d %s", code, body)
+	}
+	// Programs, and the service's own pages, are answered.
+	for _, tc := range []struct {
+		name string
+		hdr  map[string]string
+		host string
+	}{
+		{"a program", nil, ""},
+		{"as localhost", nil, "localhost"},
+		{"a page of its own", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": url}, ""},
+	} {
+		if code, body := call("POST", "/v1/events", msg("ok-"+strings.ReplaceAll(tc.name, " ", "-"), "k1"), tc.hdr, tc.host); code != 200 {
+			t.Errorf("%s: %d %s", tc.name, code, body)
+		}
+	}
+}
