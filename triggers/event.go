@@ -128,10 +128,10 @@ func fieldErr(field, format string, args ...any) error {
 func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	// A JSON decoder turns bytes that are not UTF-8 into U+FFFD: two
 	// different ids would become one, and text would change on the way in.
+	if bytes.HasPrefix(data, []byte("\xEF\xBB\xBF")) {
+		return nil, &FieldError{Message: "the event starts with a byte-order mark; send UTF-8 without one"}
+	}
 	if at := invalidUTF8(data); at >= 0 {
-		if at == 0 && bytes.HasPrefix(data, []byte("\xEF\xBB\xBF")) {
-			return nil, &FieldError{Message: "the event starts with a byte-order mark; send UTF-8 without one"}
-		}
 		return nil, &FieldError{Message: fmt.Sprintf("byte %d is not UTF-8; send the event as UTF-8 text", at+1)}
 	}
 	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
@@ -195,11 +195,8 @@ func depth(v any) int {
 }
 
 // invalidUTF8 is the offset of the first byte of data that is not UTF-8,
-// or -1; a byte-order mark counts as not UTF-8 at 0.
+// or -1.
 func invalidUTF8(data []byte) int {
-	if bytes.HasPrefix(data, []byte("\xEF\xBB\xBF")) {
-		return 0
-	}
 	if utf8.Valid(data) {
 		return -1
 	}
