@@ -7,6 +7,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -570,11 +571,25 @@ func TestEraseContact(t *testing.T) {
 	if code, resp, _ := h.do("POST", "/v1/events", body); code != 200 || !strings.Contains(resp, secret) {
 		t.Fatalf("%d %s", code, resp)
 	}
-	// The decoder matches keys whatever their case; so does the erasure.
-	odd := `{"id":"e2","type":"message.received","channel":"whatsapp","to":"+1","Contact":{"id":"k1","NAME":"Zebulon Q.","eMail":"zq@example.com","ATTRS":{"ssn":"078-05-1120"}},"Message":{"TEXT":"card 5500"}}`
-	if code, resp, _ := h.do("POST", "/v1/events", odd); code != 200 {
+	// Logs written before keys were held to their case hold events whose
+	// keys the decoder matched whatever their case; the erasure matches
+	// them so too.
+	plain := `{"id":"e2","type":"message.received","channel":"whatsapp","to":"+1","contact":{"id":"k1","name":"Zebulon Q.","email":"zq@example.com","attrs":{"ssn":"078-05-1120"}},"message":{"text":"card 5500"}}`
+	if code, resp, _ := h.do("POST", "/v1/events", plain); code != 200 {
 		t.Fatalf("%d %s", code, resp)
 	}
+	odd := `{"id":"e2","type":"message.received","channel":"whatsapp","to":"+1","Contact":{"id":"k1","NAME":"Zebulon Q.","eMail":"zq@example.com","ATTRS":{"ssn":"078-05-1120"}},"Message":{"TEXT":"card 5500"}}`
+	if code, resp, _ := h.do("POST", "/v1/events", odd); code != 400 || !strings.Contains(resp, "case-sensitive") {
+		t.Fatalf("%d %s", code, resp)
+	}
+	db, err := sql.Open("sqlite", h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE events SET event = ? WHERE id = 'e2'`, []byte(odd)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
 	for i := range 5 {
 		h.do("POST", "/v1/events", msgAt(fmt.Sprint("o", i), fmt.Sprint("other", i), ""))
 	}

@@ -11,12 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/switchboard-dev/switchboard/engine"
+	"github.com/switchboard-dev/switchboard/internal/jsonkeys"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/store"
 	"github.com/switchboard-dev/switchboard/triggers"
@@ -535,15 +537,12 @@ func (s *Service) postReload(w http.ResponseWriter, r *http.Request) {
 	// describe, from the files it wrote; the API takes who and why.
 	var note ReloadNote
 	if len(bytes.TrimSpace(body)) > 0 {
-		var req struct{ By, Reason string }
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&req)
-		note.By, note.Reason = req.By, req.Reason
-		if err != nil || dec.More() {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: `the body, when there is one, is {"by": "who reloads", "reason": "why"}`})
+		var req reloadRequest
+		if err := decodeBody(body, &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: `the body, when there is one, is {"by": "who reloads", "reason": "why"}: ` + err.Error()})
 			return
 		}
+		note.By, note.Reason = req.By, req.Reason
 		if err := note.check(); err != nil {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 			return
@@ -650,18 +649,9 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Status string `json:"status"`
-		ID     string `json:"id,omitempty"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: `the body must be {"status": "online" | "away" | "offline"}`})
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: `the body must be {"status": "online" | "away" | "offline"}, and nothing after it`})
+	var req statusRequest
+	if err := decodeBody(body, &req); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: `the body must be {"status": "online" | "away" | "offline"}: ` + err.Error()})
 		return
 	}
 	given := req.ID != ""
@@ -682,6 +672,35 @@ func (s *Service) putStatus(w http.ResponseWriter, r *http.Request) {
 	raw, _ := json.Marshal(map[string]string{"id": ev.ID, "type": ev.Type, "agent": ev.Agent, "status": ev.Status})
 	in := &incoming{ev: ev, raw: raw, hash: hashEvent(ev)}
 	s.submitOne(w, r, in, http.StatusNotFound)
+}
+
+// reloadRequest is the optional body of POST /v1/reload.
+type reloadRequest struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+// statusRequest is the body of PUT /v1/agents/{id}/status.
+type statusRequest struct {
+	Status string `json:"status"`
+	ID     string `json:"id,omitempty"`
+}
+
+// decodeBody reads a request's JSON body into v, a pointer to a struct:
+// UTF-8, one object, only v's fields, each once and in its own case.
+func decodeBody(body []byte, v any) error {
+	if !utf8.Valid(body) {
+		return errors.New("it is not UTF-8 text")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("there is more after the object")
+	}
+	return jsonkeys.For(reflect.TypeOf(v).Elem()).Check(body)
 }
 
 // fromPage says why a call looks made by a web page, which a service

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 )
@@ -39,6 +41,11 @@ const (
 )
 
 func (n ReloadNote) check() error {
+	for _, f := range []struct{ name, text string }{{"by", n.By}, {"reason", n.Reason}} {
+		if at := plainText(f.text, f.name == "reason"); at >= 0 {
+			return fmt.Errorf("%s holds a control character or a byte that is not UTF-8 (byte %d); write plain text", f.name, at+1)
+		}
+	}
 	switch {
 	case len(n.By) > maxNoteText:
 		return fmt.Errorf("by is %d bytes long; keep it under %d", len(n.By), maxNoteText)
@@ -148,4 +155,21 @@ func (s *Service) reload(ctx context.Context, note ReloadNote, prev string, veri
 	s.m.reloads.WithLabelValues("reloaded").Inc()
 	s.log.Info("rules reloaded", "version", rs.Version, "previous", prev, "record", r.seq, "by", note.By)
 	return ReloadResult{Version: rs.Version, Previous: prev, Changed: true, Seq: r.seq, Diagnostics: ds}, nil
+}
+
+// plainText is the offset of the first byte of s that is not UTF-8 or is a
+// control character (but for line breaks and tabs when multiline), or -1.
+func plainText(s string, multiline bool) int {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			if _, n := utf8.DecodeRuneInString(s[i:]); n <= 1 {
+				return i
+			}
+		case multiline && (r == '\n' || r == '\r' || r == '\t'):
+		case unicode.IsControl(r):
+			return i
+		}
+	}
+	return -1
 }

@@ -290,8 +290,21 @@ func TestReload(t *testing.T) {
 	do(t, "POST", url+"/v1/events", "", msg("e1", "k1"))
 	write("rule \"tagged\" on new conversation -> tag reloaded; assign group G by round_robin")
 	// A note that is not one is refused before anything happens.
-	if code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", `{"who":"x"}`); code != 400 || !strings.Contains(body, `who reloads`) {
-		t.Fatalf("a wrong note: %d %s", code, body)
+	for _, c := range []struct{ note, want string }{
+		{`{"who":"x"}`, `unknown field`},
+		{`{"BY":"ops"}`, `field \"BY\": names are case-sensitive: write \"by\"`},
+		{`{"by":"ops","by":"mallory"}`, `field \"by\": given twice`},
+		{"{\"by\":\"ops\xff\"}", `it is not UTF-8 text`},
+		{`{"by":"ops\u0000"}`, `by holds a control character or a byte that is not UTF-8 (byte 4); write plain text`},
+		{`{"by":"ops","reason":"fix\u001b[2J"}`, `reason holds a control character`},
+		{`{"by":"ops"} {}`, `there is more after the object`},
+	} {
+		if code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", c.note); code != 400 || !strings.Contains(body, c.want) {
+			t.Fatalf("a wrong note %s: %d %s", c.note, code, body)
+		}
+	}
+	if code, body, _ := do(t, "PUT", url+"/v1/agents/a/status", "", `{"Status":"away"}`); code != 400 || !strings.Contains(body, `write \"status\"`) {
+		t.Fatalf("a wrong status: %d %s", code, body)
 	}
 	code, body, _ := do(t, "POST", url+"/v1/rules/reload", "", `{"by":"ops","reason":"tag what the new rules route"}`)
 	if code != 200 || !strings.Contains(body, `"changed":true`) {

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	gojson "github.com/goccy/go-json"
+	"github.com/switchboard-dev/switchboard/internal/jsonkeys"
 	"github.com/switchboard-dev/switchboard/internal/suggest"
 )
 
@@ -123,7 +124,9 @@ func fieldErr(field, format string, args ...any) error {
 
 // DecodeEvent reads one event from JSON and checks that it is complete for
 // its type. Unknown fields are errors, so that a misspelt field is not
-// silently ignored. When requireAt is false a missing "at" is left zero for
+// silently ignored; so are a field written in another case ("ID") and a
+// key given twice in any object, which decoders would settle silently.
+// When requireAt is false a missing "at" is left zero for
 // the caller to fill.
 func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	// A JSON decoder turns bytes that are not UTF-8 into U+FFFD: two
@@ -157,8 +160,19 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	if err := ev.Validate(requireAt); err != nil {
 		return nil, err
 	}
+	// The decoder matched keys whatever their case, and kept the last of
+	// a key given twice.
+	if err := eventKeys.Check(data); err != nil {
+		var ke *jsonkeys.Error
+		if errors.As(err, &ke) {
+			return nil, &FieldError{Field: ke.Path, Message: ke.Message}
+		}
+		return nil, err
+	}
 	return &ev, nil
 }
+
+var eventKeys = jsonkeys.For(reflect.TypeFor[Event]())
 
 // explicitZeroAt reports whether data gives "at" as Go's zero time (year
 // 1), which decodes the same as no "at" at all.

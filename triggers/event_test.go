@@ -26,6 +26,11 @@ func TestDecodeEventErrors(t *testing.T) {
 		{`{"id":"e1","type":"tick","at":"2026-01-05T09:00:00Z"} {}`, `more than one JSON value; send one event per line`},
 		{`{"id":"e1","type":"tick","at":"9999-12-31T23:59:59-00:01"}`, `field "at": 9999-12-31T23:59:59-00:01 is out of range: in UTC it falls in the year 10000; write a time between 1970 and 9999`},
 		{`{"id":"e1","type":"tick","AT":"0001-01-01T00:00:00Z"}`, `field "at": 0001-01-01T00:00:00Z is out of range: write a time between 1970 and 9999`},
+		{`{"id":"a","type":"tick","at":"2026-01-05T09:00:00Z","id":"b"}`, `field "id": given twice: give each field once`},
+		{`{"ID":"e1","type":"tick","at":"2026-01-05T09:00:00Z"}`, `field "ID": names are case-sensitive: write "id"`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","Contact":{"id":"k"}}`, `field "Contact": names are case-sensitive: write "contact"`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","Lang":"fr"}}`, `field "contact.Lang": names are case-sensitive: write "lang"`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"tier":"gold","tier":"free"}}}`, `field "contact.attrs.tier": given twice: give each field once`},
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}}`, `field "contact.attrs.x": nested more than 32 levels deep; send flatter attributes`},
 	}
 	for _, tt := range tests {
@@ -47,5 +52,17 @@ func TestDecodeEvent(t *testing.T) {
 	}
 	if _, err := DecodeEvent([]byte(`{"id":"e1","type":"tick"}`), false); err != nil {
 		t.Fatalf("at is optional when not required: %v", err)
+	}
+}
+
+// TestDecodeEventAttrKeysKeepCase: custom attributes are the client's
+// own: keys that differ in case are different attributes.
+func TestDecodeEventAttrKeysKeepCase(t *testing.T) {
+	ev, err := DecodeEvent([]byte(`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"Tier":"gold","tier":"free"}}}`), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Contact.Attrs["Tier"] != "gold" || ev.Contact.Attrs["tier"] != "free" {
+		t.Fatalf("attrs = %v", ev.Contact.Attrs)
 	}
 }
