@@ -413,8 +413,12 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, code int, msg str
 // api calls the service's JSON API in process, as the service's token
 // holder, and decodes the answer into out.
 func (c *Console) api(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	// A call within the process: from this machine, to it by its name
+	// (httptest's default Host, example.com, is what a page that rebinds
+	// a name to 127.0.0.1 would send, and an API without a token refuses
+	// it).
 	req := httptest.NewRequestWithContext(ctx, method, path, bytes.NewReader(body))
-	req.RemoteAddr = "127.0.0.1:0"
+	req.RemoteAddr, req.Host = "127.0.0.1:0", "localhost"
 	if c.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 	}

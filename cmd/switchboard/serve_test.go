@@ -446,3 +446,33 @@ func TestServeWrongToken(t *testing.T) {
 		t.Errorf("4 refusals within seconds said %d times in the log, want once:\n%s", n, s.logs)
 	}
 }
+
+// TestServeConsoleWithoutToken: without --token the console, on this
+// machine, shows what the service answers: its calls to the API are the
+// process's own, not a page's.
+func TestServeConsoleWithoutToken(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	s := startServe(t, bin, "-", "--rules", serveRules(t, dir), "--data", filepath.Join(dir, "sb.db"))
+	if code, body := s.post(`{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`); code != 200 {
+		t.Fatalf("post: %d %s", code, body)
+	}
+	for _, c := range []struct{ path, want string }{
+		{"/", "a1"},
+		{"/live/agents", "a2"},
+		{"/live/decisions", "e1"},
+		{"/rules", "least_active"},
+		{"/deliveries", "Deliveries"},
+		{"/events/e1", "a1"},
+	} {
+		resp, err := http.Get("http://" + s.addr + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(body), "did not answer") || !strings.Contains(string(body), c.want) {
+			t.Errorf("GET %s: %d, want %q in\n%s", c.path, resp.StatusCode, c.want, body)
+		}
+	}
+}
