@@ -81,6 +81,10 @@ func (p *printer) rule(it *Item, r *ruleAST) {
 	if r.On.After != nil {
 		trigger += " " + r.On.After.Value
 	}
+	// Stray words are the checker's to report; fmt keeps them.
+	for _, t := range r.On.Extra {
+		trigger += " " + t.Value
+	}
 	if r.On.Pos.Line == it.End.Line {
 		var b strings.Builder
 		if r.Name != nil {
@@ -135,7 +139,8 @@ type exprLine struct {
 }
 
 // expr copies an expression as written, line by line, with continuation
-// lines stripped of their common indentation.
+// lines stripped of their common indentation. A raw string's line breaks
+// are its text: a line of the result may hold several of the source's.
 func (p *printer) expr(toks []lexer.Token) []exprLine {
 	var first, last *lexer.Token
 	for i := range toks {
@@ -152,26 +157,36 @@ func (p *printer) expr(toks []lexer.Token) []exprLine {
 	end := last.Pos.Offset + len(last.Value)
 	p.verbatim = append(p.verbatim, [2]int{first.Pos.Offset, end})
 	src := p.f.Src[first.Pos.Offset:end]
-	raw := strings.Split(src, "\n")
-	out := make([]exprLine, len(raw))
-	for i, l := range raw {
-		out[i] = exprLine{src: first.Pos.Line + i, text: strings.TrimRight(l, " \t\r")}
-	}
-	if len(out) > 1 && !strings.Contains(src, "`") {
-		common := -1
-		for _, l := range out[1:] {
-			if strings.TrimSpace(l.text) == "" {
-				continue
-			}
-			n := len(l.text) - len(strings.TrimLeft(l.text, " \t"))
-			if common < 0 || n < common {
-				common = n
-			}
+	// The line breaks inside raw strings, as offsets in src.
+	var inside [][2]int
+	for _, t := range toks {
+		if strings.HasPrefix(t.Value, "`") && strings.Contains(t.Value, "\n") {
+			inside = append(inside, [2]int{t.Pos.Offset - first.Pos.Offset, t.Pos.Offset - first.Pos.Offset + len(t.Value)})
 		}
-		for i := 1; i < len(out); i++ {
-			if len(out[i].text) >= common && common > 0 {
-				out[i].text = out[i].text[common:]
-			}
+	}
+	var out []exprLine
+	line, from := first.Pos.Line, 0
+	for i := 0; i <= len(src); i++ {
+		if i < len(src) && (src[i] != '\n' || slices.ContainsFunc(inside, func(r [2]int) bool { return i > r[0] && i < r[1] })) {
+			continue
+		}
+		out = append(out, exprLine{src: line, text: strings.TrimRight(src[from:i], " \t\r")})
+		line += strings.Count(src[from:min(i+1, len(src))], "\n")
+		from = i + 1
+	}
+	common := -1
+	for _, l := range out[1:] {
+		if strings.TrimSpace(l.text) == "" {
+			continue
+		}
+		n := len(l.text) - len(strings.TrimLeft(l.text, " \t"))
+		if common < 0 || n < common {
+			common = n
+		}
+	}
+	for i := 1; i < len(out); i++ {
+		if len(out[i].text) >= common && common > 0 {
+			out[i].text = out[i].text[common:]
 		}
 	}
 	return out
@@ -189,7 +204,16 @@ func (p *printer) action(a *actionAST) string {
 	case a.Tag != nil:
 		s = "tag " + p.name(a.Tag.Name)
 	case a.Set != nil:
-		s = "set " + a.Set.Path.Value + " = " + p.expr(a.Set.Value.Tokens)[0].text
+		// A value over several lines keeps them, indented under the
+		// action.
+		var b strings.Builder
+		for i, l := range p.expr(a.Set.Value.Tokens) {
+			if i > 0 {
+				b.WriteString("\n    ")
+			}
+			b.WriteString(l.text)
+		}
+		s = "set " + a.Set.Path.Value + " = " + b.String()
 	case a.Word != nil:
 		s = a.Word.Kw
 	case a.Untag != nil:

@@ -3,6 +3,7 @@ package dsl_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,6 +47,10 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(string(data))
 	}
+	// Raw strings over several lines: their text is kept as written.
+	f.Add("on new conversation -> set contact.name = `a\nb`; tag x\n")
+	f.Add("on incoming message where text == `a\n  b` and\n  lang == 'fr'\nthen\n  tag x\n")
+	f.Add("segment s where message.text == `q\n r` or\n    lang == 'x'\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		rs, ds := dsl.Build(dsl.Sources{Rules: []dsl.Source{{Name: "f.rules", Text: []byte(src)}}, Team: fuzzTeam})
 		checkOutcome(t, rs, ds)
@@ -64,6 +69,9 @@ func FuzzParse(f *testing.F) {
 		if string(once) != string(twice) {
 			t.Fatalf("fmt is not idempotent\ninput:\n%q\nonce:\n%s\ntwice:\n%s", src, once, twice)
 		}
+		if m1, m2 := meaning(t, src), meaning(t, string(once)); !slices.Equal(m1, m2) {
+			t.Fatalf("formatting changed the text's tokens\ninput:\n%q\nformatted:\n%q\n%q\n%q", src, once, m1, m2)
+		}
 		if rs != nil {
 			if rs2, ds2 := dsl.Build(dsl.Sources{Rules: []dsl.Source{{Name: "f.rules", Text: once}}, Team: fuzzTeam}); rs2 == nil {
 				t.Fatalf("formatted text no longer compiles: %v\ninput:\n%q\nformatted:\n%s", ds2, src, once)
@@ -72,6 +80,15 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// meaning is src's tokens but for what fmt may change.
+func meaning(t *testing.T, src string) []string {
+	m, err := dsl.Meaning(src)
+	if err != nil {
+		t.Fatalf("lexing %q: %v", src, err)
+	}
+	return m
 }
 
 // FuzzTable feeds arbitrary text to the mapping table reader, as CSV and as
