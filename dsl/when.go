@@ -198,20 +198,22 @@ func (c *whenCond) value(s string, off int, op string) *whenError {
 	if v == "" {
 		return &whenError{off: off, msg: fmt.Sprintf("%q needs a value", op), hint: fmt.Sprintf("write e.g. %s %s es", c.Attr, op)}
 	}
+	quoted := false
 	if uq, err := strconv.Unquote(v); err == nil && strings.HasPrefix(v, `"`) {
-		v = uq
+		v, quoted = uq, true
 	}
-	if strings.Contains(v, ",") && c.Op == opIs {
-		return &whenError{off: off, msg: fmt.Sprintf("%q holds a comma", v), hint: fmt.Sprintf("for several values write %s is one of %s", c.Attr, v)}
+	if strings.Contains(v, ",") && c.Op == opIs && !quoted {
+		return &whenError{off: off, msg: fmt.Sprintf("%q holds a comma", v), hint: fmt.Sprintf("for several values write %s is one of %s; for one that holds a comma, quote it: %s is %q", c.Attr, v, c.Attr, v)}
 	}
 	c.Values = []string{strings.ToLower(v)}
 	return nil
 }
 
-// splitList reads "A, B, C" (values may be quoted).
+// splitList reads "A, B, C" (values may be quoted, and hold commas
+// then: "Acme, Inc.", Globex).
 func splitList(s string) []string {
 	var out []string
-	for _, v := range strings.Split(s, ",") {
+	for _, v := range splitOutsideQuotes(s) {
 		v = strings.TrimSpace(v)
 		if uq, err := strconv.Unquote(v); err == nil && strings.HasPrefix(v, `"`) {
 			v = uq
@@ -222,6 +224,25 @@ func splitList(s string) []string {
 		return nil
 	}
 	return out
+}
+
+// splitOutsideQuotes cuts s at the commas outside double quotes (a
+// backslash escapes a quote inside them).
+func splitOutsideQuotes(s string) []string {
+	var out []string
+	start, inQuote := 0, false
+	for i := 0; i < len(s); i++ {
+		switch {
+		case inQuote && s[i] == '\\':
+			i++
+		case s[i] == '"':
+			inQuote = !inQuote
+		case s[i] == ',' && !inQuote:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
 }
 
 // isAttrWord reports whether s can name a custom attribute.
@@ -260,7 +281,11 @@ func (c whenCond) expr() string {
 		}
 	}
 	x := c.Path
-	if strings.HasPrefix(x, attrsPrefix) {
+	if name, ok := strings.CutPrefix(x, attrsPrefix); ok {
+		if !exprName(name) {
+			// plan-type: not a name expr reads after a dot.
+			x = "contact.attrs[" + q(name) + "]"
+		}
 		x = fmt.Sprintf("string(%s ?? \"\")", x)
 	}
 	switch c.Op {
@@ -346,6 +371,21 @@ func shadows(earlier, later []whenCond) bool {
 		if !slices.ContainsFunc(later, c.impliedBy) {
 			return false
 		}
+	}
+	return true
+}
+
+// exprName reports whether expr reads s as one name after a dot: ASCII
+// letters, digits and underscores, and not one of its words.
+func exprName(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	switch s {
+	case "", "in", "not", "and", "or", "matches", "contains", "startsWith", "endsWith", "let", "nil", "true", "false", "if", "else":
+		return false
 	}
 	return true
 }
