@@ -592,6 +592,9 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 			case !m.Cost.Percent && v <= 0:
 				c.d.errorf(posOf(m.Cost.Pos), CodeModifier, "", "cost must be above 0")
 				ok = false
+			case !m.Cost.Percent && v > MaxCapacity:
+				c.d.errorf(posOf(m.Cost.Pos), CodeModifier, "", "cost %s is more than %d, more than any agent's capacity", m.Cost.Value, MaxCapacity)
+				ok = false
 			case m.Cost.Percent:
 				as.Cost.Percent = v
 			default:

@@ -62,6 +62,11 @@ type ChannelBudget struct {
 // DefaultChannel is the channel budget key for every channel not listed.
 const DefaultChannel = "default"
 
+// MaxCapacity is the most conversations (capacity units) an agent's
+// capacity, and an assign's cost, may count: far more than anyone
+// handles, and still exact in the engine's fixed-point arithmetic.
+const MaxCapacity = 1_000_000_000
+
 // channelCapacity reads capacity: {voice: 1, whatsapp: 3, default: 5}.
 func channelCapacity(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) []ChannelBudget {
 	var out []ChannelBudget
@@ -81,6 +86,9 @@ func channelCapacity(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) []ChannelB
 			continue
 		case c < 0:
 			d.errorf(at(val), CodeTeam, "write 0 for no conversations on that channel", "capacity for channel %s must be 0 or more, got %d", k.Value, c)
+			continue
+		case c > MaxCapacity:
+			d.errorf(at(val), CodeTeam, "", "capacity for channel %s is %d, more than %d", k.Value, c, MaxCapacity)
 			continue
 		}
 		out = append(out, ChannelBudget{Channel: k.Value, Capacity: c, Pos: at(k)})
@@ -349,6 +357,8 @@ func (t *Team) parseAgents(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
 					d.errorf(at(val), CodeTeam, "write a whole number such as 4, a budget per channel such as {voice: 1, whatsapp: 3, default: 5}, or leave capacity out for unlimited", "capacity %q is not a whole number", s)
 				case c < 1:
 					d.errorf(at(val), CodeTeam, "leave capacity out for unlimited", "capacity must be at least 1, got %d", c)
+				case c > MaxCapacity:
+					d.errorf(at(val), CodeTeam, "leave capacity out for unlimited", "capacity %d is more than %d", c, MaxCapacity)
 				default:
 					a.Capacity = c
 				}
