@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/alecthomas/participle/v2"
 	"github.com/alecthomas/participle/v2/lexer"
@@ -47,6 +48,14 @@ func ParseFile(name, src string) (*File, Diagnostics) {
 	src = strings.TrimPrefix(src, "\ufeff")
 	f := &File{Name: name, Src: src}
 	var d diags
+	if !utf8.ValidString(src) {
+		// Its text could never match an event's, which is UTF-8.
+		at := firstInvalid([]byte(src))
+		line := 1 + strings.Count(src[:at], "\n")
+		col := 1 + utf8.RuneCountInString(src[strings.LastIndexByte(src[:at], '\n')+1:at])
+		d.errorf(Pos{File: name, Line: line, Col: col}, CodeSyntax, "save the file as UTF-8 in your editor", "the file is not UTF-8 text (byte %d)", at+1)
+		return f, d.list
+	}
 	toks, err := tokenize(name, src)
 	if err != nil {
 		d.errorf(Pos{File: name, Line: 1, Col: 1}, CodeSyntax, "", "cannot read file: %v", err)

@@ -37,6 +37,13 @@ func RunTestArchive(rs *dsl.RuleSet, path string, update bool) (ok bool, report 
 		}
 		return -1, nil
 	}
+	seen := map[string]bool{}
+	for _, f := range ar.Files {
+		if seen[f.Name] {
+			return false, fmt.Sprintf("    the archive has two %s sections; keep one\n", f.Name)
+		}
+		seen[f.Name] = true
+	}
 	_, events := section("events.jsonl")
 	if events == nil {
 		return false, "    no events.jsonl section\n"
@@ -81,12 +88,18 @@ func RunTestArchive(rs *dsl.RuleSet, path string, update bool) (ok bool, report 
 	return len(errs) == 0 && diff == "", b.String()
 }
 
+// lines splits s into lines, with or without carriage returns (an
+// archive checked out on Windows).
 func lines(s string) []string {
 	s = strings.TrimSuffix(s, "\n")
 	if s == "" {
 		return nil
 	}
-	return strings.Split(s, "\n")
+	out := strings.Split(s, "\n")
+	for i, l := range out {
+		out[i] = strings.TrimSuffix(l, "\r")
+	}
+	return out
 }
 
 // diffDecisions compares decisions line by line; each line is one event's.
