@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/internal/atomicfile"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/whatif"
 )
@@ -628,14 +629,14 @@ func (c *Console) publishTable(ctx context.Context, g *grid, tv *tableView, v *v
 		if info, err := os.Stat(path); err == nil {
 			mode = info.Mode().Perm()
 		}
-		if err := writeAtomic(path, text, mode); err != nil {
+		if err := atomicfile.Write(path, text, mode); err != nil {
 			return nil, fmt.Errorf("%s could not be written: %v", g.File, err)
 		}
 		return func() error {
 			if cur == nil {
 				return os.Remove(path)
 			}
-			return writeAtomic(path, cur, mode)
+			return atomicfile.Write(path, cur, mode)
 		}, nil
 	}
 	// The rules the service loads must hold the table written, not one
@@ -704,42 +705,6 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
-}
-
-// writeAtomic replaces a file with data: a temporary file beside it,
-// synced, then renamed over it, so that a reader (or a crash) sees the old
-// file or the new, never part of one.
-func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a rename, nothing is there
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // tableChange is a published table's row diff, kept in the log with the

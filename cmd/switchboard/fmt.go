@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/switchboard-dev/switchboard/dsl"
+	"github.com/switchboard-dev/switchboard/internal/atomicfile"
 )
 
 func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -81,7 +82,7 @@ func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		case *write:
 			if changed {
-				if err := writeFileAtomic(name, out); err != nil {
+				if err := writeRules(name, out); err != nil {
 					fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
 					code = 1
 				}
@@ -93,16 +94,12 @@ func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
-// writeFileAtomic replaces a file by renaming a temporary file over it, so
-// that an interrupted write never leaves half a rule file.
-func writeFileAtomic(name string, data []byte) error {
+// writeRules replaces a rule file whole, keeping its mode; a link stays a
+// link, the file it names rewritten.
+func writeRules(name string, data []byte) error {
 	info, err := os.Stat(name)
 	if err != nil {
 		return err
 	}
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, data, info.Mode().Perm()); err != nil {
-		return err
-	}
-	return os.Rename(tmp, name)
+	return atomicfile.Write(name, data, info.Mode().Perm())
 }
