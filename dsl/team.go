@@ -62,6 +62,11 @@ type ChannelBudget struct {
 // DefaultChannel is the channel budget key for every channel not listed.
 const DefaultChannel = "default"
 
+// maxSuggested is how many of a file's unknown names get a "did you
+// mean": beyond, measuring each against every known name costs more than
+// it tells.
+const maxSuggested = 50
+
 // MaxCapacity is the most conversations (capacity units) an agent's
 // capacity, and an assign's cost, may count: far more than anyone
 // handles, and still exact in the engine's fixed-point arithmetic.
@@ -396,6 +401,7 @@ func (t *Team) parseGroups(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
 		d.errorf(at(v), CodeTeam, "", "groups must be a mapping of group name to a list of agent ids")
 		return
 	}
+	ids, unknown := t.agentIDs(), 0
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := v.Content[i], v.Content[i+1]
 		g := &Group{Name: k.Value, Pos: at(k)}
@@ -407,14 +413,22 @@ func (t *Team) parseGroups(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
 			d.errorf(at(val), CodeTeam, "", "group %q must be a list of agent ids, e.g. [amelie, bastien]", g.Name)
 			continue
 		}
+		listed := map[string]bool{}
 		for _, m := range val.Content {
 			id := scalar(m, at, d, "member")
 			switch {
 			case t.agents[id] == nil:
-				d.errorf(at(m), CodeUnknownUser, didYouMean(id, t.agentIDs()), "group %q lists unknown agent %q", g.Name, id)
-			case slices.Contains(g.Members, id):
+				// Suggestions for the first few: a list of thousands of
+				// unknown names is one mistake, made many times.
+				hint := ""
+				if unknown++; unknown <= maxSuggested {
+					hint = didYouMean(id, ids)
+				}
+				d.errorf(at(m), CodeUnknownUser, hint, "group %q lists unknown agent %q", g.Name, id)
+			case listed[id]:
 				d.errorf(at(m), CodeDuplicate, "", "group %q lists agent %q twice", g.Name, id)
 			default:
+				listed[id] = true
 				g.Members = append(g.Members, id)
 			}
 		}

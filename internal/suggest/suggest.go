@@ -1,14 +1,24 @@
 // Package suggest finds the likely intended word for a misspelt one.
 package suggest
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // Closest returns the candidate with the smallest edit distance to word,
 // provided the distance is small relative to the word's length.
 func Closest(word string, candidates []string) string {
 	best, bestDist := "", -1
 	lw := strings.ToLower(word)
+	// A candidate longer or shorter than word by more than this is too
+	// far to be suggested: it is not measured (a team of thousands).
+	n := utf8.RuneCountInString(word)
+	far := max(1, n/3)
 	for _, c := range candidates {
+		if diff := utf8.RuneCountInString(c) - n; diff > far || -diff > far {
+			continue
+		}
 		d := editDistance(lw, strings.ToLower(c))
 		if bestDist < 0 || d < bestDist {
 			best, bestDist = c, d
