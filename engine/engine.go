@@ -58,7 +58,8 @@ type Engine struct {
 	hours   *lru.Cache[string, *dsl.Hours]
 	cands   []int32
 
-	stats runStats
+	stats    runStats
+	deciding string // the id of the event being decided
 
 	// Free lists: closed conversations and spent timers are reused, so that
 	// a steady stream of conversations allocates nothing.
@@ -291,6 +292,42 @@ type runStats struct {
 	// Since StartRun: every wait, and every rule's matches by name.
 	waits   []time.Duration
 	matched map[string]int
+	// Conditions that failed at run time, by rule, since the engine
+	// began (and taken by TakeFailures).
+	failures []*CondFailure
+}
+
+// CondFailure is a rule whose condition failed at run time, and so did
+// not match: a custom attribute of an unexpected type, say
+// (contact.attrs.n % 2 on a number sent as 2.0).
+type CondFailure struct {
+	Rule  string
+	Pos   dsl.Pos
+	Count int    // how many evaluations failed
+	Event string // the first event it failed on
+	Err   string // and why
+}
+
+// failed counts a failure of r's condition on the event being decided.
+func (e *Engine) failed(r *dsl.Rule, err error) {
+	for _, f := range e.stats.failures {
+		if f.Rule == r.Name {
+			f.Count++
+			return
+		}
+	}
+	e.stats.failures = append(e.stats.failures, &CondFailure{Rule: r.Name, Pos: r.Pos, Count: 1, Event: e.deciding, Err: err.Error()})
+}
+
+// TakeFailures returns the conditions that failed at run time since the
+// last call, and forgets them.
+func (e *Engine) TakeFailures() []CondFailure {
+	out := make([]CondFailure, len(e.stats.failures))
+	for i, f := range e.stats.failures {
+		out[i] = *f
+	}
+	e.stats.failures = nil
+	return out
 }
 
 type agentStats struct {
@@ -449,6 +486,9 @@ func (e *Engine) runRule(r *dsl.Rule, ctx *evalCtx) {
 	if rt != nil {
 		e.explainMatch(rt, r, ok, err)
 	}
+	if err != nil {
+		e.failed(r, err)
+	}
 	if !ok {
 		return
 	}
@@ -496,6 +536,7 @@ func (e *Engine) decide(ev *triggers.Event, t time.Time, reported bool) (Decisio
 	if err := e.check(ev, t); err != nil {
 		return Decision{}, err
 	}
+	e.deciding = ev.ID
 	e.out = e.out[:0]
 	e.dirty = e.dirty[:0]
 	e.fireTimers(t)

@@ -28,7 +28,7 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 		}
 	}
 	n.stats.waited, n.stats.waitTotal, n.stats.waitMax = e.stats.waited, e.stats.waitTotal, e.stats.waitMax
-	n.stats.waits, n.stats.matched = e.stats.waits, e.stats.matched
+	n.stats.waits, n.stats.matched, n.stats.failures = e.stats.waits, e.stats.matched, e.stats.failures
 
 	// Conversations follow their agents into the new pool; waiting work is
 	// re-filed in order.

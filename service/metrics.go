@@ -28,6 +28,9 @@ type metrics struct {
 	lockHeld prometheus.Histogram
 	// wrongToken counts calls refused for a missing or wrong token.
 	wrongToken *prometheus.CounterVec
+	// condFailures counts rule conditions that failed at run time, by
+	// rule: each did not match.
+	condFailures *prometheus.CounterVec
 }
 
 func newMetrics(s *Service) *metrics {
@@ -78,9 +81,13 @@ func newMetrics(s *Service) *metrics {
 		Name: "switchboard_wrong_token_total",
 		Help: "Calls refused for a missing or wrong token, by where they came: the API (api) or the console's login (console). A steady rise is someone guessing.",
 	}, []string{"surface"})
+	m.condFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_condition_failures_total",
+		Help: "Rule conditions that failed at run time (a custom attribute of an unexpected type, say) and so did not match, by rule.",
+	}, []string{"rule"})
 	m.wrongToken.WithLabelValues("api")
 	m.wrongToken.WithLabelValues("console")
-	m.reg.MustRegister(m.wrongToken, m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, m.lockHeld, readyGauge(s), &stateCollector{s: s},
+	m.reg.MustRegister(m.wrongToken, m.condFailures, m.decisions, m.latency, m.refused, m.reloads, m.snapshots, m.commitTime, m.commitRecords, m.applied, m.lockHeld, readyGauge(s), &stateCollector{s: s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-dev/switchboard/delivery"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,8 +74,10 @@ type Config struct {
 
 // Service is a running Switchboard.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	// failLogged is when each rule's failing condition was last logged.
+	failLogged map[string]time.Time
+	cfg        Config
+	log        *slog.Logger
 
 	mu sync.Mutex // guards eng, seq, next, rs, inflight, pending: the commit loop and the readers
 	// reloadMu makes reloads one at a time, a publish's file writes
@@ -730,6 +733,7 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 	f := &flight{batch: batch, done: make(chan error, 1)}
 	seq := s.next
 	eng, rs := s.eng, s.rs
+	eng.TakeFailures() // a replay's: reported when they were decided
 	now := s.now()
 	inBatch := map[string]int64{}
 	for _, r := range batch {
@@ -847,6 +851,7 @@ func (s *Service) record(f *flight, eng *engine.Engine, rs *dsl.RuleSet, in *inc
 
 // decided notes a decided group's records as pending until written.
 func (s *Service) decided(f *flight) *flight {
+	s.reportFailures(s.eng.TakeFailures())
 	for _, rec := range f.recs {
 		if rec.Hash != nil {
 			var k known
@@ -857,6 +862,30 @@ func (s *Service) decided(f *flight) *flight {
 	}
 	s.inflight++
 	return f
+}
+
+// reportFailures counts the rule conditions that failed at run time,
+// and says so in the log, once a minute at most for each rule.
+func (s *Service) reportFailures(fs []engine.CondFailure) {
+	for _, f := range fs {
+		s.m.condFailures.WithLabelValues(f.Rule).Add(float64(f.Count))
+		now := time.Now()
+		if last, ok := s.failLogged[f.Rule]; ok && now.Sub(last) < time.Minute {
+			continue
+		}
+		if s.failLogged == nil {
+			s.failLogged = map[string]time.Time{}
+		}
+		s.failLogged[f.Rule] = now
+		s.log.Warn("a rule's condition failed at run time, so the rule did not match; GET /v1/events/{id}/explain shows why",
+			"rule", f.Rule, "at", f.Pos.String(), "event", f.Event, "events", f.Count, "err", firstLine(f.Err))
+	}
+}
+
+// firstLine is s up to its first line break.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // finish makes a written group committed, or refused when err is set,

@@ -532,3 +532,43 @@ func TestNoTokenRefusesPages(t *testing.T) {
 		}
 	}
 }
+
+// TestConditionFailures: a rule whose condition fails at run time does
+// not match; the service counts it by rule and says so in its log, once,
+// and a restart's replay does not count it again.
+func TestConditionFailures(t *testing.T) {
+	rules := "rule \"even\" on new conversation where contact.attrs.n % 2 == 0 -> tag paired\non new conversation -> assign group G by least_active"
+	h := open(t, "", rules, nil, nil)
+	for i := range 3 {
+		body := fmt.Sprintf(`{"id":"e%d","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k%d","attrs":{"n":4}}}`, i, i)
+		if code, resp, _ := h.do("POST", "/v1/events", body); code != 200 || strings.Contains(resp, "paired") {
+			t.Fatalf("%d %s", code, resp)
+		}
+	}
+	metric := func(h *harness) string {
+		_, m, _ := h.do("GET", "/metrics", "")
+		for _, l := range strings.Split(m, "\n") {
+			if strings.HasPrefix(l, "switchboard_condition_failures_total") {
+				return l
+			}
+		}
+		return ""
+	}
+	if got := metric(h); got != `switchboard_condition_failures_total{rule="even"} 3` {
+		t.Fatalf("metric: %q", got)
+	}
+	if n := strings.Count(h.logs.String(), "a rule's condition failed at run time"); n != 1 {
+		t.Fatalf("logged %d times:\n%s", n, h.logs)
+	}
+	if !strings.Contains(h.logs.String(), `"err":"invalid operation: float64 % int (1:17)"`) {
+		t.Fatalf("the log does not say why:\n%s", h.logs)
+	}
+	h = h.restart(rules)
+	if got := metric(h); got != "" {
+		t.Fatalf("a restart's replay counted: %q", got)
+	}
+	h.do("POST", "/v1/events", msgAt("e9", "k9", "")) // no n: nil % 2 fails too
+	if got := metric(h); got != `switchboard_condition_failures_total{rule="even"} 1` {
+		t.Fatalf("after a restart: %q", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -119,6 +120,7 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintln(stderr, err)
 	}
+	writeFailures(stderr, eng.TakeFailures())
 	if !*quiet {
 		writeSummary(stderr, n, len(errs), eng.Stats())
 	}
@@ -126,6 +128,17 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// writeFailures says which rules' conditions failed at run time: they
+// did not match, which check could not foresee (a custom attribute of an
+// unexpected type).
+func writeFailures(w io.Writer, fs []engine.CondFailure) {
+	for _, f := range fs {
+		why, _, _ := strings.Cut(f.Err, "\n")
+		fmt.Fprintf(w, "%s: rule %q: the condition failed at run time on %s, which it did not match (first %s: %s); explain --event %s shows why\n",
+			f.Pos, f.Rule, plural(f.Count, "event"), f.Event, why, f.Event)
+	}
 }
 
 func writeSummary(w io.Writer, events, bad int, s engine.Stats) {
