@@ -1,6 +1,7 @@
 package dsl
 
 import (
+	"errors"
 	"fmt"
 	"net/mail"
 	"path/filepath"
@@ -257,7 +258,7 @@ func (c *compiler) trigger(on *onAST, t *Trigger) bool {
 	}
 	d, err := parseDuration(on.After.Value)
 	if err != nil {
-		c.d.errorf(posOf(on.After.Pos), CodeDuration, "write e.g. 90s, 5m, 1h30m or 2d", "%q is not a duration", on.After.Value)
+		c.d.errorf(posOf(on.After.Pos), CodeDuration, "write e.g. 90s, 5m, 1h30m or 2d", "%s", durationMsg(on.After.Value, err))
 		return false
 	}
 	if d <= 0 {
@@ -276,7 +277,24 @@ func aliases() []string {
 	return out
 }
 
-// parseDuration is time.ParseDuration plus a "d" (day) unit.
+// maxDuration is the longest duration a rule or team.yaml may give:
+// ten years, far past any wait, and far inside what the clock counts.
+const maxDuration = 3650 * 24 * time.Hour
+
+// errDurationTooLong is parseDuration's error for a duration past
+// maxDuration.
+var errDurationTooLong = errors.New("longer than 3650d")
+
+// durationMsg says what is wrong with a duration parseDuration refused.
+func durationMsg(s string, err error) string {
+	if errors.Is(err, errDurationTooLong) {
+		return fmt.Sprintf("%q is too long: durations go up to 3650d (ten years)", s)
+	}
+	return fmt.Sprintf("%q is not a duration", s)
+}
+
+// parseDuration is time.ParseDuration plus a "d" (day) unit, up to
+// maxDuration.
 func parseDuration(s string) (time.Duration, error) {
 	if s == "" || s[0] < '0' || s[0] > '9' {
 		return 0, fmt.Errorf("not a duration")
@@ -297,13 +315,25 @@ func parseDuration(s string) (time.Duration, error) {
 			if err != nil {
 				return 0, err
 			}
+			if n*float64(24*time.Hour) > float64(maxDuration) {
+				return 0, errDurationTooLong
+			}
 			total += time.Duration(n * float64(24*time.Hour))
 		} else {
 			d, err := time.ParseDuration(num + unit)
 			if err != nil {
+				if strings.Contains(err.Error(), "invalid duration") && strings.Trim(num, "0123456789.") == "" {
+					return 0, errDurationTooLong // overflows the clock
+				}
 				return 0, err
 			}
+			if d > maxDuration {
+				return 0, errDurationTooLong
+			}
 			total += d
+		}
+		if total > maxDuration {
+			return 0, errDurationTooLong
 		}
 		s = s[j:]
 	}
@@ -663,7 +693,7 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 			d, err := parseDuration(m.Offer.After.Value)
 			switch {
 			case err != nil:
-				c.d.errorf(posOf(m.Offer.After.Pos), CodeDuration, "write e.g. offer 30s or offer 2m", "%q is not a duration", m.Offer.After.Value)
+				c.d.errorf(posOf(m.Offer.After.Pos), CodeDuration, "write e.g. offer 30s or offer 2m", "%s", durationMsg(m.Offer.After.Value, err))
 				ok = false
 				continue
 			case d < time.Second:
@@ -691,7 +721,7 @@ func (c *compiler) limit(l *limitAST) (int, time.Duration, bool) {
 	}
 	per, err := parseDuration(l.Per.Value)
 	if err != nil || per <= 0 {
-		c.d.errorf(posOf(l.Per.Pos), CodeDuration, "write e.g. 30m, 1h or 1d", "%q is not a duration", l.Per.Value)
+		c.d.errorf(posOf(l.Per.Pos), CodeDuration, "write e.g. 30m, 1h or 1d", "%s", durationMsg(l.Per.Value, err))
 		return 0, 0, false
 	}
 	return n, per, true

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/switchboard-dev/switchboard/internal/suggest"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Pos is a place in a source file. Line and Col are 1-based; Col counts
@@ -150,6 +151,9 @@ func (d *diags) warnf(pos Pos, code, hint, format string, args ...any) {
 // or "" when none is close enough to be a likely typo.
 func didYouMean(word string, candidates []string) string {
 	if s := suggest.Closest(word, candidates); s != "" {
+		if norm.NFC.String(s) == norm.NFC.String(word) {
+			return fmt.Sprintf("it looks like %q but is written with other Unicode characters (an accent apart from its letter, say); retype it, or save the files as NFC", s)
+		}
 		return fmt.Sprintf("did you mean %q?", s)
 	}
 	return ""

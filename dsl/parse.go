@@ -352,6 +352,10 @@ func syntaxError(name string, err error) *Diagnostic {
 func explainSyntax(perr participle.Error) (msg, hint string) {
 	var ute *participle.UnexpectedTokenError
 	if !errors.As(perr, &ute) {
+		if strings.HasPrefix(perr.Message(), "too many iterations") {
+			// The parser's own bound on repetitions.
+			return "too long to read: a condition of more than a million tokens", "split it into segments (segment NAME where ...) and test them with in_segment"
+		}
 		return perr.Message(), ""
 	}
 	tok := ute.Unexpected

@@ -304,7 +304,7 @@ func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
 			switch {
 			case v == "0":
 			case err != nil:
-				d.errorf(at(root.Content[i+1]), CodeTeam, "write e.g. 30m, 24h or 7d; 0 never reopens", "reopen_within %q is not a duration", v)
+				d.errorf(at(root.Content[i+1]), CodeTeam, "write e.g. 30m, 24h or 7d; 0 never reopens", "reopen_within %s", durationMsg(v, err))
 			case dur < 0:
 				d.errorf(at(root.Content[i+1]), CodeTeam, "", "reopen_within cannot be negative")
 			default:

@@ -4,11 +4,21 @@ package suggest
 import (
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Closest returns the candidate with the smallest edit distance to word,
 // provided the distance is small relative to the word's length.
 func Closest(word string, candidates []string) string {
+	// The same letters in other code points (an accent composed in one
+	// file, decomposed in another) look the same: that is the one meant.
+	nw := norm.NFC.String(word)
+	for _, c := range candidates {
+		if c != word && norm.NFC.String(c) == nw {
+			return c
+		}
+	}
 	best, bestDist := "", -1
 	lw := strings.ToLower(word)
 	// A candidate longer or shorter than word by more than this is too
