@@ -305,7 +305,7 @@ type CondFailure struct {
 	Pos   dsl.Pos
 	Count int    // how many evaluations failed
 	Event string // the first event it failed on
-	Err   string // and why
+	Err   string // and why, in one line
 }
 
 // failed counts a failure of r's condition on the event being decided.
@@ -316,12 +316,16 @@ func (e *Engine) failed(r *dsl.Rule, err error) {
 			return
 		}
 	}
-	e.stats.failures = append(e.stats.failures, &CondFailure{Rule: r.Name, Pos: r.Pos, Count: 1, Event: e.deciding, Err: err.Error()})
+	why, _, _ := strings.Cut(err.Error(), "\n") // not expr's source excerpt
+	e.stats.failures = append(e.stats.failures, &CondFailure{Rule: r.Name, Pos: r.Pos, Count: 1, Event: e.deciding, Err: why})
 }
 
 // TakeFailures returns the conditions that failed at run time since the
 // last call, and forgets them.
 func (e *Engine) TakeFailures() []CondFailure {
+	if len(e.stats.failures) == 0 {
+		return nil
+	}
 	out := make([]CondFailure, len(e.stats.failures))
 	for i, f := range e.stats.failures {
 		out[i] = *f

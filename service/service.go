@@ -20,7 +20,6 @@ import (
 	"github.com/switchboard-dev/switchboard/delivery"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -878,14 +877,8 @@ func (s *Service) reportFailures(fs []engine.CondFailure) {
 		}
 		s.failLogged[f.Rule] = now
 		s.log.Warn("a rule's condition failed at run time, so the rule did not match; GET /v1/events/{id}/explain shows why",
-			"rule", f.Rule, "at", f.Pos.String(), "event", f.Event, "events", f.Count, "err", firstLine(f.Err))
+			"rule", f.Rule, "at", f.Pos.String(), "event", f.Event, "events", f.Count, "err", f.Err)
 	}
-}
-
-// firstLine is s up to its first line break.
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
 }
 
 // finish makes a written group committed, or refused when err is set,

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -135,9 +134,8 @@ func runSimulate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // unexpected type).
 func writeFailures(w io.Writer, fs []engine.CondFailure) {
 	for _, f := range fs {
-		why, _, _ := strings.Cut(f.Err, "\n")
 		fmt.Fprintf(w, "%s: rule %q: the condition failed at run time on %s, which it did not match (first %s: %s); explain --event %s shows why\n",
-			f.Pos, f.Rule, plural(f.Count, "event"), f.Event, why, f.Event)
+			f.Pos, f.Rule, plural(f.Count, "event"), f.Event, f.Err, f.Event)
 	}
 }
 

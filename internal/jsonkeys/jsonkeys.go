@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 )
 
 // Error is a key the document must not have: Path names it ("contact.ID",
@@ -23,8 +24,17 @@ func (e *Error) Error() string { return fmt.Sprintf("field %q: %s", e.Path, e.Me
 // A Checker checks documents meant for one Go type.
 type Checker struct{ shape *shape }
 
-// For returns the Checker of documents decoded into values of type t.
-func For(t reflect.Type) *Checker { return &Checker{build(t, map[reflect.Type]*shape{})} }
+// For returns the Checker of documents decoded into values of type t,
+// built once per type.
+func For(t reflect.Type) *Checker {
+	if c, ok := checkers.Load(t); ok {
+		return c.(*Checker)
+	}
+	c, _ := checkers.LoadOrStore(t, &Checker{build(t, map[reflect.Type]*shape{})})
+	return c.(*Checker)
+}
+
+var checkers sync.Map // reflect.Type → *Checker
 
 // Check reports the first key of data, a JSON document that a decoder
 // has accepted, that the decoder matched by case alone or that its object
