@@ -153,6 +153,15 @@ func step(events []byte, eng *engine.Engine, next func(line int, eng *engine.Eng
 		case seen[ev.ID]:
 			err = fmt.Errorf("duplicate event id %q", ev.ID)
 		default:
+			if tick := eng.DueBefore(ev, ev.At); tick != nil && !seen[tick.ID] {
+				if d, err := eng.Decide(tick); err == nil {
+					seen[tick.ID] = true
+					if len(d.Actions) > 0 {
+						out.Write(d.AppendJSON(nil))
+						out.WriteByte('\n')
+					}
+				}
+			}
 			var d engine.Decision
 			if d, err = eng.Decide(ev); err == nil {
 				seen[ev.ID] = true

@@ -39,6 +39,20 @@ func (e *Engine) Replay(r io.Reader, name string, each func(line int, ev *trigge
 		if first, dup := seen[ev.ID]; dup {
 			return true, &triggers.FieldError{Field: "id", Message: fmt.Sprintf("duplicate event id %q (first on line %d)", ev.ID, first)}
 		}
+		if tick := e.DueBefore(ev, ev.At); tick != nil {
+			if _, dup := seen[tick.ID]; !dup {
+				d, err := e.Decide(tick)
+				if err != nil {
+					return true, err
+				}
+				seen[tick.ID] = line
+				// One that changed nothing is left out, as if folded
+				// into the answer's decision.
+				if len(d.Actions) > 0 && !each(line, tick, &d) {
+					return false, nil
+				}
+			}
+		}
 		d, err := e.Decide(ev)
 		if err != nil {
 			return true, err
@@ -48,11 +62,35 @@ func (e *Engine) Replay(r io.Reader, name string, each func(line int, ev *trigge
 	})
 }
 
+// DueBefore returns the tick to decide before ev, which happens at now,
+// or nil. An answer to an offer is checked against the offer as it stands
+// once the unanswered rules due by then have run (one may have moved the
+// conversation on, and the answer is then refused): when one is due, what
+// is due fires first, as a tick of its own, at now, and the answer is
+// decided after it. (An offer that merely ran out is caught by the
+// answer's own check, which says so.) Other events fire what is due as
+// part of their own decision.
+func (e *Engine) DueBefore(ev *triggers.Event, now time.Time) *triggers.Event {
+	if ev.Type != triggers.TypeOfferAccepted && ev.Type != triggers.TypeOfferDeclined {
+		return nil
+	}
+	due, ok := e.NextDue() // (drops the timers that are dead)
+	if !ok || len(e.timers) == 0 || e.timers[0].due.After(now) {
+		return nil
+	}
+	return &triggers.Event{ID: triggers.TickID(due), Type: triggers.TypeTick, At: now}
+}
+
 // ReplayUntil decides the events of a stream up to the one with id target,
 // then hands that one, undecided, to last (to explain it, say). Bad lines
 // before it are returned as errors.
 func (e *Engine) ReplayUntil(r io.Reader, name, target string, last func(ev *triggers.Event)) []error {
 	return scan(r, name, func(_ int, ev *triggers.Event) (bool, error) {
+		if tick := e.DueBefore(ev, ev.At); tick != nil {
+			if _, err := e.Decide(tick); err != nil {
+				return true, err
+			}
+		}
 		if ev.ID == target {
 			last(ev)
 			return false, nil

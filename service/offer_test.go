@@ -1,11 +1,15 @@
 package service
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/store"
+	"github.com/switchboard-dev/switchboard/triggers"
 )
 
 // TestOffers drives offers through the API: an answer from the agent who
@@ -76,5 +80,44 @@ func TestOffers(t *testing.T) {
 	_, agent, _ = do(t, "GET", url+"/v1/agents/a", "", "")
 	if !strings.Contains(agent, `"declined":1`) {
 		t.Fatalf("a's declines: %s", agent)
+	}
+}
+
+// TestAnswerAfterUnanswered: an answer that comes after an unanswered rule
+// moved the offer on is checked against the offer as it stands then,
+// whether the service's clock fired the rule already or the answer finds
+// it due: a's accept is refused (422, nothing changes), the rule's tick is
+// stored as an event of its own, and b, who holds the offer now, takes it.
+// simulate decides the same (engine scenario offers_due).
+func TestAnswerAfterUnanswered(t *testing.T) {
+	c := clocked(t, "on new conversation -> assign user a offer 60s\non unanswered 30s -> reassign user b offer 60s\n", team)
+	ctx, st := context.Background(), c.st
+	post := func(body string) (int, string) {
+		code, out, _ := do(t, "POST", c.url+"/v1/events", "", body)
+		return code, strings.TrimSpace(out)
+	}
+	if code, out := post(`{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`); code != 200 || !strings.Contains(out, `"agent":"a"`) {
+		t.Fatalf("offer to a: %d %s", code, out)
+	}
+	c.advance(40 * time.Second) // the unanswered rule is due; a's offer has not run out
+	code, out := post(`{"id":"x1","type":"offer.accepted","agent":"a","conversation":"e1"}`)
+	if code != 422 || !strings.Contains(out, `conversation \"e1\" is offered to \"b\", not \"a\"`) {
+		t.Fatalf("a's late accept: %d %s", code, out)
+	}
+	if _, ok, _ := st.Get(ctx, "x1"); ok {
+		t.Fatal("the refused answer was stored")
+	}
+	var ticks int
+	st.Replay(ctx, 0, 0, func(r store.Record) error {
+		if r.Type == triggers.TypeTick && strings.Contains(string(r.Decision), `"agent":"b"`) {
+			ticks++
+		}
+		return nil
+	})
+	if ticks != 1 {
+		t.Fatalf("%d ticks offer e1 to b, want 1", ticks)
+	}
+	if code, out := post(`{"id":"x2","type":"offer.accepted","agent":"b","conversation":"e1"}`); code != 200 || !strings.Contains(out, `"type":"assign"`) {
+		t.Fatalf("b's accept: %d %s", code, out)
 	}
 }

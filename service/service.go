@@ -795,18 +795,17 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 					continue
 				}
 			}
-			if t := in.ev.Type; t == triggers.TypeOfferAccepted || t == triggers.TypeOfferDeclined {
-				// An answer is checked against the offer as it stands once
-				// what is due has fired (an unanswered rule may have moved
-				// the conversation on): that is a tick of its own, first.
-				if due, ok := eng.NextDue(); ok && !due.After(now) {
-					tick := tickEvent(due)
-					if _, done := stored[tick.ev.ID]; !done && inBatch[tick.ev.ID] == 0 {
-						if d, err := eng.DecideAt(tick.ev, now); err == nil {
-							seq++
-							f.recs = append(f.recs, s.record(f, eng, rs, tick, &d, seq, now, ""))
-							inBatch[tick.ev.ID] = seq
-						}
+			// An answer is checked against the offer as it stands once the
+			// unanswered rules due have run (one may have moved the
+			// conversation on): what is due fires first, as a tick of its
+			// own, as simulate does.
+			if due := eng.DueBefore(in.ev, now); due != nil {
+				tick := tickEvent(due.ID)
+				if _, done := stored[tick.ev.ID]; !done && inBatch[tick.ev.ID] == 0 {
+					if d, err := eng.DecideAt(tick.ev, now); err == nil {
+						seq++
+						f.recs = append(f.recs, s.record(f, eng, rs, tick, &d, seq, now, ""))
+						inBatch[tick.ev.ID] = seq
 					}
 				}
 			}
@@ -1044,10 +1043,9 @@ func (s *Service) repair(ctx context.Context) {
 	s.setFault("")
 }
 
-// tickEvent is the tick the service makes for what is due at due: its id
-// follows from the time, so that a tick is stored once.
-func tickEvent(due time.Time) *incoming {
-	id := store.IDPrefix + "tick:" + strconv.FormatInt(due.UnixNano(), 10)
+// tickEvent is the tick the service makes, id triggers.TickID of what is
+// due: its id follows from the time, so that a tick is stored once.
+func tickEvent(id string) *incoming {
 	ev := &triggers.Event{ID: id, Type: triggers.TypeTick}
 	raw, _ := gojson.Marshal(map[string]string{"id": id, "type": triggers.TypeTick})
 	in := &incoming{ev: ev, raw: raw}
@@ -1068,7 +1066,7 @@ func (s *Service) tick(ctx context.Context) {
 	if !ok || due.After(now) {
 		return
 	}
-	in := tickEvent(due)
+	in := tickEvent(triggers.TickID(due))
 	id := in.ev.ID
 	r := &request{events: []*incoming{in}, results: make([]result, 1), done: make(chan struct{}), start: time.Now()}
 	s.commit(ctx, []*request{r})

@@ -428,12 +428,21 @@ func TestPublish(t *testing.T) {
 	}
 }
 
-// TestWallClockTimers: unanswered timers fire on the service's clock, as
-// stored tick events.
-func TestWallClockTimers(t *testing.T) {
+// clockedService runs a service with rules over teamYAML, on a SQLite
+// store and a clock of the test's, which starts at 2026-01-05T09:00:00Z
+// and moves only by advance. Everything stops at the test's end.
+type clockedService struct {
+	url string
+	st  *store.SQLite
+	mu  sync.Mutex
+	now time.Time
+}
+
+func clocked(t *testing.T, rules, teamYAML string) *clockedService {
+	t.Helper()
 	rs, ds := dsl.Build(dsl.Sources{
-		Rules: []dsl.Source{{Name: "r.rules", Text: []byte("on new conversation -> assign group G\non unanswered 1m -> tag late")}},
-		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(team)},
+		Rules: []dsl.Source{{Name: "r.rules", Text: []byte(rules)}},
+		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(teamYAML)},
 	})
 	if rs == nil {
 		t.Fatal(ds)
@@ -442,27 +451,38 @@ func TestWallClockTimers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	var mu sync.Mutex
-	now := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := &clockedService{st: st, now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 	svc, err := New(context.Background(), Config{Rules: rs, Store: st, Now: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go svc.Run(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
 	srv := httptest.NewServer(svc.Handler())
-	defer srv.Close()
-	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`)
-	mu.Lock()
-	now = now.Add(2 * time.Minute) // the timer is due
-	mu.Unlock()
-	do(t, "POST", srv.URL+"/v1/events", "", `{"id":"e2","type":"message.received","channel":"sms","to":"+2","contact":{"id":"k2"}}`)
+	t.Cleanup(func() { srv.Close(); cancel(); <-done; st.Close() })
+	c.url = srv.URL
+	return c
+}
+
+// advance moves the service's clock on by d.
+func (c *clockedService) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestWallClockTimers: unanswered timers fire on the service's clock, as
+// stored tick events.
+func TestWallClockTimers(t *testing.T) {
+	c := clocked(t, "on new conversation -> assign group G\non unanswered 1m -> tag late", team)
+	do(t, "POST", c.url+"/v1/events", "", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`)
+	c.advance(2 * time.Minute) // the timer is due
+	do(t, "POST", c.url+"/v1/events", "", `{"id":"e2","type":"message.received","channel":"sms","to":"+2","contact":{"id":"k2"}}`)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		_, body, _ := do(t, "GET", srv.URL+"/v1/conversations/e1", "", "")
+		_, body, _ := do(t, "GET", c.url+"/v1/conversations/e1", "", "")
 		if strings.Contains(body, `"tags":["late"]`) {
 			return
 		}

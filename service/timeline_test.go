@@ -1,20 +1,13 @@
 package service
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/store"
 )
 
@@ -30,46 +23,19 @@ groups:
 
 // timelineDesk runs a service on a clock the test moves.
 type timelineDesk struct {
-	t   *testing.T
-	url string
-	mu  sync.Mutex
-	now time.Time
+	t *testing.T
+	*clockedService
 }
 
 func newTimelineDesk(t *testing.T) *timelineDesk {
 	t.Helper()
-	rs, ds := dsl.Build(dsl.Sources{
-		Rules: []dsl.Source{{Name: "r.rules", Text: []byte("on new conversation -> assign group G by least_active\non unanswered 1m -> tag late")}},
-		Team:  &dsl.Source{Name: "team.yaml", Text: []byte(timelineTeam)},
-	})
-	if rs == nil {
-		t.Fatal(ds)
-	}
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sb.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &timelineDesk{t: t, now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
-	clock := func() time.Time { d.mu.Lock(); defer d.mu.Unlock(); return d.now }
-	svc, err := New(context.Background(), Config{Rules: rs, Store: st, Now: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(func() { srv.Close(); cancel(); <-done; st.Close() })
-	d.url = srv.URL
-	return d
+	return &timelineDesk{t: t, clockedService: clocked(t, "on new conversation -> assign group G by least_active\non unanswered 1m -> tag late", timelineTeam)}
 }
 
 // post sends an event a second after the one before.
 func (d *timelineDesk) post(event string) {
 	d.t.Helper()
-	d.mu.Lock()
-	d.now = d.now.Add(time.Second)
-	d.mu.Unlock()
+	d.advance(time.Second)
 	if code, body, _ := do(d.t, "POST", d.url+"/v1/events", "", event); code != 200 {
 		d.t.Fatalf("post %s: %d %s", event, code, body)
 	}
@@ -167,9 +133,7 @@ func timelineScenario(t *testing.T) *timelineDesk {
 	d.post(`{"id":"s1","type":"agent.status","agent":"b","status":"online"}`)
 	d.post(msgOn("m4", "k2", "sms", ""))
 	d.post(msgOn("m5", "k3", "webchat", "x1"))
-	d.mu.Lock()
-	d.now = d.now.Add(2 * time.Minute)
-	d.mu.Unlock()
+	d.advance(2 * time.Minute)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, body, _ := do(t, "GET", d.url+"/v1/conversations/m2", "", "")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -53,6 +54,17 @@ const (
 	MinYear = 1970
 	MaxYear = 9999
 )
+
+// ServiceIDPrefix starts the ids of the events a service makes itself
+// (ticks, reloads, prunes); clients' ids may not start with it.
+const ServiceIDPrefix = "sb:"
+
+// TickID is the id of the tick that fires the timers due at due: derived
+// from what is due, so that a tick fired twice (by two instances, or by a
+// replay of what a service did) is one event.
+func TickID(due time.Time) string {
+	return ServiceIDPrefix + "tick:" + strconv.FormatInt(due.UnixNano(), 10)
+}
 
 // EventTypes lists the valid event types.
 var EventTypes = []string{TypeMessageReceived, TypeMessageSent, TypeConversationClosed, TypeConversationUpdated, TypeAgentStatus,
