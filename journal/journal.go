@@ -263,7 +263,7 @@ func (j *Journal) Explain(ctx context.Context, r store.Record) (*engine.Trace, e
 	if err != nil {
 		return nil, err
 	}
-	ev, err := triggers.DecodeEvent(r.Event, false)
+	ev, err := triggers.DecodeStored(r.Event)
 	if err != nil {
 		return nil, err
 	}

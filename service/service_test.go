@@ -126,6 +126,7 @@ func TestEventsAPI(t *testing.T) {
 		{`{"type":"tick"}`, `{"error":"missing; every event needs a unique id","field":"id"}`, 400},
 		{`{"id":"x2","type":"ticks"}`, `{"error":"unknown event type \"ticks\"; expected one of message.received, message.sent, conversation.closed, conversation.updated, agent.status, offer.accepted, offer.declined, tick","field":"type"}`, 400},
 		{`{"id":"x3","type":"agent.status","agent":"zed","status":"online"}`, `{"error":"unknown agent \"zed\"; agents come from team.yaml","field":"agent"}`, 422},
+		{`{"id":"x4","type":"offer.accepted","agent":"a","conversation":"e1","channel":"sms"}`, `{"error":"an offer.accepted event does not take channel, and would ignore it; it takes only the agent who answers and the conversation offered","field":"channel"}`, 400},
 		{strings.Repeat(" ", 5000), `{"error":"the body is over 4096 bytes; send fewer events per request"}`, 413},
 		{``, `{"error":"empty body; send an event as JSON, or several as JSON lines"}`, 400},
 	} {

@@ -181,6 +181,9 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 		}
 		return nil, err
 	}
+	if err := ev.unused(); err != nil {
+		return nil, err
+	}
 	return &ev, nil
 }
 
@@ -248,6 +251,69 @@ func DecodeStored(data []byte) (*Event, error) {
 		return nil, err
 	}
 	return &ev, nil
+}
+
+// unused refuses a field the event's type does not read: it would be
+// ignored without a word (an agent on a message.received does not assign
+// it, a channel on an answer changes nothing). Only events coming in are
+// held to it: stored events replay as they were accepted.
+func (ev *Event) unused() error {
+	has := func(field string) bool {
+		switch field {
+		case "conversation":
+			return ev.Conversation != ""
+		case "channel":
+			return ev.Channel != ""
+		case "to":
+			return ev.To != ""
+		case "contact":
+			return ev.Contact != nil
+		case "message":
+			return ev.Message != nil
+		case "agent":
+			return ev.Agent != ""
+		case "status":
+			return ev.Status != ""
+		}
+		return false
+	}
+	refuse := func(hint string, fields ...string) error {
+		for _, f := range fields {
+			if has(f) {
+				article := "a"
+				if strings.ContainsRune("aeiou", rune(ev.Type[0])) {
+					article = "an"
+				}
+				return fieldErr(f, "%s %s event does not take %s, and would ignore it; %s", article, ev.Type, f, hint)
+			}
+		}
+		return nil
+	}
+	switch ev.Type {
+	case TypeMessageReceived:
+		if ev.Agent != "" {
+			return fieldErr("agent", "a message.received event is the contact's message and takes no agent; an agent's message is a message.sent, and rules choose who gets the conversation")
+		}
+		return refuse("a conversation opens with conversation_status, and changes status with a conversation.updated event", "status")
+	case TypeMessageSent:
+		if err := refuse("a conversation's status changes with a conversation.updated event", "status"); err != nil {
+			return err
+		}
+		if c := ev.Contact; c != nil && (c.Name != "" || c.Email != "" || c.Phone != "" || c.Lang != "" || c.Country != "" || c.Owner != "" || c.Tags != nil || c.Attrs != nil) {
+			return fieldErr("contact", "a message.sent event names the contact by contact.id alone, and would ignore the rest; the contact's details come with its message.received events")
+		}
+	case TypeConversationClosed:
+		return refuse("it takes only the conversation that closed", "channel", "to", "contact", "message", "agent", "status")
+	case TypeConversationUpdated:
+		return refuse("it takes the conversation and what changes: status, tags, priority, attrs", "channel", "to", "contact", "message", "agent")
+	case TypeAgentStatus:
+		return refuse("it takes only the agent and its status", "conversation", "channel", "to", "contact", "message")
+	case TypeOfferAccepted, TypeOfferDeclined:
+		return refuse("it takes only the agent who answers and the conversation offered", "channel", "to", "contact", "message", "status")
+	case TypeTick:
+		return refuse("a tick only moves the clock", "conversation", "channel", "to", "contact", "message", "agent", "status")
+	}
+	return nil
 }
 
 // Validate checks that the event has what its type needs.

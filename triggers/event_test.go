@@ -32,6 +32,16 @@ func TestDecodeEventErrors(t *testing.T) {
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","Lang":"fr"}}`, `field "contact.Lang": names are case-sensitive: write "lang"`},
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"tier":"gold","tier":"free"}}}`, `field "contact.attrs.tier": given twice: give each field once`},
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}}`, `field "contact.attrs.x": nested more than 32 levels deep; send flatter attributes`},
+		// Fields the type does not read are refused, not ignored.
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k"},"agent":"ana"}`, `field "agent": a message.received event is the contact's message and takes no agent; an agent's message is a message.sent, and rules choose who gets the conversation`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k"},"status":"pending"}`, `field "status": a message.received event does not take status, and would ignore it; a conversation opens with conversation_status, and changes status with a conversation.updated event`},
+		{`{"id":"e1","type":"message.sent","at":"2026-01-05T09:00:00Z","agent":"a","contact":{"id":"k","owner":"b"}}`, `field "contact": a message.sent event names the contact by contact.id alone, and would ignore the rest; the contact's details come with its message.received events`},
+		{`{"id":"e1","type":"conversation.closed","at":"2026-01-05T09:00:00Z","conversation":"c1","agent":"a"}`, `field "agent": a conversation.closed event does not take agent, and would ignore it; it takes only the conversation that closed`},
+		{`{"id":"e1","type":"conversation.updated","at":"2026-01-05T09:00:00Z","conversation":"c1","status":"open","channel":"sms"}`, `field "channel": a conversation.updated event does not take channel, and would ignore it; it takes the conversation and what changes: status, tags, priority, attrs`},
+		{`{"id":"e1","type":"agent.status","at":"2026-01-05T09:00:00Z","agent":"a","status":"online","channel":"voice"}`, `field "channel": an agent.status event does not take channel, and would ignore it; it takes only the agent and its status`},
+		{`{"id":"e1","type":"offer.accepted","at":"2026-01-05T09:00:00Z","agent":"a","conversation":"c1","message":{"text":"ok"}}`, `field "message": an offer.accepted event does not take message, and would ignore it; it takes only the agent who answers and the conversation offered`},
+		{`{"id":"e1","type":"tick","at":"2026-01-05T09:00:00Z","conversation":"c1"}`, `field "conversation": a tick event does not take conversation, and would ignore it; a tick only moves the clock`},
+		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k"},"Agent":"ana"}`, `field "Agent": names are case-sensitive: write "agent"`},
 	}
 	for _, tt := range tests {
 		_, err := DecodeEvent([]byte(tt.in), true)
@@ -64,5 +74,17 @@ func TestDecodeEventAttrKeysKeepCase(t *testing.T) {
 	}
 	if ev.Contact.Attrs["Tier"] != "gold" || ev.Contact.Attrs["tier"] != "free" {
 		t.Fatalf("attrs = %v", ev.Contact.Attrs)
+	}
+}
+
+// TestDecodeStoredKeepsOldEvents: an event stored before a check was added
+// (a field its type does not take) still replays.
+func TestDecodeStoredKeepsOldEvents(t *testing.T) {
+	old := []byte(`{"id":"e1","type":"conversation.closed","at":"2026-01-05T09:00:00Z","conversation":"c1","agent":"a"}`)
+	if _, err := DecodeEvent(old, true); err == nil {
+		t.Fatal("DecodeEvent took an agent on conversation.closed")
+	}
+	if ev, err := DecodeStored(old); err != nil || ev.Conversation != "c1" {
+		t.Fatalf("DecodeStored: %v", err)
 	}
 }
