@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -416,4 +417,40 @@ func FormatSource(name, src string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return out, nil
+}
+
+// Move is an unnamed rule that formatting moves to another line: it is
+// named by its line (FILE:LINE), so its name changes from From to To.
+type Move struct{ From, To string }
+
+// MovedRules lists the unnamed rules of a rule file that are named
+// otherwise in after (its formatted text) than in before: what names them
+// elsewhere (tests' decisions, dashboards) must follow, or the rules be
+// given names of their own. Nil when both parse to other rules.
+func MovedRules(name, before, after string) []Move {
+	lines := func(src string) []int {
+		f, ds := ParseFile(name, src)
+		if ds.HasErrors() {
+			return nil
+		}
+		var out []int
+		for _, it := range f.Items {
+			if it.Rule != nil && it.Rule.Name == nil {
+				out = append(out, posOf(it.Rule.Pos).Line)
+			}
+		}
+		return out
+	}
+	was, now := lines(before), lines(after)
+	if len(was) != len(now) {
+		return nil
+	}
+	base := filepath.Base(name)
+	var moves []Move
+	for i := range was {
+		if was[i] != now[i] {
+			moves = append(moves, Move{From: fmt.Sprintf("%s:%d", base, was[i]), To: fmt.Sprintf("%s:%d", base, now[i])})
+		}
+	}
+	return moves
 }

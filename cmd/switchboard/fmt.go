@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/internal/atomicfile"
@@ -36,6 +37,7 @@ func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		stdout.Write(out)
+		warnMoves(stderr, "<stdin>", string(src), string(out))
 		return 0
 	}
 	var files []string
@@ -85,10 +87,13 @@ func runFmt(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				if err := writeRules(name, out); err != nil {
 					fmt.Fprintf(stderr, "switchboard fmt: %v\n", err)
 					code = 1
+					continue
 				}
+				warnMoves(stderr, name, string(src), string(out))
 			}
 		default:
 			stdout.Write(out)
+			warnMoves(stderr, name, string(src), string(out))
 		}
 	}
 	return code
@@ -102,4 +107,29 @@ func writeRules(name string, data []byte) error {
 		return err
 	}
 	return atomicfile.Write(name, data, info.Mode().Perm())
+}
+
+// warnMoves says which unnamed rules formatting moved to another line:
+// they are named by their line, so tests and dashboards that name them
+// must follow.
+func warnMoves(stderr io.Writer, name, before, after string) {
+	moves := dsl.MovedRules(name, before, after)
+	if len(moves) == 0 {
+		return
+	}
+	const most = 5
+	var list []string
+	for i, m := range moves {
+		if i == most {
+			list = append(list, fmt.Sprintf("and %d more", len(moves)-most))
+			break
+		}
+		list = append(list, m.From+" is now "+m.To)
+	}
+	what := fmt.Sprintf("%d unnamed rules move to other lines", len(moves))
+	if len(moves) == 1 {
+		what = "an unnamed rule moves to another line"
+	}
+	fmt.Fprintf(stderr, "switchboard fmt: %s: %s, and a rule without a name is named by its line: %s. Decisions and tests that name it change with it (switchboard test -update, then read the diff); a rule named with rule \"...\" keeps its name wherever it is.\n",
+		name, what, strings.Join(list, ", "))
 }
