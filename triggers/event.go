@@ -184,6 +184,11 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	if err := ev.unused(); err != nil {
 		return nil, err
 	}
+	// (Held to events coming in, not in Validate: stored events replay as
+	// they were accepted.)
+	if _, off := ev.At.Zone(); off <= -24*3600 || off >= 24*3600 {
+		return nil, fieldErr("at", "%s has an offset of 24 hours or more; an offset's hours run from 00 to 23", ev.At.Format(time.RFC3339))
+	}
 	return &ev, nil
 }
 
@@ -450,7 +455,11 @@ func decodeError(err error) error {
 		}
 		return fieldErr(field, "expected %s, got %s", jsonKind(typ.Type), typ.Value)
 	case errors.As(err, &tim):
-		return fieldErr("at", "%q is not an RFC 3339 time such as 2026-01-05T09:00:00Z", tim.Value)
+		hint := ""
+		if v := tim.Value; len(v) > 10 && (v[10] == 't' || v[10] == ' ' || strings.HasSuffix(v, "z")) {
+			hint = "; write the T between date and time, and the Z, as capitals"
+		}
+		return fieldErr("at", "%q is not an RFC 3339 time such as 2026-01-05T09:00:00Z%s", tim.Value, hint)
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {

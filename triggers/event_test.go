@@ -32,6 +32,9 @@ func TestDecodeEventErrors(t *testing.T) {
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","Lang":"fr"}}`, `field "contact.Lang": names are case-sensitive: write "lang"`},
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"tier":"gold","tier":"free"}}}`, `field "contact.attrs.tier": given twice: give each field once`},
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k","attrs":{"x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}}`, `field "contact.attrs.x": nested more than 32 levels deep; send flatter attributes`},
+		{`{"id":"e1","type":"tick","at":"2026-01-05T09:00:00+24:00"}`, `field "at": 2026-01-05T09:00:00+24:00 has an offset of 24 hours or more; an offset's hours run from 00 to 23`},
+		{`{"id":"e1","type":"tick","at":"2026-01-05t09:00:00z"}`, `field "at": "2026-01-05t09:00:00z" is not an RFC 3339 time such as 2026-01-05T09:00:00Z; write the T between date and time, and the Z, as capitals`},
+		{`{"id":"e1","type":"tick","at":"2026-01-05 09:00:00Z"}`, `field "at": "2026-01-05 09:00:00Z" is not an RFC 3339 time such as 2026-01-05T09:00:00Z; write the T between date and time, and the Z, as capitals`},
 		// Fields the type does not read are refused, not ignored.
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k"},"agent":"ana"}`, `field "agent": a message.received event is the contact's message and takes no agent; an agent's message is a message.sent, and rules choose who gets the conversation`},
 		{`{"id":"e1","type":"message.received","at":"2026-01-05T09:00:00Z","contact":{"id":"k"},"status":"pending"}`, `field "status": a message.received event does not take status, and would ignore it; a conversation opens with conversation_status, and changes status with a conversation.updated event`},
