@@ -24,6 +24,11 @@ type Team struct {
 	// the same channel and number reopens the conversation instead of
 	// opening a new one; 0 never does.
 	ReopenWithin time.Duration `json:"reopen_within,omitempty"`
+	// OwnersFromCRM: a contact's owner comes only from the platform (an
+	// event's contact.owner, a rule's set), never from the first agent
+	// it is assigned to (team.yaml "owners: crm"; the default is
+	// "owners: first_agent").
+	OwnersFromCRM bool `json:"owners_from_crm,omitempty"`
 	// Statuses are the team's own presence names (lunch, training), each
 	// mapped onto online, away or offline for routing; in file order.
 	Statuses []*Status `json:"statuses,omitempty"`
@@ -232,7 +237,7 @@ func (t *Team) skills() []string {
 	return out
 }
 
-var teamKeys = []string{"agents", "groups", "queues", "attributes", "statuses", "reopen_within"}
+var teamKeys = []string{"agents", "groups", "queues", "attributes", "statuses", "reopen_within", "owners"}
 
 func (t *Team) parseStatuses(v *yaml.Node, at func(*yaml.Node) Pos, d *diags) {
 	if v.Kind != yaml.MappingNode {
@@ -309,6 +314,22 @@ func ParseTeam(file string, data []byte) (*Team, Diagnostics) {
 				d.errorf(at(root.Content[i+1]), CodeTeam, "", "reopen_within cannot be negative")
 			default:
 				t.ReopenWithin = dur
+			}
+		case "owners":
+			if v.Kind != yaml.ScalarNode {
+				scalar(v, at, &d, "owners")
+				break
+			}
+			switch v.Value {
+			case "first_agent":
+			case "crm":
+				t.OwnersFromCRM = true
+			default:
+				hint := "first_agent: the first agent a contact is assigned to becomes its owner (the default); crm: owners come only from events' contact.owner"
+				if dym := didYouMean(v.Value, []string{"first_agent", "crm"}); dym != "" {
+					hint = dym + " " + hint
+				}
+				d.errorf(at(v), CodeTeam, hint, "owners %q: expected first_agent or crm", v.Value)
 			}
 		default:
 			d.errorf(at(k), CodeTeam, didYouMean(k.Value, teamKeys),

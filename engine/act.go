@@ -411,8 +411,8 @@ func (e *Engine) commitLoad(conv *conversation, agent *actions.Agent, load int64
 		conv.group = g.Name
 	}
 	// The first agent a contact is assigned to becomes its owner, unless
-	// the CRM gave one.
-	if conv.contact.owner == (sym{}) {
+	// the CRM gave one, or owners come only from the CRM.
+	if conv.contact.owner == (sym{}) && (e.rs.Team == nil || !e.rs.Team.OwnersFromCRM) {
 		conv.contact.owner = intern(agent.ID)
 	}
 	e.out = append(e.out, act)
