@@ -35,7 +35,8 @@ type Waiting struct {
 	// Assign is the assign that queued the work, when known: its else runs
 	// if, offered later, nobody is left to take it.
 	Assign *dsl.Assign
-	// EvenIfOffline entries take their agent whatever the status.
+	// EvenIfOffline entries take their agent, or their group's members,
+	// whatever the status.
 	EvenIfOffline bool
 	// IncludingAway: the group's away members may take it too.
 	IncludingAway bool
@@ -63,7 +64,7 @@ func (w *Waiting) pin(v *View) {
 
 // Want is what waiting work for a group asks of its members.
 func (w *Waiting) Want() Want {
-	return Want{Group: w.Group.Name, Skills: w.Skills, Cost: w.Cost, Away: w.IncludingAway, Limit: w.Limit, Per: w.Per, Channel: w.Channel}
+	return Want{Group: w.Group.Name, Skills: w.Skills, Cost: w.Cost, Away: w.IncludingAway, Offline: w.EvenIfOffline, Limit: w.Limit, Per: w.Per, Channel: w.Channel}
 }
 
 // Before orders waiting work: lowest priority number first, then oldest,

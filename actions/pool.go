@@ -280,10 +280,12 @@ var MaxOtherChannels = 64
 // and the channel of the conversation, whether away members may take it,
 // and a fairness limit (Limit assignments per Per; 0 for none).
 type Want struct {
-	Group   string
-	Skills  []string
-	Cost    dsl.Cost
-	Away    bool
+	Group  string
+	Skills []string
+	Cost   dsl.Cost
+	Away   bool
+	// Offline: members take it whatever their presence (even if offline).
+	Offline bool
 	Limit   int
 	Per     time.Duration
 	Channel string
@@ -291,7 +293,7 @@ type Want struct {
 
 // WantOf is what a group assign asks for a conversation on channel ch.
 func WantOf(a *dsl.Assign, ch string) Want {
-	return Want{Group: a.Name, Skills: a.Skills, Cost: a.Cost, Away: a.IncludingAway, Limit: a.Limit, Per: a.LimitPer, Channel: ch}
+	return Want{Group: a.Name, Skills: a.Skills, Cost: a.Cost, Away: a.IncludingAway, Offline: a.EvenIfOffline, Limit: a.Limit, Per: a.LimitPer, Channel: ch}
 }
 
 type viewKey struct {
@@ -299,6 +301,7 @@ type viewKey struct {
 	skills  string
 	cost    dsl.Cost
 	away    bool
+	offline bool
 	limit   int
 	per     time.Duration
 	channel string
@@ -537,7 +540,7 @@ func (p *Pool) View(want Want) *View {
 	if want.Limit <= 0 {
 		want.Limit, want.Per = 0, 0
 	}
-	key := viewKey{group: want.Group, skills: strings.Join(want.Skills, "\x00"), cost: want.Cost, away: want.Away,
+	key := viewKey{group: want.Group, skills: strings.Join(want.Skills, "\x00"), cost: want.Cost, away: want.Away, offline: want.Offline,
 		limit: want.Limit, per: want.Per, channel: want.Channel}
 	if v, ok := p.views[key]; ok {
 		if v.other {

@@ -154,7 +154,7 @@ func (v *View) use(s slot) {
 
 func (v *View) eligible(a *Agent) bool {
 	w := &v.want
-	return (a.Online() || w.Away && a.Away()) && !a.excluded && a.Fits(w.Cost, w.Channel) &&
+	return (a.Online() || w.Away && a.Away() || w.Offline) && !a.excluded && a.Fits(w.Cost, w.Channel) &&
 		(w.Limit == 0 || !v.pool.Limited(a, w.Limit, w.Per))
 }
 

@@ -645,8 +645,8 @@ func (c *compiler) modifiers(a *assignAST, as *Assign) bool {
 			if !once("even if offline", p) {
 				continue
 			}
-			if as.Target == TargetGroup || as.Target == TargetQueue {
-				c.d.errorf(p, CodeModifier, "it applies to user, owner, last_sender and previous_agent", "%s does not take even if offline", target)
+			if as.Target == TargetQueue {
+				c.d.errorf(p, CodeModifier, "a queue holds work for no agent in particular; leave it out", "%s does not take even if offline", target)
 				ok = false
 				continue
 			}

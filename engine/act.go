@@ -274,20 +274,30 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		if a.IncludingAway {
 			present += e.pool.AwayCount(a.Name)
 		}
-		if except != nil && (except.Online() || a.IncludingAway && except.Away()) && v.Group().Has(except) {
+		if a.EvenIfOffline {
+			present = len(v.Group().Members)
+		}
+		if except != nil && present_(a, except) && v.Group().Has(except) {
 			present-- // the current agent does not count: it must move
 		}
 		for _, x := range conv.excluded { // nor do those who declined it
-			if x != except && (x.Online() || a.IncludingAway && x.Away()) && v.Group().Has(x) {
+			if x != except && present_(a, x) && v.Group().Has(x) {
 				present--
 			}
 		}
 		if e.pool.PerChannel() { // nor those who take nothing on its channel
 			for _, m := range v.Group().Members {
-				if m != except && !slices.Contains(conv.excluded, m) && (m.Online() || a.IncludingAway && m.Away()) && m.TakesNone(conv.channel) {
+				if m != except && !slices.Contains(conv.excluded, m) && present_(a, m) && m.TakesNone(conv.channel) {
 					present--
 				}
 			}
+		}
+		if a.EvenIfOffline {
+			if present > 0 {
+				e.queue(conv, a, rule, at, reason{name: "no member of " + a.Name, what: " can take it now"})
+				return queuedNow, reason{}
+			}
+			return unavailable, reason{name: "no member of " + a.Name, what: " is left to take it"}
 		}
 		who := "online"
 		if a.IncludingAway {
@@ -867,4 +877,11 @@ func namesAgent(t *dsl.Template) bool {
 		}
 	}
 	return false
+}
+
+// present_ reports whether a group assign a counts member m as present:
+// online; away too with including away; whatever its status with even if
+// offline.
+func present_(a *dsl.Assign, m *actions.Agent) bool {
+	return m.Online() || a.IncludingAway && m.Away() || a.EvenIfOffline
 }
