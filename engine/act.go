@@ -270,6 +270,10 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 			}
 			return placedNow, reason{}
 		}
+		if except != nil && !e.othersIn(v.Group(), a, except, conv) {
+			// Waiting for another member would be waiting for ever.
+			return impossible, reason{name: "no member of " + a.Name, what: " but its agent " + except.ID + " could take it: it stays with " + except.ID}
+		}
 		present := e.pool.OnlineCount(a.Name)
 		if a.IncludingAway {
 			present += e.pool.AwayCount(a.Name)
@@ -884,4 +888,16 @@ func namesAgent(t *dsl.Template) bool {
 // offline.
 func present_(a *dsl.Assign, m *actions.Agent) bool {
 	return m.Online() || a.IncludingAway && m.Away() || a.EvenIfOffline
+}
+
+// othersIn reports whether a member of g other than except could ever take
+// conv for a: one with the skills, who did not decline or miss it, and
+// takes work on its channel, whatever its status now.
+func (e *Engine) othersIn(g *actions.Group, a *dsl.Assign, except *actions.Agent, conv *conversation) bool {
+	for _, m := range g.Members {
+		if m != except && !slices.Contains(conv.excluded, m) && m.HasSkills(a.Skills) && !m.TakesNone(conv.channel) {
+			return true
+		}
+	}
+	return false
 }
