@@ -47,6 +47,9 @@ type Waiting struct {
 	// "" for the rule that queued the work.
 	Then     *dsl.Reply
 	ThenRule string
+	// Notify are the notifications to its agent (notify agent) held until
+	// the work is placed: the agent who takes it gets them then.
+	Notify []HeldNotify
 	// pinned is the view the work holds while in a line: its channel's
 	// views are not let go meanwhile.
 	pinned *View
@@ -124,4 +127,10 @@ func (p *Pool) Placeable(w *Waiting) *Agent {
 		}
 	}
 	return p.Pick(w.View, w.Algorithm, w.Except, w.Excluded)
+}
+
+// HeldNotify is a notify agent held for waiting work, and its rule.
+type HeldNotify struct {
+	Notify *dsl.Notify
+	Rule   string
 }

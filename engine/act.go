@@ -549,7 +549,7 @@ func (e *Engine) drain() {
 			return
 		}
 		conv := e.convs[best.Conversation]
-		then, thenRule := best.Then, best.ThenRule
+		then, thenRule, held := best.Then, best.ThenRule, best.Notify
 		if thenRule == "" {
 			thenRule = best.Rule
 		}
@@ -563,6 +563,7 @@ func (e *Engine) drain() {
 		if best.Offer > 0 {
 			o := e.makeOffer(conv, bestAgent, e.assignOf(best), best.Rule, best.Group, false, true)
 			o.then, o.thenRule = then, thenRule
+			e.sendHeld(conv, bestAgent, held)
 			if e.trace != nil {
 				if step == nil {
 					step = e.beginStep("waiting work")
@@ -585,6 +586,25 @@ func (e *Engine) drain() {
 			e.setEnv(&ctx)
 			e.out = append(e.out, Action{Type: ActReply, Rule: thenRule, Conversation: conv.id, Text: e.render(then.Text, &ctx)})
 		}
+		e.sendHeld(conv, bestAgent, held)
+	}
+}
+
+// maxHeldNotify bounds the notifications held for one waiting
+// conversation.
+const maxHeldNotify = 8
+
+// sendHeld sends the notifications held for waiting work to the agent who
+// took it (or was offered it).
+func (e *Engine) sendHeld(conv *conversation, agent *actions.Agent, held []actions.HeldNotify) {
+	for _, h := range held {
+		var text string
+		if h.Notify.Text != nil {
+			ctx := evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to, agent: agent}
+			e.setEnv(&ctx)
+			text = e.render(h.Notify.Text, &ctx)
+		}
+		e.out = append(e.out, Action{Type: ActNotify, Rule: h.Rule, Target: agent.ID, Via: h.Notify.Via, Conversation: conv.id, Text: text})
 	}
 }
 
@@ -618,6 +638,14 @@ func (e *Engine) notify(n *dsl.Notify, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 			send(ctx.conv.assignee.ID)
 		case ctx.conv == nil && ctx.agent != nil:
 			send(ctx.agent.ID)
+		case ctx.placed && ctx.conv.waiting != nil && len(ctx.conv.waiting.Notify) < maxHeldNotify:
+			// This event queued it: the agent who takes it is told then.
+			w := ctx.conv.waiting
+			w.Notify = append(w.Notify, actions.HeldNotify{Notify: n, Rule: r.Name})
+			if at != nil {
+				at.set("held: sent to the agent who takes the conversation, when it leaves its waiting line")
+			}
+			return
 		default:
 			at.set("nobody notified: the conversation has no agent")
 			return

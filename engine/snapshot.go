@@ -54,8 +54,10 @@ import (
 // 6: offers in flight, each conversation's excluded agents, each agent's
 // declined and missed offers, and the assign that queued waiting work
 // offered when placed.
-// Formats 1 to 5 are still read.
-const SnapshotFormat = 6
+// 7: the notifications held for waiting work (notify agent while it
+// waits for one).
+// Formats 1 to 6 are still read.
+const SnapshotFormat = 7
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -297,8 +299,13 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 		if wt.Offer > 0 {
 			e.encodeAssign(w, wt.Rule, e.assignOf(wt))
 		}
-		// The reply held for when the work is placed.
+		// The reply held for when the work is placed, and the
+		// notifications.
 		encodeReply(w, wt.Then, wt.ThenRule)
+		w.uint(uint64(len(wt.Notify)))
+		for _, h := range wt.Notify {
+			encodeNotify(w, h)
+		}
 	}
 	return nil
 }
@@ -660,6 +667,17 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 		w.Then = d.reply()
 		if d.format >= 2 {
 			w.ThenRule = d.str()
+		}
+	}
+	if d.format >= 7 {
+		for range d.length() {
+			if d.err == nil && len(w.Notify) >= maxHeldNotify {
+				d.fail("conversation %s holds more than %d notifications", c.id, maxHeldNotify)
+			}
+			if d.err != nil {
+				break
+			}
+			w.Notify = append(w.Notify, d.heldNotify())
 		}
 	}
 	if d.err != nil {

@@ -204,3 +204,39 @@ func (n *Engine) remapAgents(list []*actions.Agent) []*actions.Agent {
 	}
 	return out
 }
+
+// encodeNotify writes a notification held for waiting work.
+func encodeNotify(w *encoder, h actions.HeldNotify) {
+	n := h.Notify
+	w.str(h.Rule)
+	w.str(string(n.To))
+	w.str(n.Name)
+	w.str(n.Via)
+	w.bool(n.Text != nil)
+	if n.Text != nil {
+		w.str(n.Text.Source)
+		w.uint(uint64(len(n.Text.Parts)))
+		for _, p := range n.Text.Parts {
+			w.str(p.Text)
+			w.str(p.Field)
+		}
+	}
+}
+
+// heldNotify reads what encodeNotify wrote.
+func (d *decoder) heldNotify() actions.HeldNotify {
+	h := actions.HeldNotify{Rule: d.str()}
+	n := &dsl.Notify{To: dsl.Recipient(d.str()), Name: d.str(), Via: d.str()}
+	if n.To != dsl.NotifyAgent && d.err == nil {
+		d.fail("a held notification for %q, not for the agent", n.To)
+	}
+	if d.bool() {
+		n.Text = &dsl.Template{Source: d.str()}
+		n.Text.Parts = make([]dsl.TemplatePart, d.length())
+		for i := range n.Text.Parts {
+			n.Text.Parts[i] = dsl.TemplatePart{Text: d.str(), Field: d.str()}
+		}
+	}
+	h.Notify = n
+	return h
+}
