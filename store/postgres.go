@@ -153,9 +153,25 @@ type heldFeed struct {
 	// confirmed is when this process last set out to say it holds the
 	// feed, and the database then agreed (guarded by mu).
 	confirmed time.Time
+	// gone: conn was closed and given back (guarded by mu); nothing may
+	// use it any more.
+	gone bool
 }
 
 func (h *heldFeed) drop() { h.once.Do(func() { close(h.lost) }) }
+
+// release closes the feed's session, which lets its lock go, and gives
+// the connection back, once; the caller holds h.mu.
+func (h *heldFeed) release() {
+	if h.gone {
+		return
+	}
+	h.gone = true
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	h.conn.Conn().Close(ctx)
+	h.conn.Release()
+}
 
 // Where names a PostgreSQL URL without its password, for messages.
 func Where(rawURL string) string {
@@ -383,8 +399,7 @@ func (s *Postgres) Close() error {
 	for _, h := range held {
 		h.drop()
 		h.mu.Lock()
-		h.conn.Conn().Close(context.Background()) // lets the feed's lock go
-		h.conn.Release()
+		h.release()
 		h.mu.Unlock()
 	}
 	s.bg.Wait()

@@ -647,14 +647,20 @@ func (s *Postgres) onFeed(ctx context.Context, dest string, fn func(*pgx.Conn) e
 		return fmt.Errorf("store: this process does not hold the feed to %s", dest)
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	select {
 	case <-h.lost:
+		h.mu.Unlock()
 		return fmt.Errorf("store: the feed to %s was lost: its session with the database ended", dest)
 	default:
 	}
+	if h.gone {
+		h.mu.Unlock()
+		return fmt.Errorf("store: the feed to %s was lost: its session with the database ended", dest)
+	}
 	err := fn(h.conn.Conn())
-	if err != nil && h.conn.Conn().IsClosed() {
+	closed := err != nil && h.conn.Conn().IsClosed()
+	h.mu.Unlock()
+	if closed {
 		s.loseFeed(dest, h)
 	}
 	return err
@@ -683,6 +689,11 @@ func (s *Postgres) watchFeed(dest string, h *heldFeed) {
 // when it cannot, the feed is lost.
 func (s *Postgres) confirmFeed(ctx context.Context, dest string, h *heldFeed) error {
 	h.mu.Lock()
+	if h.gone {
+		// Lost meanwhile (by another caller, or the store closing).
+		h.mu.Unlock()
+		return fmt.Errorf("store: the feed to %s was lost", dest)
+	}
 	tctx, cancel := context.WithTimeout(ctx, 2*feedCheckEvery)
 	before := time.Now()
 	_, err := h.conn.Conn().Exec(tctx, pgSayNow, feedKey(dest, "at"))
@@ -690,8 +701,9 @@ func (s *Postgres) confirmFeed(ctx context.Context, dest string, h *heldFeed) er
 	if err == nil {
 		h.confirmed = before
 	}
+	closed := h.conn.Conn().IsClosed()
 	h.mu.Unlock()
-	if err != nil && ctx.Err() != nil && !h.conn.Conn().IsClosed() {
+	if err != nil && ctx.Err() != nil && !closed {
 		return ctx.Err() // the caller gave up; the session, and the feed, are still held
 	}
 	if err != nil {
@@ -728,16 +740,14 @@ func (s *Postgres) feedHeld(ctx context.Context, dest string, h *heldFeed) error
 // loseFeed gives up a feed whose session failed.
 func (s *Postgres) loseFeed(dest string, h *heldFeed) {
 	s.feedMu.Lock()
-	mine := s.feeds[dest] == h
-	if mine {
+	if s.feeds[dest] == h {
 		delete(s.feeds, dest)
 	}
 	s.feedMu.Unlock()
 	h.drop()
-	if mine {
-		h.conn.Conn().Close(context.Background())
-		h.conn.Release()
-	}
+	h.mu.Lock()
+	h.release()
+	h.mu.Unlock()
 }
 
 // AdvanceFeed hands deliveries to the outbox and moves the feed's cursor,

@@ -624,3 +624,45 @@ func TestPostgresEraseTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresFeedLostRace: a holder whose session was ended (its process
+// woke from a pause to find another took the feed over) is asked at once,
+// from many goroutines, whether it holds the feed, while its own watch
+// ticks and the store closes: each learns the feed is lost, and nothing
+// uses the session once it is given back (a process crashed there).
+func TestPostgresFeedLostRace(t *testing.T) {
+	u := pgtest.URL(t)
+	ctx := context.Background()
+	for round := range 5 {
+		a := openPG(t, u)
+		f, err := a.OpenFeed(ctx, "platform", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := a.feeds["platform"]
+		h.mu.Lock()
+		h.confirmed = time.Now().Add(-2 * feedStale)
+		h.mu.Unlock()
+		c := bystander(t, u)
+		endHolder(t, c, feedLockKey("platform"))
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					f.Held(ctx)
+					a.confirmFeed(ctx, "platform", h)
+					a.AdvanceFeed(ctx, "platform", 0, nil, nil)
+				}
+			}()
+		}
+		wg.Wait()
+		select {
+		case <-f.Lost:
+		default:
+			t.Fatalf("round %d: the feed is not lost", round)
+		}
+		a.Close()
+	}
+}
