@@ -197,6 +197,10 @@ type result struct {
 var (
 	// errNotStored is answered when the store failed: nothing changed.
 	errNotStored = errors.New("the event could not be stored; nothing changed, send it again")
+	// errUnconfirmed is answered when a commit's answer was lost and the
+	// database could not be asked whether it went through: the events may
+	// be stored. It is errNotStored to every check but its words.
+	errUnconfirmed error = unconfirmed{}
 	// errStopping is answered once the service is shutting down.
 	errStopping = errors.New("the service is stopping; nothing changed, send it again")
 	// errConflict: an id used before for another event.
@@ -897,7 +901,11 @@ func (s *Service) finish(f *flight, err error) {
 			s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(f.recs), "err", err)
 			s.failed.Store(&commitFailure{at: time.Now(), why: err.Error()})
 		}
-		s.refuseAll(f.batch, errNotStored)
+		why := errNotStored
+		if errors.Is(err, errUnconfirmed) {
+			why = errUnconfirmed
+		}
+		s.refuseAll(f.batch, why)
 		s.poisoned = true
 	} else {
 		if len(f.recs) > 0 {
@@ -1082,3 +1090,11 @@ func (s *Service) tick(ctx context.Context) {
 	}
 	s.tickBackoff, s.tickPause = 0, time.Time{}
 }
+
+type unconfirmed struct{}
+
+func (unconfirmed) Error() string {
+	return "the database did not confirm whether the event was stored; send it again with the same id: it is never stored twice"
+}
+
+func (unconfirmed) Is(target error) bool { return target == errNotStored }

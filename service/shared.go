@@ -198,9 +198,14 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 		f = s.decide(batch, stored)
 		return f.recs, nil
 	})
-	if err != nil && f != nil && s.committedAnyway(f) {
-		// The commit went through though its answer was lost.
-		err = nil
+	if err != nil && f != nil {
+		switch stored, known := s.committedAnyway(f); {
+		case stored:
+			// The commit went through though its answer was lost.
+			err = nil
+		case !known:
+			err = fmt.Errorf("%w: %w", errUnconfirmed, err)
+		}
 	}
 	if err == nil {
 		s.reached(nil)
@@ -239,21 +244,34 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 
 // committedAnyway says whether a group whose commit reported an error was
 // stored nonetheless (the connection failed after the database
-// committed): its first record is in the log under its number.
-func (s *Service) committedAnyway(f *flight) bool {
+// committed): its first record is in the log under its number. The
+// database is asked again for a few seconds while it does not answer (its
+// connections were ended, say); known is false when it never did.
+func (s *Service) committedAnyway(f *flight) (stored, known bool) {
 	if len(f.recs) == 0 {
-		return false
+		return false, true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeWait)
 	defer cancel()
 	first := f.recs[0]
-	found, err := s.cfg.Store.Lookup(ctx, []string{first.ID})
-	if err != nil {
-		return false // unknown: refused, and a retry (same id) finds it if it was stored
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		found, err := s.cfg.Store.Lookup(ctx, []string{first.ID})
+		if err == nil {
+			k, ok := found[first.ID]
+			return ok && k.Seq == first.Seq && bytes.Equal(k.Hash, first.Hash), true
+		}
+		select {
+		case <-ctx.Done():
+			return false, false
+		case <-time.After(wait):
+		}
 	}
-	k, ok := found[first.ID]
-	return ok && k.Seq == first.Seq && bytes.Equal(k.Hash, first.Hash)
 }
+
+// outcomeWait is how long an instance asks the database whether a commit
+// whose answer was lost went through, before telling its clients it does
+// not know.
+const outcomeWait = 5 * time.Second
 
 // applyTail applies records the other instances appended to the live
 // state, as a replay does; the caller holds s.mu with no group in flight.

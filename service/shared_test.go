@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -517,5 +518,82 @@ func TestSharedFollowsWhileAppending(t *testing.T) {
 	// waits for it.
 	if slowest > 600*time.Millisecond {
 		t.Errorf("A took up to %v to apply B's records", slowest)
+	}
+}
+
+// lostAnswers is a shared store whose commits can lose their answer (the
+// connection fails after the database committed) and whose lookups can
+// then fail for a while.
+type lostAnswers struct {
+	*store.Postgres
+	lose  atomic.Bool  // the next commit's answer is lost
+	blind atomic.Int32 // lookups that fail after it
+	after int32
+}
+
+func (l *lostAnswers) Sequence(ctx context.Context, after int64, decide func([]store.Record) ([]store.Record, error)) error {
+	err := l.Postgres.Sequence(ctx, after, decide)
+	if err == nil && l.lose.CompareAndSwap(true, false) {
+		l.blind.Store(l.after)
+		return errors.New("read tcp: connection reset by peer")
+	}
+	return err
+}
+
+func (l *lostAnswers) Lookup(ctx context.Context, ids []string) (map[string]store.Known, error) {
+	if l.blind.Add(-1) >= 0 {
+		return nil, errors.New("dial tcp: connection refused")
+	}
+	return l.Postgres.Lookup(ctx, ids)
+}
+
+// TestSharedLostCommitAnswer: a commit whose answer is lost is looked up
+// until the database answers: found, the event is acknowledged (200).
+// When the database stays silent past outcomeWait, the client is told the
+// outcome is unknown (503, saying so, not "nothing changed"), and the
+// same event sent again is answered from the log, stored once.
+func TestSharedLostCommitAnswer(t *testing.T) {
+	u := pgtest.URL(t)
+	rules := &atomic.Pointer[string]{}
+	r := "on new conversation -> assign group G"
+	rules.Store(&r)
+	var la *lostAnswers
+	url, _, stop := instance(t, u, rules, func(c *Config) {
+		la = &lostAnswers{Postgres: c.Store.(*store.Postgres)}
+		c.Store = la
+	})
+	defer stop()
+	la.after = 3 // asked again until it answers
+	la.lose.Store(true)
+	if code, body, _ := do(t, "POST", url+"/v1/events", "", msg("e1", "k1")); code != 200 {
+		t.Fatalf("a commit found after its answer was lost: %d %s", code, body)
+	}
+	la.after = 1 << 30 // silent for good
+	la.lose.Store(true)
+	code, body, _ := do(t, "POST", url+"/v1/events", "", msg("e2", "k2"))
+	if code != 503 || !strings.Contains(body, "did not confirm whether the event was stored") {
+		t.Fatalf("an unknown outcome: %d %s", code, body)
+	}
+	la.blind.Store(0)
+	var first string
+	for range 50 {
+		code, first, _ = do(t, "POST", url+"/v1/events", "", msg("e2", "k2"))
+		if code == 200 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 200 || assigned(t, first) == "" {
+		t.Fatalf("e2 sent again: %d %s", code, first)
+	}
+	n := 0
+	la.Postgres.Replay(context.Background(), 0, 0, func(r store.Record) error {
+		if r.ID == "e2" {
+			n++
+		}
+		return nil
+	})
+	if n != 1 {
+		t.Fatalf("e2 is stored %d times", n)
 	}
 }
