@@ -237,6 +237,9 @@ func (s *Service) tryShared(ctx context.Context, batch []*request, last bool) (_
 		return batch, true
 	}
 	s.log.Error("cannot append to the shared log: refusing the group", "err", err)
+	// As a failed commit: /readyz sends traffic elsewhere for a while
+	// (the log's lock held by a session that does not let go, say).
+	s.failed.Store(&commitFailure{at: time.Now(), why: err.Error()})
 	s.refuseAll(batch, errNotStored)
 	s.answer(batch)
 	return batch, false

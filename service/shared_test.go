@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/switchboard-dev/switchboard/delivery"
 	"github.com/switchboard-dev/switchboard/delivery/deliverytest"
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -595,5 +596,43 @@ func TestSharedLostCommitAnswer(t *testing.T) {
 	})
 	if n != 1 {
 		t.Fatalf("e2 is stored %d times", n)
+	}
+}
+
+// TestSharedReadyWhileLockHeld: while a session that is not an instance's
+// holds the log's lock, appends time out and are refused; /readyz then
+// says so (503), so that a load balancer sends events elsewhere, and says
+// 200 again once appends go through.
+func TestSharedReadyWhileLockHeld(t *testing.T) {
+	u := pgtest.URL(t)
+	rules := &atomic.Pointer[string]{}
+	r := "on new conversation -> assign group G"
+	rules.Store(&r)
+	url, _, stop := instance(t, u, rules)
+	defer stop()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	const lockLog = 0x53_57_42_4c_4f_47 // store's key for appending to the log
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(lockLog)); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := do(t, "POST", url+"/v1/events", "", msg("e1", "k1")); code != 503 {
+		t.Fatalf("an append while the lock is held elsewhere: %d %s", code, body)
+	}
+	if code, body, _ := do(t, "GET", url+"/readyz", "", ""); code != 503 {
+		t.Fatalf("readyz after a refused append: %d %s", code, body)
+	}
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(lockLog)); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := do(t, "POST", url+"/v1/events", "", msg("e1", "k1")); code != 200 {
+		t.Fatalf("after the lock is let go: %d %s", code, body)
+	}
+	if code, body, _ := do(t, "GET", url+"/readyz", "", ""); code != 200 {
+		t.Fatalf("readyz after an append: %d %s", code, body)
 	}
 }
