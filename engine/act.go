@@ -281,17 +281,17 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		if a.EvenIfOffline {
 			present = len(v.Group().Members)
 		}
-		if except != nil && present_(a, except) && v.Group().Has(except) {
+		if except != nil && presentFor(a, except) && v.Group().Has(except) {
 			present-- // the current agent does not count: it must move
 		}
 		for _, x := range conv.excluded { // nor do those who declined it
-			if x != except && present_(a, x) && v.Group().Has(x) {
+			if x != except && presentFor(a, x) && v.Group().Has(x) {
 				present--
 			}
 		}
 		if e.pool.PerChannel() { // nor those who take nothing on its channel
 			for _, m := range v.Group().Members {
-				if m != except && !slices.Contains(conv.excluded, m) && present_(a, m) && m.TakesNone(conv.channel) {
+				if m != except && !slices.Contains(conv.excluded, m) && presentFor(a, m) && m.TakesNone(conv.channel) {
 					present--
 				}
 			}
@@ -911,10 +911,10 @@ func namesAgent(t *dsl.Template) bool {
 	return false
 }
 
-// present_ reports whether a group assign a counts member m as present:
+// presentFor reports whether a group assign a counts member m as present:
 // online; away too with including away; whatever its status with even if
 // offline.
-func present_(a *dsl.Assign, m *actions.Agent) bool {
+func presentFor(a *dsl.Assign, m *actions.Agent) bool {
 	return m.Online() || a.IncludingAway && m.Away() || a.EvenIfOffline
 }
 

@@ -165,7 +165,7 @@ func (e *Engine) explainMembers(v *actions.View, a *dsl.Assign, chosen, except *
 			mt.Reason = "is the conversation's current agent"
 		case slices.Contains(excluded, m):
 			mt.Reason = "left out: declined or missed an offer of this conversation, or went offline holding one"
-		case !present_(a, m):
+		case !presentFor(a, m):
 			mt.Reason = m.Status
 			if m.Status != m.Presence {
 				mt.Reason += " (" + m.Presence + ")"
