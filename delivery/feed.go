@@ -390,8 +390,7 @@ func (d *Dispatcher) FeedDelivery(ctx context.Context, seq int64, n int) (store.
 // ItemOf is the platform's delivery of a stored record; ok is false for
 // records that are not decisions.
 func ItemOf(r store.Record) (Item, bool) {
-	switch r.Type {
-	case store.TypeReload, store.TypePrune, store.TypeErase:
+	if !r.Decides() {
 		return Item{}, false
 	}
 	var dec struct {

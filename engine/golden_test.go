@@ -299,7 +299,8 @@ func TestSnapshotAcrossReload(t *testing.T) {
 					return func(line int, eng *engine.Engine) *engine.Engine {
 						if line >= at && rs != edited {
 							rs = edited
-							return eng.Reload(rs)
+							n, _ := eng.Reload(rs)
+							return n
 						}
 						if snapshot {
 							eng = roundTrip(t, rs, eng)

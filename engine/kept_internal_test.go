@@ -71,7 +71,7 @@ func TestKeptSwept(t *testing.T) {
 		t.Fatal(err)
 	}
 	// (A reload carries what is kept, and when it goes.)
-	eng = eng.Reload(rs)
+	eng, _ = eng.Reload(rs)
 	// The last contact comes back within the hour: reopened, on both.
 	last := time.Duration(n-1) * 10 * time.Second
 	for _, e := range []*Engine{eng, back} {

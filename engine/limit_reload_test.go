@@ -58,7 +58,8 @@ func TestReloadRaisesLimit(t *testing.T) {
 	plain := step([]byte(events), engine.New(v2, engine.Options{}), same) // v2 all along
 	reloaded := step([]byte(events), engine.New(v1, engine.Options{}), func(line int, eng *engine.Engine) *engine.Engine {
 		if line == 3 {
-			return eng.Reload(v2)
+			n, _ := eng.Reload(v2)
+			return n
 		}
 		return eng
 	})
@@ -79,7 +80,8 @@ func TestReloadKeepsHistoryForWaitingWork(t *testing.T) {
 	plain := step([]byte(events), engine.New(v1, engine.Options{}), same)
 	reloaded := step([]byte(events), engine.New(v1, engine.Options{}), func(line int, eng *engine.Engine) *engine.Engine {
 		if line == 2 {
-			return eng.Reload(v2)
+			n, _ := eng.Reload(v2)
+			return n
 		}
 		return eng
 	})

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/switchboard-dev/switchboard/actions"
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -13,9 +14,13 @@ import (
 // conversations as they are; agents' status, load and activity matched by
 // id; waiting lines re-filed in the new rule set's groups; unanswered
 // timers rescheduled for its rules. What no longer exists is let go: a
-// conversation whose agent left the team, or that waits for a group that
-// is gone, becomes unassigned. e must not be used afterwards.
-func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
+// conversation whose agent left the team (or who held its offer), or that
+// waits for a group or an agent that is gone, becomes unassigned and waits
+// nowhere. Reload returns what it let go, as the actions that tell the
+// platform (an unassign from the agent who left, a cancel from the line
+// that is gone), in the order of their conversations' ids. e must not be
+// used afterwards.
+func (e *Engine) Reload(rs *dsl.RuleSet) (*Engine, []Action) {
 	n := New(rs, Options{Seed: e.seed})
 	n.pool.TakeOver(e.pool)
 	n.clock, n.seq = e.clock, e.seq
@@ -33,12 +38,15 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 	// Conversations follow their agents into the new pool; waiting work is
 	// re-filed in order.
 	var waiting []*actions.Waiting
+	var letGo []Action
 	for _, c := range e.convs {
 		if c.assignee != nil {
 			if a := n.pool.Agent(c.assignee.ID); a != nil {
 				c.assignee = a
 			} else {
-				c.assignee, c.load = nil, 0
+				letGo = append(letGo, Action{Type: ActUnassign, Conversation: c.id, Agent: c.assignee.ID})
+				c.previous = intern(c.assignee.ID)
+				c.assignee, c.load, c.group = nil, 0, ""
 			}
 		}
 		if c.waiting != nil {
@@ -46,6 +54,9 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 			c.waiting = nil
 		}
 		c.timers = 0
+		if o := c.offer; o != nil && n.pool.Agent(o.agent.ID) == nil {
+			letGo = append(letGo, Action{Type: ActUnassign, Conversation: c.id, Agent: o.agent.ID})
+		}
 		n.remapOffers(c)
 		if o := c.offer; o != nil {
 			o.assign = n.carryAssign(e, o.rule, o.assign)
@@ -56,14 +67,19 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 	for _, w := range waiting {
 		c := e.convs[w.Conversation]
 		if w.Agent != nil {
-			if w.Agent = n.pool.Agent(w.Agent.ID); w.Agent == nil {
+			a := n.pool.Agent(w.Agent.ID)
+			if a == nil {
+				letGo = append(letGo, Action{Type: ActCancel, Conversation: c.id, Agent: w.Agent.ID})
 				continue
 			}
+			w.Agent = a
 		} else {
-			w.Group = n.pool.Group(w.Group.Name)
-			if w.Group == nil {
+			g := n.pool.Group(w.Group.Name)
+			if g == nil {
+				letGo = append(letGo, Action{Type: ActCancel, Conversation: c.id, Group: w.Group.Name})
 				continue
 			}
+			w.Group = g
 			w.View = n.pool.View(w.Want())
 		}
 		if w.Except != nil {
@@ -94,7 +110,8 @@ func (e *Engine) Reload(rs *dsl.RuleSet) *Engine {
 			c.timers++
 		}
 	}
-	return n
+	slices.SortStableFunc(letGo, func(a, b Action) int { return strings.Compare(a.Conversation, b.Conversation) })
+	return n, letGo
 }
 
 // carryAssign finds in n's rules the assign that stands where a stood in

@@ -201,8 +201,9 @@ func (j *Journal) Apply(ctx context.Context, st *State, r store.Record) ([]byte,
 }
 
 // Decide replays one record on st, as Apply does, and returns the
-// engine's decision; ok is false for a record that is not an event (a
-// reload, a prune, an erasure). The decision's actions are valid until
+// engine's decision; ok is false for a record that decides nothing (a
+// prune, an erasure, a reload that let no work go, or one stored before
+// reloads said what they let go). The decision's actions are valid until
 // st's engine decides again.
 func (j *Journal) Decide(ctx context.Context, st *State, r store.Record) (_ engine.Decision, ok bool, _ error) {
 	st.Seq = r.Seq
@@ -213,9 +214,13 @@ func (j *Journal) Decide(ctx context.Context, st *State, r store.Record) (_ engi
 		if err != nil {
 			return engine.Decision{}, false, fmt.Errorf("record %d reloads rules: %w", r.Seq, err)
 		}
-		st.Engine = st.Engine.Reload(rs)
+		var letGo []engine.Action
+		st.Engine, letGo = st.Engine.Reload(rs)
 		st.Rules = rs
-		return engine.Decision{}, false, nil
+		if len(letGo) == 0 || !r.Decides() {
+			return engine.Decision{}, false, nil
+		}
+		return ReloadDecision(r.ID, rs.Version, letGo), true, nil
 	case store.TypeErase:
 		var body struct {
 			Contact string `json:"contact"`
@@ -237,6 +242,12 @@ func (j *Journal) Decide(ctx context.Context, st *State, r store.Record) (_ engi
 		return engine.Decision{}, false, fmt.Errorf("stored event %s (record %d): %w", r.ID, r.Seq, err)
 	}
 	return d, true, nil
+}
+
+// ReloadDecision is the decision of the reload record id to rules version:
+// the work it let go.
+func ReloadDecision(id, version string, letGo []engine.Action) engine.Decision {
+	return engine.Decision{Event: id, Actions: letGo, RuleSet: version}
 }
 
 // DecideStored decides a stored event on eng as the service did: at the

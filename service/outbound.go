@@ -99,8 +99,7 @@ type streamed struct {
 }
 
 func decisionOf(r store.Record) (streamed, bool) {
-	switch r.Type {
-	case store.TypeReload, store.TypePrune, store.TypeErase:
+	if !r.Decides() {
 		return streamed{}, false
 	}
 	return streamed{Seq: r.Seq, Event: r.ID, Type: r.Type, At: r.Clock, Rules: r.RuleSet, Decision: r.Decision}, true

@@ -19,6 +19,10 @@ type ReloadResult struct {
 	Changed     bool            `json:"changed"`
 	Seq         int64           `json:"seq,omitempty"` // the reload's record in the log
 	Diagnostics dsl.Diagnostics `json:"diagnostics,omitempty"`
+	// Decision, when the new rules removed agents or groups that had
+	// work, lets it go: an unassign from each agent removed, a cancel from
+	// each line removed. The platform gets it like any decision.
+	Decision json.RawMessage `json:"decision,omitempty"`
 }
 
 // ReloadNote says who reloaded and why. It is stored with the reload's
@@ -154,7 +158,10 @@ func (s *Service) reload(ctx context.Context, note ReloadNote, prev string, veri
 	}
 	s.m.reloads.WithLabelValues("reloaded").Inc()
 	s.log.Info("rules reloaded", "version", rs.Version, "previous", prev, "record", r.seq, "by", note.By)
-	return ReloadResult{Version: rs.Version, Previous: prev, Changed: true, Seq: r.seq, Diagnostics: ds}, nil
+	if r.letGo != nil {
+		s.log.Warn("the reload let work go: agents or groups that had it are gone", "record", r.seq, "decision", string(r.letGo))
+	}
+	return ReloadResult{Version: rs.Version, Previous: prev, Changed: true, Seq: r.seq, Diagnostics: ds, Decision: r.letGo}, nil
 }
 
 // plainText is the offset of the first byte of s that is not UTF-8 or is a

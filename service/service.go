@@ -174,8 +174,9 @@ type request struct {
 	results []result
 	done    chan struct{}
 	start   time.Time
-	err     error // a reload's, erasure's or prune's outcome
-	seq     int64 // the seq of the record it made
+	err     error  // a reload's, erasure's or prune's outcome
+	seq     int64  // the seq of the record it made
+	letGo   []byte // a reload's decision: the work it let go; nil for none
 }
 
 // incoming is an event as a client sent it.
@@ -744,9 +745,19 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 		case r.reload != nil:
 			seq++
 			body, _ := gojson.Marshal(reloadBody{Version: r.reload.Version, Previous: rs.Version, ReloadNote: r.note})
-			f.recs = append(f.recs, internalRecord(seq, store.TypeReload, body, now, r.reload.Version))
-			eng = eng.Reload(r.reload)
+			rec := internalRecord(seq, store.TypeReload, body, now, r.reload.Version)
+			var letGo []engine.Action
+			eng, letGo = eng.Reload(r.reload)
 			rs = r.reload
+			if len(letGo) > 0 {
+				// The platform is told what the agents and groups removed
+				// leave behind.
+				d := journal.ReloadDecision(rec.ID, rs.Version, letGo)
+				rec.Contacts = eng.Contacts(&triggers.Event{}, "", &d) // filed under them, as any decision
+				s.planRecord(f, eng, rs, &rec, &d)
+				r.letGo = rec.Decision
+			}
+			f.recs = append(f.recs, rec)
 			r.seq = seq
 			continue
 		case r.erase != "":
@@ -837,18 +848,24 @@ func (s *Service) decide(batch []*request, stored map[string]known) *flight {
 // record makes the stored record of a decided event, with the deliveries
 // its decision plans.
 func (s *Service) record(f *flight, eng *engine.Engine, rs *dsl.RuleSet, in *incoming, d *engine.Decision, seq int64, now time.Time, own string) store.Record {
-	id := in.ev.ID
+	rec := store.Record{Seq: seq, ID: in.ev.ID, Type: in.ev.Type, At: in.ev.At, Clock: now,
+		Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, d)}
+	s.planRecord(f, eng, rs, &rec, d)
+	return rec
+}
+
+// planRecord gives rec decision d, and the deliveries and the platform's
+// feed item d makes.
+func (s *Service) planRecord(f *flight, eng *engine.Engine, rs *dsl.RuleSet, rec *store.Record, d *engine.Decision) {
 	f.acts = append(f.acts, d.Actions...)
-	dec := d.AppendJSON(nil)
-	rec := store.Record{Seq: seq, ID: id, Type: in.ev.Type, At: in.ev.At, Clock: now,
-		Event: in.raw, Hash: append([]byte(nil), in.hash[:]...), Decision: dec, RuleSet: rs.Version, Contacts: eng.Contacts(in.ev, own, d)}
-	planned := delivery.Decision{Seq: seq, At: now, Event: id, Conversation: d.Conversation, Contact: first(rec.Contacts), JSON: dec, Actions: d.Actions}
-	rec.Deliveries = s.plan.Plan(planned, rs.Team, func(conv string) engine.AboutView { return eng.About(conv, first(rec.Contacts)) })
+	rec.Decision = d.AppendJSON(nil)
+	contact := first(rec.Contacts)
+	planned := delivery.Decision{Seq: rec.Seq, At: rec.Clock, Event: rec.ID, Conversation: d.Conversation, Contact: contact, JSON: rec.Decision, Actions: d.Actions}
+	rec.Deliveries = s.plan.Plan(planned, rs.Team, func(conv string) engine.AboutView { return eng.About(conv, contact) })
 	f.deliveries += len(rec.Deliveries)
 	if it, ok := s.plan.Item(planned); ok {
 		f.feed = append(f.feed, it)
 	}
-	return rec
 }
 
 // decided notes a decided group's records as pending until written.

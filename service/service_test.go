@@ -58,6 +58,12 @@ func start(t *testing.T, path, token string) (url string, stop func()) {
 // reloads from, and the store at path.
 func serveDir(t *testing.T, dir, path string) (svc *Service, url string, stop func()) {
 	t.Helper()
+	return serveDirWith(t, dir, path, func(*Config) {})
+}
+
+// serveDirWith is serveDir with its configuration changed by tune.
+func serveDirWith(t *testing.T, dir, path string, tune func(*Config)) (svc *Service, url string, stop func()) {
+	t.Helper()
 	rs, ds := dsl.Load(dir)
 	if rs == nil {
 		t.Fatal(ds)
@@ -66,8 +72,10 @@ func serveDir(t *testing.T, dir, path string) (svc *Service, url string, stop fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err = New(context.Background(), Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Load: func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(dir) }})
+	cfg := Config{Rules: rs, Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Load: func() (*dsl.RuleSet, dsl.Diagnostics) { return dsl.Load(dir) }}
+	tune(&cfg)
+	svc, err = New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

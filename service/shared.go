@@ -304,7 +304,8 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 			if err != nil {
 				return fmt.Errorf("record %d: %w", r.Seq, err)
 			}
-			st.Engine, st.Rules = st.Engine.Reload(rs), rs
+			st.Engine, _ = st.Engine.Reload(rs)
+			st.Rules = rs
 		}
 		d, err := s.j.Apply(ctx, st, r)
 		if err != nil {
@@ -316,6 +317,9 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 		done = append(done, r)
 		switch r.Type {
 		case store.TypeReload:
+			if it, ok := delivery.ItemOf(r); ok && feeding {
+				items = append(items, it) // the work it let go
+			}
 		case store.TypePrune:
 			// Another instance pruned: the ids it pruned are forgotten
 			// here too.

@@ -636,3 +636,50 @@ func TestSharedReadyWhileLockHeld(t *testing.T) {
 		t.Fatalf("readyz after an append: %d %s", code, body)
 	}
 }
+
+// TestSharedReloadLetsGo: a reload on one instance that removes an agent
+// with work lets it go on every instance, with the decision the log holds:
+// the other applies it without a rebuild and holds the same state.
+func TestSharedReloadLetsGo(t *testing.T) {
+	u := pgtest.URL(t)
+	var rules, teamNow atomic.Pointer[string]
+	r, full := "on new conversation -> assign user b", team
+	rules.Store(&r)
+	teamNow.Store(&full)
+	load := func() (*dsl.RuleSet, dsl.Diagnostics) {
+		return dsl.Build(dsl.Sources{
+			Rules: []dsl.Source{{Name: "r.rules", Text: []byte(*rules.Load())}},
+			Team:  &dsl.Source{Name: "team.yaml", Text: []byte(*teamNow.Load())},
+		})
+	}
+	logs := &syncBuffer{}
+	withTeam := func(c *Config) { c.Load = load; c.Rules, _ = load() }
+	a, _, stopA := instance(t, u, &rules, withTeam)
+	defer stopA()
+	b, _, stopB := instance(t, u, &rules, withTeam, func(c *Config) { c.Log = slog.New(slog.NewTextHandler(logs, nil)) })
+	defer stopB()
+	if code, body, _ := do(t, "POST", a+"/v1/events", "", msg("e1", "k1")); code != 200 || assigned(t, body) != "b" {
+		t.Fatalf("e1 on A: %d %s", code, body)
+	}
+	r2, less := "on new conversation -> assign group G", "agents:\n  - {id: a, capacity: 2, status: online}\ngroups:\n  G: [a]\n"
+	rules.Store(&r2)
+	teamNow.Store(&less)
+	code, body, _ := do(t, "POST", a+"/v1/rules/reload", "", "")
+	if code != 200 || !strings.Contains(body, `{"type":"unassign","rule":"","conversation":"e1","agent":"b"}`) {
+		t.Fatalf("reload on A: %d %s", code, body)
+	}
+	_, onA, _ := do(t, "GET", a+"/v1/conversations/e1", "", "")
+	_, onB, _ := do(t, "GET", b+"/v1/conversations/e1", "", "")
+	if onA != onB || strings.Contains(onB, `"agent":`) {
+		t.Errorf("e1 after the reload:\nA %s\nB %s", onA, onB)
+	}
+	if _, list, _ := do(t, "GET", b+"/v1/decisions?after=1", "", ""); !strings.Contains(list, `"agent":"b"`) {
+		t.Errorf("B's decisions after the reload: %s", list)
+	}
+	if code, body, _ := do(t, "POST", b+"/v1/events", "", msg("e2", "k2")); code != 200 || assigned(t, body) != "a" {
+		t.Fatalf("e2 on B: %d %s", code, body)
+	}
+	if strings.Contains(logs.String(), "replay differently") {
+		t.Errorf("B rebuilt its state: the reload's decision replays otherwise than A stored it:\n%s", logs.String())
+	}
+}

@@ -432,9 +432,10 @@ func (s *Postgres) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
 	for _, c := range cursors {
 		var n int
 		var clock *int64
-		err := s.pool.QueryRow(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > $1 AND type NOT IN ($2, $3, $4)
+		err := s.pool.QueryRow(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > $1 AND type NOT IN ($3, $4)
+			AND NOT (type = $2 AND decision = $5)
 			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq AND d.kind = 'decision')`,
-			c, TypeReload, TypePrune, TypeErase).Scan(&n, &clock)
+			c, TypeReload, TypePrune, TypeErase, []byte(NoDecision)).Scan(&n, &clock)
 		if err != nil {
 			return st, err
 		}
@@ -892,8 +893,9 @@ func (s *Postgres) CloseFeed(ctx context.Context, dest, why string) error {
 		}
 		now := time.Now().UnixMilli()
 		for {
-			rows, err := tx.Query(ctx, `SELECT seq, clock, decision FROM events WHERE seq > $1 AND type NOT IN ($2, $3, $4) ORDER BY seq LIMIT 1000`,
-				cursor, TypeReload, TypePrune, TypeErase)
+			rows, err := tx.Query(ctx, `SELECT seq, clock, decision FROM events WHERE seq > $1 AND type NOT IN ($3, $4)
+				AND NOT (type = $2 AND decision = $5) ORDER BY seq LIMIT 1000`,
+				cursor, TypeReload, TypePrune, TypeErase, []byte(NoDecision))
 			if err != nil {
 				return err
 			}

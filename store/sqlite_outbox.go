@@ -437,9 +437,10 @@ func (s *SQLite) DeliveryStats(ctx context.Context) (DeliveryStats, error) {
 		var n int
 		var clock sql.NullInt64
 		// (Those handed to the outbox past the cursor are counted there.)
-		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > ? AND type NOT IN (?, ?, ?)
+		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(clock) FROM events WHERE seq > ? AND type NOT IN (?, ?)
+			AND NOT (type = ? AND decision = ?)
 			AND seq NOT IN (SELECT seq FROM deliveries WHERE seq > ? AND kind = 'decision')`,
-			c, TypeReload, TypePrune, TypeErase, c).Scan(&n, &clock)
+			c, TypePrune, TypeErase, TypeReload, NoDecision, c).Scan(&n, &clock)
 		if err != nil {
 			return st, err
 		}
@@ -729,8 +730,8 @@ func (s *SQLite) CloseFeed(ctx context.Context, dest, why string) error {
 			_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries (seq, n, destination, line, kind, contact, body, status, created, due, expires, done, error)
 				SELECT seq, 0, ?1, COALESCE(json_extract(decision, '$.conversation'), json_extract(decision, '$.actions[0].conversation'), ''),
 					'decision', '', x'', 'dead', COALESCE(clock / 1000000, ?5), COALESCE(clock / 1000000, ?5), COALESCE(clock / 1000000, ?5), ?5, ?6
-				FROM events WHERE seq > ?2 AND type NOT IN (?3, ?4, ?7) AND json_valid(decision)`,
-				dest, cursor, TypeReload, TypePrune, time.Now().UnixMilli(), why, TypeErase)
+				FROM events WHERE seq > ?2 AND type NOT IN (?4, ?7) AND NOT (type = ?3 AND decision = ?8) AND json_valid(decision)`,
+				dest, cursor, TypeReload, TypePrune, time.Now().UnixMilli(), why, TypeErase, NoDecision)
 			if err != nil {
 				return err
 			}

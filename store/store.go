@@ -44,13 +44,31 @@ type Record struct {
 
 // Internal record types: records the service writes, not events.
 const (
-	TypeReload = "rules.reload"    // the rules change here; Event is {"version": ...}
+	// TypeReload: the rules change here; Event is {"version": ...}. Its
+	// Decision is "{}", or, when the reload let work go (agents or groups
+	// it removed), the decision that tells the platform so.
+	TypeReload = "rules.reload"
 	TypePrune  = "retention.prune" // events up to a seq were pruned
 	TypeErase  = "contact.erase"   // a contact's personal data was erased
 	// IDPrefix starts the ids of the records the service makes (ticks
 	// included); clients' ids may not start with it.
 	IDPrefix = "sb:"
 )
+
+// NoDecision is the decision of records that decide nothing.
+const NoDecision = "{}"
+
+// Decides reports whether the record carries a decision the platform is
+// owed: every event's, and a reload's that let work go.
+func (r Record) Decides() bool {
+	switch r.Type {
+	case TypePrune, TypeErase:
+		return false
+	case TypeReload:
+		return string(r.Decision) != NoDecision
+	}
+	return true
+}
 
 // Known is what the store holds about an event id, for idempotency.
 type Known struct {

@@ -188,6 +188,7 @@ func (r *run) step(ctx context.Context, rec store.Record) error {
 		}
 		if rec.Type == store.TypeReload {
 			r.rules = append(r.rules, r.st.Rules.Version)
+			return nil // what it let go is no event's routing
 		}
 		if !ok {
 			return nil
@@ -289,7 +290,8 @@ func Run(ctx context.Context, st store.Store, j *journal.Journal, o Options) (*R
 	if err != nil {
 		return nil, err
 	}
-	cand := &journal.State{Engine: copyEng.Reload(o.Candidate), Rules: o.Candidate, Seq: base.Seq}
+	candEng, _ := copyEng.Reload(o.Candidate)
+	cand := &journal.State{Engine: candEng, Rules: o.Candidate, Seq: base.Seq}
 	baseRules := base.Rules
 	rep.Rules = []string{base.Rules.Version}
 

@@ -60,11 +60,13 @@ func simulateStored(path string, quiet bool, stdout, stderr io.Writer) int {
 	n, differ, redacted := 0, 0, 0
 	state, err := j.Load(context.Background(), journal.Options{FromStart: true, Each: func(r store.Record, d []byte) error {
 		if d == nil {
-			return nil // a reload, prune or erasure
+			return nil // a reload that let nothing go, a prune or an erasure
 		}
 		w.Write(d)
 		w.WriteByte('\n')
-		n++
+		if r.Type != store.TypeReload {
+			n++ // events; a reload's decision is the work it let go
+		}
 		if string(d) != string(r.Decision) && journal.Erased(r, erased) {
 			redacted++ // its data was erased: not a difference of the replay
 		} else if string(d) != string(r.Decision) {
