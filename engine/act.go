@@ -281,6 +281,7 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		if a.EvenIfOffline {
 			present = len(v.Group().Members)
 		}
+		anyPresent := present > 0
 		if except != nil && presentFor(a, except) && v.Group().Has(except) {
 			present-- // the current agent does not count: it must move
 		}
@@ -310,6 +311,12 @@ func (e *Engine) place(conv *conversation, a *dsl.Assign, rule string, at *Actio
 		if present > 0 {
 			e.queue(conv, a, rule, at, reason{name: "no " + who + " member of " + a.Name, what: " can take it now"})
 			return queuedNow, reason{}
+		}
+		if anyPresent {
+			// Some are, but they are left out: the agent it must move from,
+			// those who declined or missed it, those who take nothing on
+			// its channel.
+			return unavailable, reason{name: "no " + who + " member of " + a.Name, what: " is left to take it"}
 		}
 		return unavailable, reason{name: "no member of " + a.Name, what: " is " + who}
 

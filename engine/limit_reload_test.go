@@ -90,3 +90,14 @@ func TestReloadKeepsHistoryForWaitingWork(t *testing.T) {
 		t.Error("x1 at 09:10: e2 (queued under limit 1 per 1h) placed with a, whose 09:00 assignment is still in the window")
 	}
 }
+
+// TestOfferExpiresWritable: an offer made near the end of what RFC 3339
+// can write expires at its last instant, not in a year of five digits.
+func TestOfferExpiresWritable(t *testing.T) {
+	rs := buildRules(t, "agents:\n  - {id: a, status: online}\ngroups:\n  S: [a]\n", "on new conversation -> assign group S offer 3650d\n")
+	out := step([]byte(`{"id":"e1","type":"message.received","at":"9999-12-31T23:00:00Z","channel":"sms","to":"+1","contact":{"id":"k1"}}`+"\n"),
+		engine.New(rs, engine.Options{}), same)
+	if !bytes.Contains(out, []byte(`"expires":"9999-12-31T23:59:59.999999999Z"`)) {
+		t.Errorf("an offer at the end of year 9999: %s", out)
+	}
+}

@@ -95,7 +95,11 @@ func (e *Engine) makeOffer(conv *conversation, agent *actions.Agent, a *dsl.Assi
 	load := agent.CostOf(a.Cost, conv.channel)
 	e.pool.Offer(agent, load, conv.channel)
 	e.seq++
-	o := &offer{conv: conv, agent: agent, expires: e.clock.Add(a.Offer), load: load, assign: a, rule: rule, group: g,
+	expires := e.clock.Add(a.Offer)
+	if expires.After(lastTime) {
+		expires = lastTime
+	}
+	o := &offer{conv: conv, agent: agent, expires: expires, load: load, assign: a, rule: rule, group: g,
 		reassign: reassign, fromQueue: fromQueue, then: then, thenRule: thenRule, seq: e.seq}
 	conv.offer = o
 	heap.Push(&e.offers, o)
@@ -109,6 +113,10 @@ func (e *Engine) makeOffer(conv *conversation, agent *actions.Agent, a *dsl.Assi
 	e.out = append(e.out, act)
 	return o
 }
+
+// lastTime is the last instant RFC 3339 can write: offers made near it
+// expire there, not in a year of five digits.
+var lastTime = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
 
 // withdraw ends the conversation's offer in flight, if any, giving back the
 // capacity held for it.
@@ -292,8 +300,10 @@ func (e *Engine) offerOn(conv *conversation, o *offer, ctx *evalCtx) {
 }
 
 // recall takes back the offers an agent holds when it goes offline: each
-// is offered on as after a decline (the agent left out), without counting
-// a decline or a miss, and without running rules.
+// is offered on as after a decline, without counting a decline or a miss,
+// and without running rules. The agent is left out of that round only:
+// back online, it may be offered the work again, as TaskRouter's task goes
+// back to pending when its worker drops.
 func (e *Engine) recall(a *actions.Agent) {
 	var held []*offer
 	for _, o := range e.offers {
@@ -308,10 +318,17 @@ func (e *Engine) recall(a *actions.Agent) {
 			e.trace.note("%s goes offline: its offer of %s is taken back and offered on", a.ID, conv.id)
 		}
 		e.withdraw(conv)
-		if !slices.Contains(conv.excluded, a) {
+		left := !slices.Contains(conv.excluded, a) // not left out already
+		if left {
 			conv.excluded = append(conv.excluded, a)
 		}
 		ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to, agent: a, offered: true}
 		e.offerOn(conv, o, ctx)
+		if left {
+			conv.excluded = slices.DeleteFunc(conv.excluded, func(x *actions.Agent) bool { return x == a })
+			if w := conv.waiting; w != nil {
+				w.Excluded = slices.DeleteFunc(w.Excluded, func(x *actions.Agent) bool { return x == a })
+			}
+		}
 	}
 }
