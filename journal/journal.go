@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/switchboard-dev/switchboard/dsl"
@@ -266,8 +267,10 @@ var ErrNotEvent = fmt.Errorf("not an event")
 // Explain rebuilds the state just before record r, from the nearest
 // snapshot, and explains r as the service decided it.
 func (j *Journal) Explain(ctx context.Context, r store.Record) (*engine.Trace, error) {
-	switch r.Type {
-	case store.TypeReload, store.TypePrune, store.TypeErase:
+	switch {
+	case r.Type == store.TypeReload && r.Decides():
+		return j.explainReload(ctx, r)
+	case !r.Decides():
 		return nil, ErrNotEvent
 	}
 	st, err := j.Load(ctx, Options{Before: r.Seq})
@@ -285,6 +288,62 @@ func (j *Journal) Explain(ctx context.Context, r store.Record) (*engine.Trace, e
 		_, trace, err = st.Engine.ExplainAt(ev, r.Clock)
 	}
 	return trace, err
+}
+
+// explainReload says what a reload let go, and why: the agents and the
+// groups the new rules no longer have.
+func (j *Journal) explainReload(ctx context.Context, r store.Record) (*engine.Trace, error) {
+	st, err := j.Load(ctx, Options{Before: r.Seq})
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		By     string `json:"by"`
+		Reason string `json:"reason"`
+	}
+	json.Unmarshal(r.Event, &body)
+	var stored struct {
+		Actions []struct {
+			Conversation string `json:"conversation"`
+		} `json:"actions"`
+	}
+	json.Unmarshal(r.Decision, &stored)
+	before := map[string]engine.ConversationView{}
+	for _, a := range stored.Actions {
+		before[a.Conversation], _ = st.Engine.Conversation(a.Conversation)
+	}
+	prev := st.Rules.Version
+	d, ok, err := j.Decide(ctx, st, r)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNotEvent
+	}
+	t := &engine.Trace{Event: r.ID, Type: r.Type, At: r.Clock.UTC().Format(time.RFC3339Nano), Steps: []*engine.Step{}, Decision: d}
+	who := ""
+	if body.By != "" {
+		who = " by " + body.By
+		if body.Reason != "" {
+			who += " (" + body.Reason + ")"
+		}
+	}
+	t.Notes = append(t.Notes, fmt.Sprintf("the rules change%s from %s to %s; what the new team no longer has is let go, and waits nowhere", who, prev, st.Rules.Version))
+	for _, a := range d.Actions {
+		var note string
+		switch {
+		case a.Type == engine.ActUnassign && before[a.Conversation].OfferedTo == a.Agent:
+			note = fmt.Sprintf("%s: its offer to %s, who is not in the new team, is withdrawn", a.Conversation, a.Agent)
+		case a.Type == engine.ActUnassign:
+			note = fmt.Sprintf("%s: taken from %s, who is not in the new team", a.Conversation, a.Agent)
+		case a.Agent != "":
+			note = fmt.Sprintf("%s: leaves the line of %s, who is not in the new team", a.Conversation, a.Agent)
+		default:
+			note = fmt.Sprintf("%s: leaves the line of group %s, which the new team does not have", a.Conversation, a.Group)
+		}
+		t.Notes = append(t.Notes, note)
+	}
+	return t, nil
 }
 
 // RuleSet compiles a rule set kept in the store, once. Its files are named

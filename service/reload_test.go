@@ -69,6 +69,13 @@ func TestReloadLetsWorkGo(t *testing.T) {
 	if _, body, _ := do(t, "GET", url+"/v1/conversations/e1/events", "", ""); !strings.Contains(body, `"event":"sb:rules.reload:4"`) {
 		t.Errorf("e1's timeline does not show the reload that let it go: %s", body)
 	}
+	// Explained: who left, what each conversation lost.
+	code, why, _ := do(t, "GET", url+"/v1/events/sb:rules.reload:4/explain?format=text", "", "")
+	for _, want := range []string{"the rules change by ops (b left) from ", "e1: taken from b, who is not in the new team", "e2: leaves the line of group N, which the new team does not have"} {
+		if code != 200 || !strings.Contains(why, want) {
+			t.Errorf("the reload explained: %d %s\nwant it to say %q", code, why, want)
+		}
+	}
 	_, before, _ := do(t, "GET", url+"/v1/conversations/e1", "", "")
 	if strings.Contains(before, `"agent":`) || !strings.Contains(before, `"previous_agent":"b"`) {
 		t.Errorf("e1 after the reload: %s", before)
