@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -714,4 +715,37 @@ func TestNotReadyWhileCommitsFail(t *testing.T) {
 	if code, body, _ := h.do("GET", "/readyz", ""); code != 200 {
 		t.Errorf("/readyz after a commit succeeded: %d %s", code, body)
 	}
+}
+
+// TestTickBackoff: a due timer whose tick cannot be stored is tried again
+// after a pause that doubles, not every time the loop looks (twice a
+// second): a full disk is not hammered with rebuilds, nor the log flooded.
+func TestTickBackoff(t *testing.T) {
+	h := open(t, "", "on new conversation -> assign group G\non unanswered 1m -> tag late", nil, nil)
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("e1", "k1", "")); code != 200 {
+		t.Fatalf("e1: %d %s", code, body)
+	}
+	var n atomic.Int32
+	h.fs.FailAppendsIf(func(recs []store.Record) bool {
+		if len(recs) > 0 && recs[0].Type == "tick" {
+			n.Add(1)
+		}
+		return true
+	})
+	h.clock.Add(2 * time.Minute) // the timer is due
+	time.Sleep(6 * time.Second)
+	h.fs.FailAppendsIf(nil)
+	tries := n.Load()
+	// Pauses of 0.1, 0.2, 0.4, 0.8, 1.6 and 3.2 s: 6 tries in 6 s, 7 on a
+	// slow machine; every half second would be 12.
+	if tries > 8 {
+		t.Errorf("the due tick was tried %d times in 6 s while appends failed; want at most 8", tries)
+	}
+	if tries == 0 {
+		t.Fatal("the due tick was never tried")
+	}
+	waitFor(t, "the tick stored once appends work", func() bool {
+		_, body, _ := h.do("GET", "/v1/conversations/e1", "")
+		return strings.Contains(body, `"late"`)
+	})
 }

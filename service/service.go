@@ -1081,7 +1081,8 @@ func tickEvent(id string) *incoming {
 // tick fires the timers that are due, as an event the service makes.
 func (s *Service) tick(ctx context.Context) {
 	s.mu.Lock()
-	if s.eng == nil {
+	if s.eng == nil || time.Now().Before(s.tickPause) {
+		// (The loop looks twice a second; a paused tick waits its pause.)
 		s.mu.Unlock()
 		return
 	}
