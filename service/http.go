@@ -256,6 +256,11 @@ func checkClientEvent(ev *triggers.Event) error {
 		if len(f.v) > maxIDLen {
 			return &triggers.FieldError{Field: f.name, Message: fmt.Sprintf("longer than %d bytes; identifiers are at most that", maxIDLen)}
 		}
+		if f.v == "." || f.v == ".." {
+			// A URL path cleans them away: /v1/conversations/.. would be
+			// no conversation's page, in the API or the console.
+			return &triggers.FieldError{Field: f.name, Message: fmt.Sprintf("%q cannot name anything in a URL path; choose another identifier", f.v)}
+		}
 	}
 	return nil
 }

@@ -112,3 +112,24 @@ func TestReloadLetsWorkGo(t *testing.T) {
 		}
 	}
 }
+
+// TestDotIDsRefused: "." and ".." cannot be a path segment (a URL path
+// cleans them away), so an event, conversation or contact named so would
+// have no page in the API or the console: refused, naming the field.
+func TestDotIDsRefused(t *testing.T) {
+	url, stop := start(t, filepath.Join(t.TempDir(), "sb.db"), "")
+	defer stop()
+	for _, c := range []struct{ body, field string }{
+		{msg("..", "k1"), `"field":"id"`},
+		{msg(".", "k1"), `"field":"id"`},
+		{msg("e1", ".."), `"field":"contact.id"`},
+		{strings.Replace(msg("e2", "k2"), `"channel"`, `"conversation":"..","channel"`, 1), `"field":"conversation"`},
+	} {
+		if code, body, _ := do(t, "POST", url+"/v1/events", "", c.body); code != 400 || !strings.Contains(body, c.field) || !strings.Contains(body, "URL path") {
+			t.Errorf("%s: %d %s", c.body, code, body)
+		}
+	}
+	if _, body, _ := do(t, "GET", url+"/v1/decisions?after=0", "", ""); strings.Contains(body, `"event":"`) {
+		t.Errorf("a refused event was stored: %s", body)
+	}
+}
