@@ -54,10 +54,9 @@ func (e *Engine) Reload(rs *dsl.RuleSet) (*Engine, []Action) {
 			c.waiting = nil
 		}
 		c.timers = 0
-		if o := c.offer; o != nil && n.pool.Agent(o.agent.ID) == nil {
-			letGo = append(letGo, Action{Type: ActUnassign, Conversation: c.id, Agent: o.agent.ID})
+		if left := n.remapOffers(c); left != "" {
+			letGo = append(letGo, Action{Type: ActUnassign, Conversation: c.id, Agent: left})
 		}
-		n.remapOffers(c)
 		if o := c.offer; o != nil {
 			o.assign = n.carryAssign(e, o.rule, o.assign)
 		}

@@ -175,23 +175,25 @@ func (d *decoder) heldReply() (*dsl.Reply, string) {
 
 // remapOffers carries offers over a reload: each to the new pool's agent
 // of the same id (an offer to an agent who left is withdrawn), with the
-// excluded agents who are still there.
-func (n *Engine) remapOffers(c *conversation) {
+// excluded agents who are still there. It returns the agent who left
+// with the offer withdrawn, if any.
+func (n *Engine) remapOffers(c *conversation) (left string) {
 	c.excluded = n.remapAgents(c.excluded)
 	o := c.offer
 	if o == nil {
-		return
+		return ""
 	}
 	na := n.pool.Agent(o.agent.ID)
 	if na == nil {
 		c.offer = nil
-		return
+		return o.agent.ID
 	}
 	o.agent = na
 	if o.group != nil {
 		o.group = n.pool.Group(o.group.Name)
 	}
 	heap.Push(&n.offers, o)
+	return ""
 }
 
 // remapAgents maps agents onto the new pool's, dropping those who left.

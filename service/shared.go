@@ -315,11 +315,11 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 			changed++
 		}
 		done = append(done, r)
+		if it, ok := delivery.ItemOf(r); ok && feeding {
+			items = append(items, it) // events', and reloads' that let work go
+		}
 		switch r.Type {
 		case store.TypeReload:
-			if it, ok := delivery.ItemOf(r); ok && feeding {
-				items = append(items, it) // the work it let go
-			}
 		case store.TypePrune:
 			// Another instance pruned: the ids it pruned are forgotten
 			// here too.
@@ -333,12 +333,6 @@ func (s *Service) applyTail(ctx context.Context, recs []store.Record) error {
 			erased = true
 		default:
 			s.recent.Add(r.ID, knownOf(r.Seq, r.Hash, r.RuleSet))
-			if !feeding {
-				continue
-			}
-			if it, ok := delivery.ItemOf(r); ok {
-				items = append(items, it)
-			}
 		}
 	}
 	s.eng, s.rs, s.seq, s.next = st.Engine, st.Rules, st.Seq, st.Seq
