@@ -629,7 +629,15 @@ func (c *Console) publishTable(ctx context.Context, g *grid, tv *tableView, v *v
 		if info, err := os.Stat(path); err == nil {
 			mode = info.Mode().Perm()
 		}
+		// Until the reload is recorded, a note in the directory says how
+		// to put the file back, should the service stop in between
+		// (Unfinished).
+		if err := markPublish(c.cfg.Rules, underWay{File: path, Existed: cur != nil, Old: cur, Mode: uint32(mode), New: hashOf(text),
+			By: tv.By, Reason: tv.Reason, At: c.cfg.Now().UTC()}); err != nil {
+			return nil, fmt.Errorf("%s could not be written: %v", filepath.Join(c.cfg.Rules, publishNote), err)
+		}
 		if err := atomicfile.Write(path, text, mode); err != nil {
+			unmarkPublish(c.cfg.Rules)
 			return nil, fmt.Errorf("%s could not be written: %v", g.File, err)
 		}
 		return func() error {
@@ -648,6 +656,14 @@ func (c *Console) publishTable(ctx context.Context, g *grid, tv *tableView, v *v
 		return nil
 	}
 	res, err := c.cfg.Publish(ctx, service.ReloadNote{By: tv.By, Reason: tv.Reason, Change: change}, write, verify)
+	// Settled: recorded, or put back. The note stays only while the file
+	// holds a table that was not published (it could not be put back): the
+	// next start puts it back.
+	if now, _ := os.ReadFile(path); (err == nil && res.Changed) || !bytes.Equal(now, text) {
+		if uerr := unmarkPublish(c.cfg.Rules); uerr != nil {
+			c.cfg.Log.Error("console: the note of a settled publish cannot be removed", "err", uerr)
+		}
+	}
 	switch {
 	case errors.Is(err, service.ErrReloadRefused):
 		var msgs []string

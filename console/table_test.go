@@ -1,9 +1,12 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -366,5 +369,94 @@ func TestTableFileKept(t *testing.T) {
 	}
 	if w := do(c, "GET", "/table?published=call+us+now", "127.0.0.1:1", nil); strings.Contains(w.Body.String(), "call us now") {
 		t.Fatal("the published banner shows what the address says")
+	}
+}
+
+// TestTablePublishCutShort: a publish whose reload never answered (the
+// service stopped under it) leaves its table and a note; Unfinished, run
+// at the next start with the rules the log runs, puts the table back. With
+// the published table in the log it leaves the table, and the note goes.
+func TestTablePublishCutShort(t *testing.T) {
+	c, dir, _ := tableConsole(t)
+	path := filepath.Join(dir, "mappings.csv")
+	before, _ := os.ReadFile(path)
+	old, _ := dsl.Load(dir)
+	c.cfg.Publish = func(ctx context.Context, n service.ReloadNote, write func() (func() error, error), verify func(*dsl.RuleSet) error) (service.ReloadResult, error) {
+		if _, err := write(); err != nil {
+			return service.ReloadResult{}, err
+		}
+		return service.ReloadResult{}, errors.New("the service stopped")
+	}
+	f := form(t, c)
+	f.Set("r3c2", "Support")
+	f.Set("op", "publish")
+	f.Set("by", "Dana")
+	if w := do(c, "POST", "/table", "127.0.0.1:1", f); w.Code != 409 || !strings.Contains(w.Body.String(), "not published") {
+		t.Fatalf("publish: %d %s", w.Code, w.Body.String())
+	}
+	written, _ := os.ReadFile(path)
+	if string(written) == string(before) {
+		t.Fatal("the table was not written")
+	}
+	if _, err := os.Stat(filepath.Join(dir, publishNote)); err != nil {
+		t.Fatalf("no note: %v", err)
+	}
+	published, _ := dsl.Load(dir)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+
+	// The log runs the published table: it stays.
+	if Unfinished(dir, log)(published) {
+		t.Error("a recorded publish is undone")
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(written) {
+		t.Error("a recorded publish's table was put back")
+	}
+	if _, err := os.Stat(filepath.Join(dir, publishNote)); err == nil {
+		t.Error("the note stays")
+	}
+
+	// The log runs the old table (and an empty log runs nothing): put back.
+	for _, running := range []*dsl.RuleSet{old, nil} {
+		markPublish(dir, underWay{File: path, Existed: true, Old: before, Mode: 0o640, New: hashOf(written), By: "Dana"})
+		os.WriteFile(path, written, 0o640)
+		if !Unfinished(dir, log)(running) {
+			t.Error("a publish cut short is not undone")
+		}
+		if b, _ := os.ReadFile(path); string(b) != string(before) {
+			t.Errorf("the table is not put back:\n%s", b)
+		}
+		if info, _ := os.Stat(path); info.Mode().Perm() != 0o640 {
+			t.Errorf("the file's mode became %v", info.Mode())
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+			t.Errorf("left behind: %v", left)
+		}
+		if !strings.Contains(logs.String(), "cut short") {
+			t.Errorf("the log: %s", logs.String())
+		}
+		// Nothing more to do at the start after.
+		if Unfinished(dir, log)(running) {
+			t.Error("undone twice")
+		}
+	}
+
+	// A note about another file is not followed.
+	other := filepath.Join(dir, "routing.rules")
+	rules, _ := os.ReadFile(other)
+	markPublish(dir, underWay{File: other, Existed: true, Old: []byte("x"), New: hashOf(rules)})
+	if Unfinished(dir, log)(old) {
+		t.Error("a note about routing.rules was followed")
+	}
+	if b, _ := os.ReadFile(other); string(b) != string(rules) {
+		t.Error("routing.rules was overwritten")
+	}
+	// Nor one that does not parse.
+	os.WriteFile(filepath.Join(dir, publishNote), []byte("{"), 0o600)
+	if Unfinished(dir, log)(old) {
+		t.Error("a broken note was followed")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }

@@ -749,3 +749,73 @@ func TestTickBackoff(t *testing.T) {
 		return strings.Contains(body, `"late"`)
 	})
 }
+
+// TestCommitPause: while commits keep failing (a full disk), events are
+// refused without each being decided, written and followed by a rebuild of
+// the state: one group is tried per pause (100 ms doubling to 1 s), and
+// the rest get a 503 at once. Once the store takes writes, events are
+// accepted within the pause.
+func TestCommitPause(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	var tries atomic.Int32
+	h.fs.FailAppendsIf(func(recs []store.Record) bool {
+		tries.Add(1)
+		return true
+	})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var refused, paused atomic.Int32
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body, _ := h.do("POST", "/v1/events", msgAt(fmt.Sprintf("c%d-%d", c, i), "k1", ""))
+				if code != 503 {
+					t.Errorf("while commits fail: %d %s", code, body)
+					return
+				}
+				refused.Add(1)
+				if strings.Contains(body, "the last commit failed") {
+					paused.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	// Two tries at once, then pauses of 0.1, 0.2, 0.4, 0.8 and 1 s: 7 in
+	// 3 s, 9 on a slow machine; every group would be hundreds.
+	if n := tries.Load(); n > 10 || n < 3 {
+		t.Errorf("%d commits tried in 3 s (of %d events refused); want 3 to 10", n, refused.Load())
+	}
+	if paused.Load() == 0 {
+		t.Error("no refusal said the last commit failed")
+	}
+	h.fs.FailAppendsIf(nil)
+	start := time.Now()
+	for {
+		code, body, _ := h.do("POST", "/v1/events", msgAt("after", "k2", ""))
+		if code == 200 {
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("still refused %v after the store recovered: %d %s", time.Since(start).Round(time.Millisecond), code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Recovered: a failure again is tried at once, as the first of a row.
+	h.fs.FailAppends(1)
+	if code, _, _ := h.do("POST", "/v1/events", msgAt("x1", "k3", "")); code != 503 {
+		t.Fatal("the failed commit was not refused")
+	}
+	if code, body, _ := h.do("POST", "/v1/events", msgAt("x1", "k3", "")); code != 200 {
+		t.Errorf("after one failure: %d %s", code, body)
+	}
+}

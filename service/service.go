@@ -37,8 +37,14 @@ import (
 type Config struct {
 	Rules *dsl.RuleSet
 	// Load compiles the rule set again, for reloads; nil disables them.
-	Load  func() (*dsl.RuleSet, dsl.Diagnostics)
-	Store store.Store
+	Load func() (*dsl.RuleSet, dsl.Diagnostics)
+	// Unfinished, when set, is called at start with the rules the log runs
+	// (nil: the log is empty), before the files are compared with them. It
+	// finishes a change to the files that a stop cut short (a console
+	// publish) and returns true when the files must not be made live at
+	// start: the log's rules stay.
+	Unfinished func(running *dsl.RuleSet) bool
+	Store      store.Store
 	// Token, when set, must be presented as "Authorization: Bearer TOKEN" on
 	// every /v1 call.
 	Token string
@@ -98,8 +104,15 @@ type Service struct {
 	// tickBackoff how long the last pause was.
 	tickPause   time.Time
 	tickBackoff time.Duration
-	idle        *sync.Cond
-	readers     atomic.Int32 // readers waiting for the state
+	// commitPause is when events are tried again after commits failed
+	// twice or more in a row (a full disk): groups that come before are refused without being
+	// decided, rather than each deciding, failing, and rebuilding the
+	// state. commitBackoff is how long the last pause was.
+	commitPause   time.Time
+	commitBackoff time.Duration
+	commitFailed  bool // the last commit failed
+	idle          *sync.Cond
+	readers       atomic.Int32 // readers waiting for the state
 
 	recent *lru.Cache[string, known] // event id → what the store holds
 	// complete is true while recent holds every stored id, so that a miss
@@ -307,6 +320,23 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := s.disp.OpenFeed(ctx, cfg.Store, s.seq); err != nil {
 		return nil, err
 	}
+	// A publish cut short (its table written, its reload never recorded)
+	// is undone: whoever published got no answer.
+	if cfg.Unfinished != nil {
+		var running *dsl.RuleSet
+		if s.seq > 0 {
+			running = s.rs
+		}
+		if cfg.Unfinished(running) {
+			cfg.Rules = s.rs
+			if s.seq == 0 && cfg.Load != nil {
+				// Nothing recorded yet: the files as put back.
+				if rs, _ := cfg.Load(); rs != nil {
+					cfg.Rules = rs
+				}
+			}
+		}
+	}
 	// Starting on other rules than the log's last is a reload; an
 	// instance of several follows the log's instead (see startShared).
 	if s.sh != nil {
@@ -353,6 +383,9 @@ func ruleSetFiles(rs *dsl.RuleSet) []store.RuleSetFile {
 	}
 	return out
 }
+
+// Version is the version of the rules the service runs.
+func (s *Service) Version() string { return *s.version.Load() }
 
 // Ready reports whether the service accepts events, and if not, why.
 func (s *Service) Ready() (bool, string) {
@@ -534,6 +567,9 @@ func (s *Service) Run(ctx context.Context) {
 				s.commitShared(ctx, batch)
 				continue
 			}
+			if s.pausedCommits(batch) {
+				continue
+			}
 			if f := s.prepare(ctx, batch); f != nil {
 				switch {
 				case fl == nil:
@@ -660,6 +696,31 @@ type flight struct {
 	deliveries int
 	// feed are the decisions owed to the platform, for its feed.
 	feed []delivery.Item
+}
+
+// maxCommitPause is the longest pause after failed commits: while they
+// fail, the store is tried again at least this often.
+const maxCommitPause = time.Second
+
+// pausedCommits refuses a group that comes while commits are paused after
+// failures, and says whether it did. One group is tried per pause, which
+// grows from 100 ms to maxCommitPause while they fail: a full disk costs a
+// refusal per request, not a decision, a failed write and a rebuild of the
+// state each.
+func (s *Service) pausedCommits(batch []*request) bool {
+	s.mu.Lock()
+	paused := time.Now().Before(s.commitPause)
+	var why string
+	if c := s.failed.Load(); paused && c != nil {
+		why = c.why
+	}
+	s.mu.Unlock()
+	if !paused {
+		return false
+	}
+	s.refuseAll(batch, &refusal{reason: "the last commit failed (" + why + "); the store is tried again shortly"})
+	s.answer(batch)
+	return true
 }
 
 // maxGroup is how many records the next group gathers while one is
@@ -915,7 +976,15 @@ func (s *Service) finish(f *flight, err error) {
 	s.inflight--
 	if err != nil {
 		if len(f.recs) > 0 && !errors.Is(err, errPoisoned) {
-			s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(f.recs), "err", err)
+			// The first failure pauses nothing (a passing fault costs no
+			// refusals); from the second in a row, commits pause.
+			if s.commitFailed {
+				s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), maxCommitPause)
+				s.commitPause = time.Now().Add(s.commitBackoff)
+			}
+			s.commitFailed = true
+			s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(f.recs), "err", err,
+				"events_refused_for", s.commitBackoff.String())
 			s.failed.Store(&commitFailure{at: time.Now(), why: err.Error()})
 		}
 		why := errNotStored
@@ -927,6 +996,7 @@ func (s *Service) finish(f *flight, err error) {
 	} else {
 		if len(f.recs) > 0 {
 			s.failed.Store(nil)
+			s.commitBackoff, s.commitPause, s.commitFailed = 0, time.Time{}, false
 		}
 		s.seq = f.seq
 		for _, rec := range f.recs {

@@ -140,7 +140,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	*data = where
 	logDelivery(log, delivery)
 	svc, err := service.New(ctx, service.Config{Rules: rs, Load: loadWith, Store: st, Token: *token, Log: log, Seed: *seed,
-		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval, Delivery: delivery})
+		Retain: retention, SnapshotEvery: *snapEvery, SnapshotInterval: *snapInterval, Delivery: delivery,
+		Unfinished: console.Unfinished(*rules, log)})
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before serving")
@@ -191,7 +192,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if n := len(*token); n > 0 && n < minToken {
 		log.Warn(fmt.Sprintf("the token is %d characters long: whoever reaches %s could guess it; use %d or more random characters (openssl rand -hex 16)", n, ln.Addr(), minToken))
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "rules", *rules, "version", rs.Version, "data", *data, "auth", *token != "")
+	log.Info("serving", "addr", ln.Addr().String(), "rules", *rules, "version", svc.Version(), "data", *data, "auth", *token != "")
 
 	code := 0
 	select {
@@ -306,8 +307,8 @@ func fingerprint(dir string) string {
 	var b strings.Builder
 	for _, e := range entries {
 		info, err := e.Info()
-		if err != nil || e.IsDir() {
-			continue
+		if err != nil || e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue // hidden: a publish's note, an editor's swap file
 		}
 		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
 	}
