@@ -421,7 +421,7 @@ func (c *compiler) tableWhen(rw row, strict bool, declared []string) []whenCond 
 }
 
 // tableOffline sets what an assign does when nobody in the group is online:
-// wait (the default), email USER, or owner (the contact's owner, even if
+// wait (the default), email USER (and wait), or owner (the contact's owner, even if
 // offline; if there is none, it waits).
 func (c *compiler) tableOffline(rw row, as *Assign, p Pos) {
 	text := normalWords(rw.cells[colOffline].text)
@@ -437,7 +437,10 @@ func (c *compiler) tableOffline(rw row, as *Assign, p Pos) {
 			return
 		}
 		c.checkUser(user, p)
+		// Emailed, and the conversation waits for the team all the same:
+		// the first to come online takes it.
 		as.Else = &Notify{Pos: p, To: NotifyUser, Name: user, Via: "email"}
+		as.ElseAndWait = true
 	default:
 		hint := didYouMean(strings.Fields(text)[0], []string{"wait", "email", "owner"})
 		if hint == "" {

@@ -184,6 +184,10 @@ type Assign struct {
 	Offer time.Duration `json:"offer,omitempty"`
 	// Else runs when the assign cannot place the conversation.
 	Else Action `json:"else,omitempty"`
+	// ElseAndWait: when nobody is online, the else runs and the
+	// conversation waits too, for the first to come online (a mapping
+	// table's offline: email USER).
+	ElseAndWait bool `json:"else_and_wait,omitempty"`
 }
 
 // Cost is the capacity one conversation takes: Units, or Percent of the

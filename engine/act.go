@@ -186,10 +186,16 @@ func (e *Engine) assign(a *dsl.Assign, r *dsl.Rule, ctx *evalCtx, at *ActionTrac
 		e.setEnv(ctx) // later conditions see the new agent and owner
 		return
 	case unavailable:
-		if a.Else == nil {
+		if a.Else == nil || a.ElseAndWait {
 			e.queue(conv, a, r.Name, at, why)
 			ctx.placed = true
 			e.setEnv(ctx)
+			if a.Else != nil {
+				if at != nil {
+					at.Outcome += "; and:"
+				}
+				e.runElse(a, r, ctx, at)
+			}
 			return
 		}
 	case impossible:
