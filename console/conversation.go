@@ -248,21 +248,24 @@ func said(e timelineEvent, conv string, why *explanation) string {
 }
 
 // timerSaid is what a tick did for the conversation: the explanation
-// says which timer fired, and since when the conversation waited.
+// says which timer fired, and since when the conversation waited (or
+// since when its contact had been silent).
 func timerSaid(conv string, why *explanation) string {
 	if why == nil {
 		return "timer: a rule's timer fired"
 	}
-	prefix := triggers.ConversationUnanswered.String() + ": " + conv + " has waited since "
 	for _, s := range why.Steps {
-		since, ok := strings.CutPrefix(s.Trigger, prefix)
-		if !ok {
-			continue
+		what, since, ok := "unanswered since ", "", false
+		if since, ok = strings.CutPrefix(s.Trigger, triggers.ConversationUnanswered.String()+": "+conv+" has waited since "); !ok {
+			what = "inactive: no word from the contact since an agent wrote at "
+			if since, ok = strings.CutPrefix(s.Trigger, triggers.ConversationInactive.String()+": "+conv+" has had no word from its contact since an agent wrote at "); !ok {
+				continue
+			}
 		}
 		if t, err := time.Parse(time.RFC3339, since); err == nil {
 			since = humanTime(t)
 		}
-		out := "timer: unanswered since " + since
+		out := "timer: " + what + since
 		for _, r := range s.Rules {
 			if r.Matched {
 				out += ", rule " + r.Rule

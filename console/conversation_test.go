@@ -1,6 +1,7 @@
 package console
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -197,4 +198,36 @@ func TestEventExplained(t *testing.T) {
 	// The live page links each decision's conversation.
 	w = do(newConsole(t, ""), "GET", "/", "127.0.0.1:1", nil)
 	mustHave(t, "the desk", w.Body.String(), `href="/events/e1"`, `href="/conversations/e1?event=e1"`, `<a href="/conversations/e1">e1</a>`, `<a href="/conversations/e2">e2</a>`)
+}
+
+// TestTimerSaid: a tick's line on a conversation's page names the timer
+// that fired for it, unanswered or inactive, with since when, and the
+// rules it ran; release and close are said in words.
+func TestTimerSaid(t *testing.T) {
+	why := &explanation{Steps: []traceStep{
+		{Trigger: "conversation.unanswered: other has waited since 2026-01-05T09:00:00Z"},
+		{Trigger: "conversation.inactive: c1 has had no word from its contact since an agent wrote at 2026-01-05T09:05:00Z",
+			Rules: []traceRule{{Rule: "on hold", Matched: true}, {Rule: "abandoned"}}},
+	}}
+	if got, want := timerSaid("c1", why), "timer: inactive: no word from the contact since an agent wrote at 2026-01-05 09:05:00 UTC, rule on hold"; got != want {
+		t.Errorf("timerSaid = %q, want %q", got, want)
+	}
+	if got, want := timerSaid("c2", why), "timer: a rule's timer fired"; got != want {
+		t.Errorf("timerSaid of another conversation = %q, want %q", got, want)
+	}
+	if got, want := (traceStep{Trigger: why.Steps[1].Trigger}).Title(), "Timer “on inactive”: c1 has had no word from its contact since an agent wrote at 2026-01-05T09:05:00Z"; got != want {
+		t.Errorf("Title = %q, want %q", got, want)
+	}
+	for a, want := range map[string]string{
+		`{"type":"release","conversation":"c1","agent":"ana"}`: "c1 stays with agent ana, whose capacity it frees until the contact writes",
+		`{"type":"close","conversation":"c1","agent":"ana"}`:   "c1 closed",
+	} {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(a), &m); err != nil {
+			t.Fatal(err)
+		}
+		if got := describeAction(m); got != want {
+			t.Errorf("describeAction(%s) = %q, want %q", a, got, want)
+		}
+	}
 }

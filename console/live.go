@@ -242,6 +242,9 @@ func (s traceStep) Title() string {
 	if rest, ok := strings.CutPrefix(s.Trigger, triggers.ConversationUnanswered.String()+": "); ok {
 		return "Timer “on unanswered”: " + rest
 	}
+	if rest, ok := strings.CutPrefix(s.Trigger, triggers.ConversationInactive.String()+": "); ok {
+		return "Timer “on inactive”: " + rest
+	}
 	if s.Trigger == "waiting work" {
 		return "Waiting work placed"
 	}
@@ -357,6 +360,10 @@ func describeAction(a map[string]any) string {
 		return "untag " + s("conversation") + " " + s("tag")
 	case "cancel":
 		return s("conversation") + " leaves its waiting line"
+	case "release":
+		return s("conversation") + " stays with agent " + s("agent") + ", whose capacity it frees until the contact writes"
+	case "close":
+		return s("conversation") + " closed"
 	case "queued":
 		if s("agent") != "" {
 			return s("conversation") + " waits for agent " + s("agent")

@@ -253,7 +253,7 @@ func (c *compiler) trigger(on *onAST, t *Trigger) bool {
 		return true
 	}
 	if on.After == nil {
-		c.d.errorf(pos, CodeDuration, "write e.g. unanswered 5m", "unanswered needs a duration")
+		c.d.errorf(pos, CodeDuration, "write e.g. "+kind.Alias()+" 5m", "%s needs a duration", kind.Alias())
 		return false
 	}
 	d, err := parseDuration(on.After.Value)
@@ -262,7 +262,7 @@ func (c *compiler) trigger(on *onAST, t *Trigger) bool {
 		return false
 	}
 	if d <= 0 {
-		c.d.errorf(posOf(on.After.Pos), CodeDuration, "", "unanswered needs a duration above zero")
+		c.d.errorf(posOf(on.After.Pos), CodeDuration, "", "%s needs a duration above zero", kind.Alias())
 		return false
 	}
 	t.After = d
@@ -367,6 +367,8 @@ var usage = map[string]string{
 	"unassign": "unassign",
 	"untag":    "untag NAME",
 	"cancel":   "cancel",
+	"release":  "release",
+	"close":    "close",
 	"reply":    `reply "TEXT"`,
 	"notify":   `notify agent|owner|user NAME|group NAME via email|webhook [with "TEXT"]`,
 	"tag":      "tag NAME",
@@ -395,6 +397,10 @@ func (c *compiler) action(f *File, a *actionAST, kind triggers.Kind) Action {
 			act = &Unassign{Pos: p}
 		case "cancel":
 			act = &Cancel{Pos: p}
+		case "release":
+			act = &Release{Pos: p}
+		case "close":
+			act = &Close{Pos: p}
 		default:
 			act = &Stop{Pos: p}
 		}
@@ -452,6 +458,12 @@ func (c *compiler) allowedIn(act Action, kind triggers.Kind) bool {
 			return false
 		case *Cancel:
 			c.d.errorf(act.ActionPos(), CodeAction, "", "a closed conversation waits in no line: closing took it out")
+			return false
+		case *Release:
+			c.d.errorf(act.ActionPos(), CodeAction, "", "a closed conversation holds no capacity to release: closing freed it")
+			return false
+		case *Close:
+			c.d.errorf(act.ActionPos(), CodeAction, "", "the conversation is closed already")
 			return false
 		case *Set:
 			if a.Path == "conversation.status" {
@@ -1036,7 +1048,7 @@ func (c *compiler) set(f *File, s *setAST) Action {
 		if lit, ok := prog.Node().(*ast.StringNode); ok && !slices.Contains(settableStatuses, lit.Value) {
 			hint := didYouMean(lit.Value, settableStatuses)
 			if lit.Value == triggers.StatusClosed {
-				hint = "the platform closes conversations: send a conversation.closed event"
+				hint = "to close it, write close (the decision tells the platform)"
 			} else if hint == "" {
 				hint = "write 'open', 'pending' or 'snoozed'"
 			}

@@ -68,7 +68,7 @@ type ruleAST struct {
 
 type onAST struct {
 	Pos     lexer.Position
-	Trigger []string   `parser:"'on' ( (?! 'where' | 'then' | 'assign' | 'reassign' | 'unassign' | 'reply' | 'notify' | 'tag' | 'untag' | 'set' | 'cancel' | 'stop') @Ident )+"`
+	Trigger []string   `parser:"'on' ( (?! 'where' | 'then' | 'assign' | 'reassign' | 'unassign' | 'reply' | 'notify' | 'tag' | 'untag' | 'set' | 'cancel' | 'release' | 'close' | 'stop') @Ident )+"`
 	After   *tokenAST  `parser:"@@?"`
 	Extra   []tokenAST `parser:"@@*"`
 }
@@ -124,10 +124,10 @@ type elseAST struct {
 	Action *actionAST `parser:"'else' @@"`
 }
 
-// kwAST is an action of one word: stop, unassign or cancel.
+// kwAST is an action of one word: stop, unassign, cancel, release or close.
 type kwAST struct {
 	Pos lexer.Position
-	Kw  string `parser:"@( 'stop' | 'unassign' | 'cancel' )"`
+	Kw  string `parser:"@( 'stop' | 'unassign' | 'cancel' | 'release' | 'close' )"`
 }
 
 type untagAST struct {

@@ -268,10 +268,11 @@ func refineSyntax(item *Item, toks []lexer.Token) {
 		item.Err.Hint = fmt.Sprintf("quote names that hold punctuation or spaces: %q", word)
 		return
 	}
-	// "unanswered 5 min": a number and a unit written as a word.
+	// "unanswered 5 min", "inactive 5 min": a number and a unit written
+	// as a word.
 	for i := 2; i < len(sig); i++ {
 		t, num := sig[i], sig[i-1]
-		if t.Pos.Offset != item.Err.Pos.Offset || t.Type != tokIdent || num.Type != tokNumber || sig[i-2].Value != "unanswered" {
+		if t.Pos.Offset != item.Err.Pos.Offset || t.Type != tokIdent || num.Type != tokNumber || (sig[i-2].Value != "unanswered" && sig[i-2].Value != "inactive") {
 			continue
 		}
 		written := num.Value + " " + t.Value
@@ -405,7 +406,7 @@ func explainSyntax(perr participle.Error) (msg, hint string) {
 	return fmt.Sprintf("unexpected %s (expected %s)", got, expected), ""
 }
 
-var actionWords = []string{"assign", "reassign", "unassign", "reply", "notify", "tag", "untag", "set", "cancel", "stop"}
+var actionWords = []string{"assign", "reassign", "unassign", "reply", "notify", "tag", "untag", "set", "cancel", "release", "close", "stop"}
 
 func describeToken(t lexer.Token) string {
 	switch {

@@ -100,7 +100,7 @@ type IndexKey struct {
 }
 
 // Action is one compiled action: *Assign, *Reply, *Notify, *Tag, *Untag,
-// *Set, *Unassign, *Cancel or *Stop.
+// *Set, *Unassign, *Cancel, *Release, *Close or *Stop.
 type Action interface {
 	ActionPos() Pos
 	isAction()
@@ -268,6 +268,19 @@ type Cancel struct {
 	Pos Pos `json:"-"`
 }
 
+// Release keeps the conversation with its agent but frees the capacity it
+// takes until the contact writes again (Zendesk's capacity release,
+// Rocket.Chat's on hold).
+type Release struct {
+	Pos Pos `json:"-"`
+}
+
+// Close closes the conversation, as conversation.closed does, but runs no
+// conversation closed rules.
+type Close struct {
+	Pos Pos `json:"-"`
+}
+
 // Stop ends the event: no later action or rule runs.
 type Stop struct {
 	Pos Pos `json:"-"`
@@ -282,6 +295,8 @@ func (a *Stop) ActionPos() Pos     { return a.Pos }
 func (a *Unassign) ActionPos() Pos { return a.Pos }
 func (a *Untag) ActionPos() Pos    { return a.Pos }
 func (a *Cancel) ActionPos() Pos   { return a.Pos }
+func (a *Release) ActionPos() Pos  { return a.Pos }
+func (a *Close) ActionPos() Pos    { return a.Pos }
 
 func (*Assign) isAction()   {}
 func (*Reply) isAction()    {}
@@ -292,6 +307,8 @@ func (*Stop) isAction()     {}
 func (*Unassign) isAction() {}
 func (*Untag) isAction()    {}
 func (*Cancel) isAction()   {}
+func (*Release) isAction()  {}
+func (*Close) isAction()    {}
 
 // typed adds the action's type to its JSON form.
 func typed(kind string, v any) ([]byte, error) {
@@ -340,6 +357,10 @@ func (a *Stop) MarshalJSON() ([]byte, error) { return []byte(`{"type":"stop"}`),
 func (a *Unassign) MarshalJSON() ([]byte, error) { return []byte(`{"type":"unassign"}`), nil }
 
 func (a *Cancel) MarshalJSON() ([]byte, error) { return []byte(`{"type":"cancel"}`), nil }
+
+func (a *Release) MarshalJSON() ([]byte, error) { return []byte(`{"type":"release"}`), nil }
+
+func (a *Close) MarshalJSON() ([]byte, error) { return []byte(`{"type":"close"}`), nil }
 
 func (a *Untag) MarshalJSON() ([]byte, error) {
 	type plain Untag

@@ -75,6 +75,8 @@ func (a *Stop) String() string { return "stop" }
 func (a *Untag) String() string    { return "untag " + quoteName(a.Name) }
 func (a *Unassign) String() string { return "unassign" }
 func (a *Cancel) String() string   { return "cancel" }
+func (a *Release) String() string  { return "release" }
+func (a *Close) String() string    { return "close" }
 
 // quoteName quotes a name unless it is a plain word.
 func quoteName(s string) string {

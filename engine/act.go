@@ -114,6 +114,43 @@ func (e *Engine) do(act dsl.Action, r *dsl.Rule, ctx *evalCtx) *ActionTrace {
 		ctx.placed = false
 		e.out = append(e.out, act)
 		e.setEnv(ctx)
+	case *dsl.Release:
+		conv := ctx.conv
+		switch {
+		case conv == nil || conv.assignee == nil:
+			at.set("does nothing: the conversation has no agent")
+		case conv.released:
+			at.set("does nothing: its capacity is released already, until the contact writes")
+		default:
+			a := conv.assignee
+			e.pool.Unreserve(a, conv.load, conv.channel)
+			conv.released = true
+			e.dirty = append(e.dirty, a)
+			e.out = append(e.out, Action{Type: ActRelease, Rule: r.Name, Conversation: conv.id, Agent: a.ID})
+			if at != nil {
+				at.set("stays with " + a.ID + ", whose capacity it frees until the contact writes again")
+			}
+			e.setEnv(ctx)
+		}
+	case *dsl.Close:
+		conv := ctx.conv
+		switch {
+		case conv == nil:
+			at.set("does nothing: the event has no conversation")
+		case conv.status == StatusClosed:
+			at.set("does nothing: the conversation is closed already")
+		default:
+			act := Action{Type: ActClose, Rule: r.Name, Conversation: conv.id}
+			if conv.assignee != nil {
+				act.Agent = conv.assignee.ID
+			}
+			if at != nil {
+				at.set("closed (it was " + conv.where() + "); no conversation closed rules run")
+			}
+			e.out = append(e.out, act)
+			e.close(conv, false)
+			e.setEnv(ctx)
+		}
 	}
 	return at
 }
@@ -404,8 +441,11 @@ func (e *Engine) unplace(conv *conversation) {
 		e.withdraw(conv)
 	}
 	if a := conv.assignee; a != nil {
-		e.pool.Release(a, conv.load, conv.channel, e.clock)
-		e.dirty = append(e.dirty, a)
+		if !conv.released {
+			e.pool.Release(a, conv.load, conv.channel, e.clock)
+			e.dirty = append(e.dirty, a)
+		}
+		conv.released = false
 		if conv.previous.String() != a.ID {
 			conv.previous = intern(a.ID)
 		}

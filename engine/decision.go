@@ -33,6 +33,11 @@ const (
 	// ActOffer offers the conversation to Agent until Expires: capacity is
 	// held for it, and an offer.accepted event assigns it (Offered).
 	ActOffer = "offer"
+	// ActRelease keeps the conversation with Agent but frees the capacity
+	// it takes until the contact writes again; ActClose closes it (Agent:
+	// the agent it was with).
+	ActRelease = "release"
+	ActClose   = "close"
 )
 
 // Action is one thing the engine did. Which fields are set depends on Type.

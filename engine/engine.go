@@ -45,6 +45,7 @@ type Engine struct {
 
 	index      [triggers.NumKinds]ruleIndex
 	unanswered []*dsl.Rule
+	inactive   []*dsl.Rule
 	ruleOrder  map[*dsl.Rule]int
 
 	// Evaluation: one boxed environment refilled per event (see envBox),
@@ -103,8 +104,12 @@ func New(rs *dsl.RuleSet, opts Options) *Engine {
 	byKind := make([][]*dsl.Rule, triggers.NumKinds)
 	for i, r := range rs.Rules {
 		e.ruleOrder[r] = i
-		if r.Trigger.Kind == triggers.ConversationUnanswered {
+		switch r.Trigger.Kind {
+		case triggers.ConversationUnanswered:
 			e.unanswered = append(e.unanswered, r)
+			continue
+		case triggers.ConversationInactive:
+			e.inactive = append(e.inactive, r)
 			continue
 		}
 		byKind[r.Trigger.Kind] = append(byKind[r.Trigger.Kind], r)
@@ -728,6 +733,16 @@ func (e *Engine) received(ev *triggers.Event) string {
 		ctx.msg = *ev.Message
 	}
 	conv.lastMessage = ctx.msg
+	// The contact wrote: the inactive clock stops, and a released
+	// conversation takes its agent's capacity again.
+	e.stopQuiet(conv)
+	if conv.released {
+		conv.released = false
+		e.pool.Reserve(conv.assignee, conv.load, conv.channel)
+		if e.trace != nil {
+			e.trace.note("the contact wrote: conversation %s, released, counts against %s's capacity again", conv.id, conv.assignee.ID)
+		}
+	}
 	var prev *triggers.Previous
 	if conv.status == StatusSnoozed {
 		// The contact wrote: a snoozed conversation wakes up.
@@ -781,6 +796,48 @@ func (e *Engine) startStreak(conv *conversation) {
 		*tm = timer{due: e.clock.Add(r.Trigger.After), conv: conv, streak: conv.streak, rule: r, order: e.ruleOrder[r], batch: e.seq}
 		heap.Push(&e.timers, tm)
 		conv.timers++
+	}
+}
+
+// startQuiet starts the conversation's inactive clock, or sets it back to
+// now: an agent wrote, and the contact has not written since. Each
+// inactive rule is due that long from now, whether or not it ran after an
+// earlier message of the agent's.
+func (e *Engine) startQuiet(conv *conversation) {
+	e.seq++
+	conv.quietSince, conv.quietBatch = e.clock, e.seq
+	if len(e.inactive) == 0 {
+		return // (a reload that brings inactive rules starts them)
+	}
+	if conv.quiet == nil {
+		conv.quiet = make([]*timer, len(e.inactive))
+	}
+	for i, r := range e.inactive {
+		due := e.clock.Add(r.Trigger.After)
+		if tm := conv.quiet[i]; tm != nil {
+			tm.due, tm.batch = due, e.seq
+			heap.Fix(&e.timers, tm.index)
+			continue
+		}
+		tm := e.newTimer()
+		*tm = timer{due: due, conv: conv, rule: r, order: e.ruleOrder[r], batch: e.seq, slot: i}
+		heap.Push(&e.timers, tm)
+		conv.quiet[i] = tm
+		conv.timers++
+	}
+}
+
+// stopQuiet stops the conversation's inactive clock: the contact wrote,
+// or the conversation closed. Its inactive timers go at once.
+func (e *Engine) stopQuiet(conv *conversation) {
+	conv.quietSince = time.Time{}
+	for i, tm := range conv.quiet {
+		if tm != nil {
+			heap.Remove(&e.timers, tm.index)
+			conv.quiet[i] = nil
+			conv.timers--
+			e.freeTimers = append(e.freeTimers, tm)
+		}
 	}
 }
 
@@ -935,9 +992,11 @@ func (e *Engine) sent(ev *triggers.Event) string {
 	// a conversation id, every open conversation with the contact counts.
 	if conv != nil {
 		conv.waitingSince, conv.held = time.Time{}, false
+		e.startQuiet(conv)
 	} else {
 		for open := c.open; open != nil; open = open.nextOpen {
 			open.waitingSince, open.held = time.Time{}, false
+			e.startQuiet(open)
 		}
 		if c.open != nil && c.open.nextOpen == nil {
 			conv = c.open
@@ -958,11 +1017,13 @@ func (e *Engine) sent(ev *triggers.Event) string {
 }
 
 func (e *Engine) closed(ev *triggers.Event) string {
-	return e.close(e.convs[ev.Conversation])
+	return e.close(e.convs[ev.Conversation], true)
 }
 
-// close closes the conversation and runs the conversation closed rules.
-func (e *Engine) close(conv *conversation) string {
+// close closes the conversation and, with rules, runs the conversation
+// closed rules (a close action runs none).
+func (e *Engine) close(conv *conversation, rules bool) string {
+	e.stopQuiet(conv)
 	conv.status = StatusClosed
 	conv.closedAt = e.clock
 	conv.waitingSince, conv.held = time.Time{}, false
@@ -972,16 +1033,20 @@ func (e *Engine) close(conv *conversation) string {
 	e.withdraw(conv)
 	conv.excluded = conv.excluded[:0]
 	if conv.assignee != nil {
-		e.pool.Release(conv.assignee, conv.load, conv.channel, e.clock)
-		e.dirty = append(e.dirty, conv.assignee)
-		conv.load = 0
+		if !conv.released {
+			e.pool.Release(conv.assignee, conv.load, conv.channel, e.clock)
+			e.dirty = append(e.dirty, conv.assignee)
+		}
+		conv.load, conv.released = 0, false
 	}
 	if conv.waiting != nil {
 		e.unqueue(conv)
 	}
 	conv.queue = ""
-	ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
-	e.run(triggers.ConversationClosed, ctx)
+	if rules {
+		ctx := &evalCtx{conv: conv, contact: conv.contact, channel: conv.channel, to: conv.to}
+		e.run(triggers.ConversationClosed, ctx)
+	}
 	conv.lastMessage = triggers.EventMessage{} // a closed conversation keeps no message
 	if conv.assignee != nil {
 		conv.previous = intern(conv.assignee.ID)
@@ -1066,7 +1131,7 @@ func (e *Engine) updated(ev *triggers.Event) string {
 		if e.trace != nil {
 			e.trace.note("closes conversation %s, as conversation.closed does", conv.id)
 		}
-		return e.close(conv)
+		return e.close(conv, true)
 	}
 	if ev.Status != "" {
 		if e.trace != nil && conv.waiting != nil && ev.Status != StatusOpen {
@@ -1102,21 +1167,32 @@ func (e *Engine) newTimer() *timer {
 func (e *Engine) dropTimer(t *timer) {
 	c := t.conv
 	c.timers--
+	if t.quiet() && c.quiet[t.slot] == t {
+		c.quiet[t.slot] = nil
+	}
 	if c.recyclable() {
 		e.freeConvs = append(e.freeConvs, c)
 	}
 	e.freeTimers = append(e.freeTimers, t)
 }
 
-// timer is an unanswered rule due for a conversation.
+// timer is an unanswered or an inactive rule due for a conversation.
 type timer struct {
 	due    time.Time
 	conv   *conversation
 	streak int
 	rule   *dsl.Rule
 	order  int    // the rule's place in the rule set
-	batch  uint64 // one per unanswered streak, in the order streaks began
+	batch  uint64 // one per unanswered streak or inactive clock's start, in the order they began
+	// An inactive rule's timer is its conversation's quiet[slot], and
+	// index is its place in the heap, so that an agent's next message
+	// moves it and the contact's removes it.
+	slot  int
+	index int
 }
+
+// quiet reports whether the timer is an inactive rule's.
+func (t *timer) quiet() bool { return t.rule.Trigger.Kind == triggers.ConversationInactive }
 
 type timerHeap []*timer
 
@@ -1130,13 +1206,21 @@ func (h timerHeap) Less(i, j int) bool {
 	}
 	return h[i].order < h[j].order
 }
-func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)   { *h = append(*h, x.(*timer)) }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*timer)
+	t.index = len(*h)
+	*h = append(*h, t)
+}
 func (h *timerHeap) Pop() any {
 	old := *h
 	t := old[len(old)-1]
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
+	t.index = -1
 	return t
 }
 
@@ -1175,9 +1259,18 @@ func (e *Engine) fireTimers(t time.Time) {
 		e.timerGroup = group
 		conv := first.conv
 		conv.timers -= len(group)
-		if !first.live() {
+		quiet := first.quiet()
+		if quiet {
+			for _, tm := range group {
+				conv.quiet[tm.slot] = nil
+			}
+		}
+		if !first.live() || quiet && conv.status != StatusOpen {
 			// Answered, closed or superseded since. A closed conversation is
-			// recycled once no timer points at it any more.
+			// recycled once no timer points at it any more. (An inactive
+			// rule runs only for an open conversation: a pending or snoozed
+			// one is left alone, and the agent's next message starts the
+			// clock again.)
 			if conv.recyclable() {
 				e.freeConvs = append(e.freeConvs, conv)
 			}
@@ -1188,7 +1281,11 @@ func (e *Engine) fireTimers(t time.Time) {
 		e.drain()
 		e.reported = first.due
 		if e.trace != nil {
-			e.beginStep(fmt.Sprintf("conversation.unanswered: %s has waited since %s", conv.id, conv.waitingSince.Format(time.RFC3339)))
+			if quiet {
+				e.beginStep(fmt.Sprintf("conversation.inactive: %s has had no word from its contact since an agent wrote at %s", conv.id, conv.quietSince.Format(time.RFC3339)))
+			} else {
+				e.beginStep(fmt.Sprintf("conversation.unanswered: %s has waited since %s", conv.id, conv.waitingSince.Format(time.RFC3339)))
+			}
 		}
 		ctx := &evalCtx{conv: conv, contact: conv.contact, msg: conv.lastMessage, hasMsg: true, channel: conv.channel, to: conv.to}
 		e.setEnv(ctx)

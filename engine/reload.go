@@ -46,14 +46,14 @@ func (e *Engine) Reload(rs *dsl.RuleSet) (*Engine, []Action) {
 			} else {
 				letGo = append(letGo, Action{Type: ActUnassign, Conversation: c.id, Agent: c.assignee.ID})
 				c.previous = intern(c.assignee.ID)
-				c.assignee, c.load, c.group = nil, 0, ""
+				c.assignee, c.load, c.group, c.released = nil, 0, "", false
 			}
 		}
 		if c.waiting != nil {
 			waiting = append(waiting, c.waiting)
 			c.waiting = nil
 		}
-		c.timers = 0
+		c.timers, c.quiet = 0, nil
 		if left := n.remapOffers(c); left != "" {
 			letGo = append(letGo, Action{Type: ActUnassign, Conversation: c.id, Agent: left})
 		}
@@ -92,9 +92,26 @@ func (e *Engine) Reload(rs *dsl.RuleSet) (*Engine, []Action) {
 		c.waiting = w
 	}
 
-	// Timers: each unanswered conversation gets the new rules' timers that
-	// are still ahead of it.
+	// Timers: each unanswered conversation gets the new rules' unanswered
+	// timers that are still ahead of it, each conversation whose contact
+	// has not written since an agent did the inactive ones.
 	for _, c := range e.convs {
+		if !c.quietSince.IsZero() && len(n.inactive) > 0 {
+			for i, r := range n.inactive {
+				due := c.quietSince.Add(r.Trigger.After)
+				if !due.After(n.clock) {
+					continue // it ran already, or would have
+				}
+				if c.quiet == nil {
+					c.quiet = make([]*timer, len(n.inactive))
+				}
+				tm := n.newTimer()
+				*tm = timer{due: due, conv: c, rule: r, order: n.ruleOrder[r], batch: c.quietBatch, slot: i}
+				heap.Push(&n.timers, tm)
+				c.quiet[i] = tm
+				c.timers++
+			}
+		}
 		if c.status != StatusOpen || c.waitingSince.IsZero() {
 			continue
 		}
@@ -149,7 +166,7 @@ func (n *Engine) settle() {
 	n.pool.ResetUse()
 	for _, id := range slices.Sorted(maps.Keys(n.convs)) {
 		c := n.convs[id]
-		if c.assignee != nil {
+		if c.assignee != nil && !c.released {
 			n.pool.Reserve(c.assignee, c.load, c.channel)
 		}
 		if o := c.offer; o != nil {

@@ -56,8 +56,10 @@ import (
 // offered when placed.
 // 7: the notifications held for waiting work (notify agent while it
 // waits for one).
-// Formats 1 to 6 are still read.
-const SnapshotFormat = 7
+// 8: each conversation's inactive clock and whether its capacity is
+// released; the inactive rules' timers.
+// Formats 1 to 7 are still read.
+const SnapshotFormat = 8
 
 const (
 	snapshotMagic  = "SWBSNAP\x00"
@@ -265,6 +267,9 @@ func (e *Engine) encodeConversation(w *encoder, c *conversation) error {
 	w.str(c.previous.String())
 	w.str(c.group)
 	w.bool(c.held)
+	w.time(c.quietSince)
+	w.uint(c.quietBatch)
+	w.bool(c.released)
 	e.encodeOffer(w, c)
 	if wt := c.waiting; wt != nil {
 		w.str(wt.Rule)
@@ -324,8 +329,13 @@ func agentRef(a *actions.Agent) uint64 {
 
 // live reports whether the timer can still fire: its conversation is open
 // and unanswered in the same streak. A dead timer never comes back to life.
+// (An inactive rule's timer leaves the heap when its clock stops, so it is
+// live while it is there.)
 func (t *timer) live() bool {
 	c := t.conv
+	if t.quiet() {
+		return c.status != StatusClosed
+	}
 	return c.status == StatusOpen && c.streak == t.streak && !c.waitingSince.IsZero()
 }
 
@@ -500,12 +510,27 @@ func (e *Engine) decode(d *decoder) {
 			d.fail("a timer for conversation %q, which is not open", id)
 			return
 		}
-		if rule >= len(e.rs.Rules) || !slices.Contains(e.unanswered, e.rs.Rules[rule]) {
-			d.fail("rule %d is not an unanswered rule", rule)
+		if rule >= len(e.rs.Rules) {
+			d.fail("rule %d is not an unanswered or inactive rule", rule)
 			return
 		}
 		t.rule = e.rs.Rules[rule]
+		if slot := slices.Index(e.inactive, t.rule); slot >= 0 {
+			c := t.conv
+			if c.quietSince.IsZero() || c.quiet != nil && c.quiet[slot] != nil {
+				d.fail("conversation %s: an inactive timer it cannot have", c.id)
+				return
+			}
+			if c.quiet == nil {
+				c.quiet = make([]*timer, len(e.inactive))
+			}
+			t.slot, c.quiet[slot] = slot, t
+		} else if !slices.Contains(e.unanswered, t.rule) {
+			d.fail("rule %d is not an unanswered or inactive rule", rule)
+			return
+		}
 		t.conv.timers++
+		t.index = len(e.timers)
 		e.timers = append(e.timers, t)
 	}
 	heap.Init(&e.timers)
@@ -616,6 +641,14 @@ func (e *Engine) decodeConversation(d *decoder) *conversation {
 		c.previous = d.sym()
 		c.group = d.str()
 		c.held = d.bool()
+	}
+	if d.format >= 8 {
+		c.quietSince = d.time()
+		c.quietBatch = d.uint()
+		c.released = d.bool()
+		if c.released && c.assignee == nil && d.err == nil {
+			d.fail("conversation %s: released, but with no agent", c.id)
+		}
 	}
 	if d.format >= 6 {
 		e.decodeOffer(d, c)

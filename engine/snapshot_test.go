@@ -84,8 +84,8 @@ func TestSnapshotFormat(t *testing.T) {
 		edit func([]byte)
 		want string
 	}{
-		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, "format version 0; this build reads versions 1 to 7"},
-		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, "format version 8"},
+		{"older version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0) }, fmt.Sprintf("format version 0; this build reads versions 1 to %d", engine.SnapshotFormat)},
+		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], engine.SnapshotFormat+1) }, fmt.Sprintf("format version %d", engine.SnapshotFormat+1)},
 		{"not a snapshot", func(b []byte) { copy(b, "SQLite f") }, "no snapshot header"},
 	} {
 		bad := bytes.Clone(data)
@@ -142,46 +142,58 @@ func TestSnapshotOlderFormats(t *testing.T) {
 	}
 }
 
-// TestSnapshotFormat6: a snapshot the build before format 7 wrote, of
-// work waiting with a reply held for it (held_reply, after its second
-// event), restores to the state the scenario is in then, and the work is
-// placed with its reply as in the plain run.
-func TestSnapshotFormat6(t *testing.T) {
-	sc := loadScenario(t, filepath.Join(scenarios, "held_reply.txtar"))
-	old, err := os.ReadFile(filepath.Join("..", "testdata", "engine", "snapshots", "held_reply-2-v6.snap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v := binary.LittleEndian.Uint32(old[8:]); v != 6 {
-		t.Fatalf("the file is format %d", v)
-	}
-	restored, err := engine.Restore(sc.rs, old)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := engine.New(sc.rs, engine.Options{Seed: sc.seed})
-	var rest []string
-	i := 0
-	plain.Replay(bytes.NewReader(sc.events), "events.jsonl", func(_ int, ev *triggers.Event, d *engine.Decision) bool {
-		if i++; i == 2 {
-			if got, want := views(restored), views(plain); got != want {
-				t.Fatalf("the format 6 snapshot shows\n%s\nwant\n%s", got, want)
-			}
-		}
-		if i > 2 {
-			rest = append(rest, string(d.AppendJSON(nil)))
-			got, err := restored.Decide(ev)
+// TestSnapshotEarlierFormats: snapshots the builds before formats 7 and 8
+// wrote restore to the state their scenario is in then, and the engine
+// goes on to decide as the plain run does. held_reply-2-v6.snap: work
+// waiting with a reply held for it, after held_reply's second event;
+// unanswered-4-v7.snap: unanswered timers due, after unanswered's fourth.
+func TestSnapshotEarlierFormats(t *testing.T) {
+	for _, tc := range []struct {
+		file, scenario string
+		after          int
+		format         uint32
+	}{
+		{"held_reply-2-v6.snap", "held_reply", 2, 6},
+		{"unanswered-4-v7.snap", "unanswered", 4, 7},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			sc := loadScenario(t, filepath.Join(scenarios, tc.scenario+".txtar"))
+			old, err := os.ReadFile(filepath.Join("..", "testdata", "engine", "snapshots", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(got.AppendJSON(nil)) != rest[len(rest)-1] {
-				t.Errorf("after the format 6 snapshot, %s decides\n%s\nwant\n%s", ev.ID, got.AppendJSON(nil), rest[len(rest)-1])
+			if v := binary.LittleEndian.Uint32(old[8:]); v != tc.format {
+				t.Fatalf("the file is format %d", v)
 			}
-		}
-		return true
-	})
-	if len(rest) == 0 {
-		t.Fatal("nothing decided after the snapshot")
+			restored, err := engine.Restore(sc.rs, old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := engine.New(sc.rs, engine.Options{Seed: sc.seed})
+			var rest []string
+			i := 0
+			plain.Replay(bytes.NewReader(sc.events), "events.jsonl", func(_ int, ev *triggers.Event, d *engine.Decision) bool {
+				if i++; i == tc.after {
+					if got, want := views(restored), views(plain); got != want {
+						t.Fatalf("the format %d snapshot shows\n%s\nwant\n%s", tc.format, got, want)
+					}
+				}
+				if i > tc.after {
+					rest = append(rest, string(d.AppendJSON(nil)))
+					got, err := restored.Decide(ev)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if string(got.AppendJSON(nil)) != rest[len(rest)-1] {
+						t.Errorf("after the format %d snapshot, %s decides\n%s\nwant\n%s", tc.format, ev.ID, got.AppendJSON(nil), rest[len(rest)-1])
+					}
+				}
+				return true
+			})
+			if len(rest) == 0 {
+				t.Fatal("nothing decided after the snapshot")
+			}
+		})
 	}
 }
 

@@ -213,6 +213,15 @@ type conversation struct {
 	waitingSince time.Time
 	streak       int
 	lastMessage  triggers.EventMessage
+	// Inactive tracking: when an agent last wrote, while the contact has
+	// not written since (zero otherwise); the inactive rules' timers, one
+	// per rule (nil once it ran); released, whether its agent's capacity
+	// is freed until the contact writes again (load is what it takes
+	// back).
+	quietSince time.Time
+	quietBatch uint64
+	quiet      []*timer
+	released   bool
 	// timers counts the pending timers that point at the conversation;
 	// batch orders its current streak's timers among others due at once.
 	timers int

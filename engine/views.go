@@ -65,6 +65,11 @@ type ConversationView struct {
 	// OfferedTo is the agent it is offered to, until OfferExpires.
 	OfferedTo    string `json:"offered_to,omitempty"`
 	OfferExpires string `json:"offer_expires,omitempty"`
+	// QuietSince is when an agent last wrote, while the contact has not
+	// written since (the inactive rules' clock); Released, whether its
+	// agent's capacity is freed until the contact writes again.
+	QuietSince string `json:"quiet_since,omitempty"`
+	Released   bool   `json:"released,omitempty"`
 }
 
 // WaitingView is one conversation waiting in a line.
@@ -164,6 +169,10 @@ func (e *Engine) Conversation(id string) (ConversationView, bool) {
 	if o := c.offer; o != nil {
 		v.OfferedTo, v.OfferExpires = o.agent.ID, o.expires.UTC().Format(time.RFC3339Nano)
 	}
+	if !c.quietSince.IsZero() {
+		v.QuietSince = c.quietSince.UTC().Format(time.RFC3339Nano)
+	}
+	v.Released = c.released
 	return v, true
 }
 

@@ -500,6 +500,50 @@ func TestWallClockTimers(t *testing.T) {
 	t.Fatal("the unanswered timer did not fire")
 }
 
+// TestInactiveTimers: inactive rules fire on the service's clock too: a
+// released conversation's capacity takes the waiting one, and a close
+// ends it, as stored tick events; the platform's own close afterwards
+// is refused.
+func TestInactiveTimers(t *testing.T) {
+	c := clocked(t, "on new conversation -> assign group G\non inactive 10m -> release\non inactive 30m -> close",
+		"agents:\n  - {id: a, capacity: 1, status: online}\ngroups:\n  G: [a]\n")
+	do(t, "POST", c.url+"/v1/events", "", `{"id":"e1","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k1"}}`)
+	do(t, "POST", c.url+"/v1/events", "", `{"id":"e2","type":"message.received","channel":"sms","to":"+1","contact":{"id":"k2"}}`)
+	if code, body, _ := do(t, "POST", c.url+"/v1/events", "", `{"id":"e3","type":"message.sent","agent":"a","conversation":"e1"}`); code != 200 {
+		t.Fatalf("message.sent: %d %s", code, body)
+	}
+	waitFor := func(what, path, want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		var body string
+		for time.Now().Before(deadline) {
+			_, body, _ = do(t, "GET", c.url+path, "", "")
+			if strings.Contains(body, want) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("%s: %s has no %s:\n%s", what, path, want, body)
+	}
+	_, body, _ := do(t, "GET", c.url+"/v1/conversations/e1", "", "")
+	if !strings.Contains(body, `"quiet_since":"2026-01-05T09:00:00Z"`) || strings.Contains(body, `"released"`) {
+		t.Fatalf("before the timer: %s", body)
+	}
+	c.advance(11 * time.Minute)
+	do(t, "POST", c.url+"/v1/events", "", `{"id":"e4","type":"message.received","channel":"sms","to":"+2","contact":{"id":"k3"}}`)
+	waitFor("release", "/v1/conversations/e1", `"released":true`)
+	waitFor("the waiting one placed", "/v1/conversations/e2", `"agent":"a"`)
+	c.advance(20 * time.Minute)
+	do(t, "POST", c.url+"/v1/events", "", `{"id":"e5","type":"message.received","channel":"sms","to":"+3","contact":{"id":"k4"}}`)
+	waitFor("close", "/v1/decisions?last=10", `{"type":"close","rule":"r.rules:3","conversation":"e1","agent":"a"}`)
+	if code, body, _ := do(t, "GET", c.url+"/v1/conversations/e1", "", ""); code != 404 {
+		t.Errorf("closed by the rule, e1 is still there: %d %s", code, body)
+	}
+	if code, body, _ := do(t, "POST", c.url+"/v1/events", "", `{"id":"e6","type":"conversation.closed","conversation":"e1"}`); code != 422 || !strings.Contains(body, "no open conversation") {
+		t.Errorf("the platform's close after the rule's: %d %s", code, body)
+	}
+}
+
 // TestNoTokenRefusesPages: without a token the API answers programs, not
 // web pages: any page its user opens could otherwise post events, reload
 // rules or read contacts, from another site or by rebinding its own name

@@ -14,10 +14,11 @@ const (
 	ConversationUpdated
 	OfferDeclined
 	OfferExpired
+	ConversationInactive
 )
 
 // NumKinds is one more than the largest Kind, for sizing per-trigger tables.
-const NumKinds = int(OfferExpired) + 1
+const NumKinds = int(ConversationInactive) + 1
 
 var kindNames = [...]string{
 	MessageReceived:        "message.received",
@@ -29,6 +30,7 @@ var kindNames = [...]string{
 	ConversationUpdated:    "conversation.updated",
 	OfferDeclined:          "offer.declined",
 	OfferExpired:           "offer.expired",
+	ConversationInactive:   "conversation.inactive",
 }
 
 var kindAliases = [...]string{
@@ -41,6 +43,7 @@ var kindAliases = [...]string{
 	ConversationUpdated:    "conversation updated",
 	OfferDeclined:          "offer declined",
 	OfferExpired:           "offer expired",
+	ConversationInactive:   "inactive",
 }
 
 // String returns the canonical name, e.g. "message.received".
@@ -63,8 +66,9 @@ func (k Kind) Alias() string {
 // conditions read as agent: agent status, offer declined, offer expired.
 func (k Kind) HasAgent() bool { return k == AgentStatus || k == OfferDeclined || k == OfferExpired }
 
-// TakesDuration reports whether the trigger needs a duration (unanswered 5m).
-func (k Kind) TakesDuration() bool { return k == ConversationUnanswered }
+// TakesDuration reports whether the trigger needs a duration (unanswered
+// 5m, inactive 30m): its rules run on a timer.
+func (k Kind) TakesDuration() bool { return k == ConversationUnanswered || k == ConversationInactive }
 
 // Kinds lists every valid trigger in declaration order.
 func Kinds() []Kind {
