@@ -697,6 +697,9 @@ func decodeBody(body []byte, v any) error {
 	if !utf8.Valid(body) {
 		return errors.New("it is not UTF-8 text")
 	}
+	if at := jsonkeys.LoneSurrogate(body); at >= 0 {
+		return fmt.Errorf("byte %d: %s is half of a UTF-16 surrogate pair without the other half, which is no character; send whole characters", at+1, body[at:at+6])
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -149,6 +149,9 @@ func DecodeEvent(data []byte, requireAt bool) (*Event, error) {
 	if at := invalidUTF8(data); at >= 0 {
 		return nil, &FieldError{Message: fmt.Sprintf("byte %d is not UTF-8; send the event as UTF-8 text", at+1)}
 	}
+	if at := jsonkeys.LoneSurrogate(data); at >= 0 {
+		return nil, &FieldError{Message: fmt.Sprintf("byte %d: %s is half of a UTF-16 surrogate pair without the other half, which is no character; send whole characters", at+1, data[at:at+6])}
+	}
 	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
 		if trimmed[0] == '[' {
 			return nil, &FieldError{Message: "not an event: a JSON array; send one event as a JSON object, or several as JSON lines (one object per line)"}

@@ -14,6 +14,7 @@ func TestDecodeEventErrors(t *testing.T) {
 		{`{"id":"e1","type":"tick","at":"yesterday"}`, `field "at": "yesterday" is not an RFC 3339 time such as 2026-01-05T09:00:00Z`},
 		{"{\"id\":\"u9\xc3\",\"type\":\"tick\"}", `byte 10 is not UTF-8; send the event as UTF-8 text`},
 		{"\xEF\xBB\xBF{\"id\":\"e1\",\"type\":\"tick\"}", `the event starts with a byte-order mark; send UTF-8 without one`},
+		{`{"id":"s\ud800","type":"tick"}`, `byte 9: \ud800 is half of a UTF-16 surrogate pair without the other half, which is no character; send whole characters`},
 		{`{"id":"e1","type":"tick"}`, `field "at": missing; write the time as RFC 3339, e.g. 2026-01-05T09:00:00Z`},
 		{`{"id":"e1","type":"message.recieved","at":"2026-01-05T09:00:00Z"}`, `field "type": unknown event type "message.recieved"; expected one of message.received, message.sent, conversation.closed, conversation.updated, agent.status, offer.accepted, offer.declined, tick`},
 		{`{"id":"e1","type":"conversation.created","at":"2026-01-05T09:00:00Z"}`, `field "type": unknown event type "conversation.created"; expected one of message.received, message.sent, conversation.closed, conversation.updated, agent.status, offer.accepted, offer.declined, tick (a conversation opens with its first message.received)`},

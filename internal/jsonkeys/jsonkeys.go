@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -316,4 +317,52 @@ func (w *walker) space(i int) int {
 		}
 	}
 	return i
+}
+
+// LoneSurrogate is the offset in data of the first \u escape that names
+// half of a UTF-16 surrogate pair without the other half (\ud800 alone, as
+// a string cut in the middle of an emoji gives), or -1. A JSON decoder
+// turns each into U+FFFD, so two different ids would become one.
+func LoneSurrogate(data []byte) int {
+	if bytes.IndexByte(data, '\\') < 0 {
+		return -1
+	}
+	high := -1 // the offset of a high half waiting for its low half
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\\' {
+			if high >= 0 {
+				return high
+			}
+			continue
+		}
+		if i+1 >= len(data) {
+			break
+		}
+		r, ok := rune(-1), false
+		if data[i+1] == 'u' && i+6 <= len(data) {
+			if v, err := strconv.ParseUint(string(data[i+2:i+6]), 16, 16); err == nil {
+				r, ok = rune(v), true
+			}
+		}
+		switch {
+		case ok && r >= 0xD800 && r < 0xDC00:
+			if high >= 0 {
+				return high
+			}
+			high = i
+		case ok && r >= 0xDC00 && r < 0xE000:
+			if high < 0 {
+				return i
+			}
+			high = -1
+		case high >= 0:
+			return high
+		}
+		if ok {
+			i += 5
+		} else {
+			i++ // the escaped character
+		}
+	}
+	return high
 }
