@@ -750,6 +750,80 @@ func TestTickBackoff(t *testing.T) {
 	})
 }
 
+// TestFullDiskProbe: while every write fails (a full disk), a paused
+// service tries a small write before deciding a group, so it decides,
+// writes and rebuilds nothing until the store takes writes again; then it
+// takes events within a pause.
+func TestFullDiskProbe(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, nil)
+	h.fs.FailAppends(-1)
+	h.fs.FailMeta(-1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if code, body, _ := h.do("POST", "/v1/events", msgAt(fmt.Sprintf("c%d-%d", c, i), "k1", "")); code != 503 {
+					t.Errorf("while the disk is full: %d %s", code, body)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	// Two commits fail before the pause; after that, probes only.
+	if n := h.fs.Tried("Append"); n > 2 {
+		t.Errorf("%d commits tried while every write failed; want 2", n)
+	}
+	if n := strings.Count(h.logs.String(), "rebuilding the state from the store"); n > 2 {
+		t.Errorf("%d rebuilds while every write failed; want 2 at most", n)
+	}
+	if n := h.fs.Tried("SetMeta"); n < 2 {
+		t.Errorf("%d probes in 2 s", n)
+	}
+	h.fs.FailAppends(0)
+	h.fs.FailMeta(0)
+	start := time.Now()
+	for {
+		code, body, _ := h.do("POST", "/v1/events", msgAt("after", "k2", ""))
+		if code == 200 {
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("still refused %v after the disk had room: %d %s", time.Since(start).Round(time.Millisecond), code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSnapshotBackoff: a snapshot that fails (a full disk) is tried again
+// after a pause, not at every commit, each try a replay of the log.
+func TestSnapshotBackoff(t *testing.T) {
+	h := open(t, "", defaultTestRules, nil, func(c *Config) { c.SnapshotEvery = 5 })
+	h.fs.FailSnapshots(-1)
+	for i := range 60 {
+		if code, body, _ := h.do("POST", "/v1/events", msgAt(fmt.Sprint("e", i), fmt.Sprint("k", i), "")); code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := h.fs.Tried("SaveSnapshot"); n != 1 {
+		t.Errorf("%d snapshots tried over 60 commits while they failed; want 1", n)
+	}
+	if !strings.Contains(h.logs.String(), `"tried_again_in":"5s"`) {
+		t.Errorf("the failure does not say when it is tried again:\n%s", h.logs.String())
+	}
+}
+
 // TestCommitPause: while commits keep failing (a full disk), events are
 // refused without each being decided, written and followed by a rebuild of
 // the state: one group is tried per pause (100 ms doubling to 1 s), and

@@ -110,7 +110,8 @@ type Service struct {
 	// state. commitBackoff is how long the last pause was.
 	commitPause   time.Time
 	commitBackoff time.Duration
-	commitFailed  bool // the last commit failed
+	commitFailed  bool          // the last commit failed
+	rebuildTook   time.Duration // how long the last rebuild took
 	idle          *sync.Cond
 	readers       atomic.Int32 // readers waiting for the state
 
@@ -567,7 +568,7 @@ func (s *Service) Run(ctx context.Context) {
 				s.commitShared(ctx, batch)
 				continue
 			}
-			if s.pausedCommits(batch) {
+			if s.pausedCommits(ctx, batch) {
 				continue
 			}
 			if f := s.prepare(ctx, batch); f != nil {
@@ -698,30 +699,61 @@ type flight struct {
 	feed []delivery.Item
 }
 
-// maxCommitPause is the longest pause after failed commits: while they
-// fail, the store is tried again at least this often.
+// maxCommitPause is the longest pause after failed commits, unless the
+// rebuild each costs takes longer (commitPauseMax): while they fail, the
+// store is tried again at least this often.
 const maxCommitPause = time.Second
+
+// commitPauseMax is the longest pause after failed commits: maxCommitPause,
+// or four times the last rebuild, up to a minute, so that rebuilding after
+// failed commits takes a fifth of the time at most, however long the log
+// since the last snapshot. The caller holds s.mu.
+func (s *Service) commitPauseMax() time.Duration {
+	return max(maxCommitPause, min(4*s.rebuildTook, time.Minute))
+}
 
 // pausedCommits refuses a group that comes while commits are paused after
 // failures, and says whether it did. One group is tried per pause, which
-// grows from 100 ms to maxCommitPause while they fail: a full disk costs a
+// grows from 100 ms to commitPauseMax while they fail, and only once a
+// small write to the store (a probe) succeeds: a full disk costs a
 // refusal per request, not a decision, a failed write and a rebuild of the
 // state each.
-func (s *Service) pausedCommits(batch []*request) bool {
+func (s *Service) pausedCommits(ctx context.Context, batch []*request) bool {
 	s.mu.Lock()
 	paused := time.Now().Before(s.commitPause)
-	var why string
-	if c := s.failed.Load(); paused && c != nil {
-		why = c.why
-	}
+	failed := s.commitFailed
 	s.mu.Unlock()
+	if !paused && failed {
+		// The store has not taken a commit since: a probe first, which
+		// costs no decision and no rebuild when it fails.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.cfg.Store.SetMeta(pctx, probeKey, s.cfg.Now().UTC().Format(time.RFC3339Nano))
+		cancel()
+		if err != nil {
+			s.mu.Lock()
+			s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), s.commitPauseMax())
+			s.commitPause = time.Now().Add(s.commitBackoff)
+			s.failed.Store(&commitFailure{at: time.Now(), why: err.Error()})
+			s.mu.Unlock()
+			s.log.Error("the store still refuses writes: refusing events", "err", err, "events_refused_for", s.commitBackoff.String())
+			paused = true
+		}
+	}
 	if !paused {
 		return false
+	}
+	var why string
+	if c := s.failed.Load(); c != nil {
+		why = c.why
 	}
 	s.refuseAll(batch, &refusal{reason: "the last commit failed (" + why + "); the store is tried again shortly"})
 	s.answer(batch)
 	return true
 }
+
+// probeKey is the meta key a paused service writes to learn whether the
+// store takes writes again.
+const probeKey = "write-probe"
 
 // maxGroup is how many records the next group gathers while one is
 // written, at most.
@@ -979,7 +1011,7 @@ func (s *Service) finish(f *flight, err error) {
 			// The first failure pauses nothing (a passing fault costs no
 			// refusals); from the second in a row, commits pause.
 			if s.commitFailed {
-				s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), maxCommitPause)
+				s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), s.commitPauseMax())
 				s.commitPause = time.Now().Add(s.commitBackoff)
 			}
 			s.commitFailed = true
@@ -1108,6 +1140,8 @@ func isRefusal(err error) bool {
 // when it cannot, the service refuses writes (and reads) until repair
 // succeeds. The caller holds s.mu.
 func (s *Service) rebuild(ctx context.Context) {
+	start := time.Now()
+	defer func() { s.rebuildTook = time.Since(start) }()
 	st, err := s.load(context.WithoutCancel(ctx))
 	if err != nil {
 		s.eng = nil

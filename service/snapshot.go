@@ -74,10 +74,21 @@ func (p *snapshotter) do(ctx context.Context, fn func(context.Context) error) er
 // snapshot that another instance is taking.
 const elsewhereWait = time.Second
 
+// Failed snapshots are tried again after a pause that grows from
+// snapshotRetryMin, and is at least ten times what the failed one took,
+// up to snapshotRetryMax: a full disk costs a replay of the log now and
+// then, not at every commit.
+const (
+	snapshotRetryMin = 5 * time.Second
+	snapshotRetryMax = 10 * time.Minute
+)
+
 func (p *snapshotter) run(ctx context.Context) {
 	t := time.NewTicker(p.s.cfg.SnapshotInterval)
 	defer t.Stop()
 	var quiet time.Time // kicks before it are let go
+	var failedUntil time.Time
+	var retry time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,10 +103,18 @@ func (p *snapshotter) run(ctx context.Context) {
 			}
 		case <-t.C:
 		}
+		if time.Now().Before(failedUntil) {
+			continue
+		}
 		if p.committed.Load() > p.last.Load() {
+			start := time.Now()
 			elsewhere, err := p.takeShared(ctx)
 			if err != nil && ctx.Err() == nil {
-				p.s.log.Error("snapshot failed; the older ones stay", "err", err)
+				retry = min(max(2*retry, snapshotRetryMin, 10*time.Since(start)), snapshotRetryMax)
+				failedUntil = time.Now().Add(retry)
+				p.s.log.Error("snapshot failed; the older ones stay", "err", err, "tried_again_in", retry.String())
+			} else if err == nil {
+				retry, failedUntil = 0, time.Time{}
 			}
 			if elsewhere {
 				// Another instance is taking one: asking again at every

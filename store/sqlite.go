@@ -686,10 +686,16 @@ func (s *SQLite) SaveSnapshot(ctx context.Context, info SnapshotInfo, state []by
 	if err := s.inTx(ctx, func(*sql.Conn) error { s.blob++; blob = s.blob; return nil }); err != nil {
 		return err
 	}
+	// What was written of a snapshot that fails goes at once: on a full
+	// disk, that space is what the log still has.
+	drop := func(err error) error {
+		s.exec(context.WithoutCancel(ctx), `DELETE FROM snapshot_chunks WHERE blob = ?`, blob)
+		return err
+	}
 	for n := 0; n*snapshotChunk < len(state) || n == 0; n++ {
 		part := state[n*snapshotChunk : min(len(state), (n+1)*snapshotChunk)]
 		if err := s.exec(ctx, `INSERT INTO snapshot_chunks (blob, n, data) VALUES (?, ?, ?)`, blob, n, part); err != nil {
-			return err
+			return drop(err)
 		}
 	}
 	// The row names the new blob, in one step; the old blob, if this
@@ -704,8 +710,11 @@ func (s *SQLite) SaveSnapshot(ctx context.Context, info SnapshotInfo, state []by
 			info.Seq, info.RuleSet, info.Format, len(state), formatTime(info.Taken), blob)
 		return err
 	})
-	if err != nil || !old.Valid {
-		return err
+	if err != nil {
+		return drop(err)
+	}
+	if !old.Valid {
+		return nil
 	}
 	return s.exec(ctx, `DELETE FROM snapshot_chunks WHERE blob = ?`, old.Int64)
 }

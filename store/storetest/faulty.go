@@ -22,11 +22,15 @@ type Faulty struct {
 	appends  int // fail the next n appends; -1: every one
 	replays  int
 	snaps    int
+	metas    int
 	checks   error
 	failIf   func([]store.Record) bool
 	hold     chan struct{}
 	held     chan struct{}
 	Appended int // successful appends
+	// Tries counts the calls to each of Append, SaveSnapshot and
+	// SetMeta, failed or not.
+	Tries map[string]int
 }
 
 // Wrap returns a Faulty around s that fails nothing yet.
@@ -60,6 +64,30 @@ func (f *Faulty) FailReplays(n int) { f.mu.Lock(); f.replays = n; f.mu.Unlock() 
 // FailSnapshots makes the next n snapshot writes fail.
 func (f *Faulty) FailSnapshots(n int) { f.mu.Lock(); f.snaps = n; f.mu.Unlock() }
 
+// FailMeta makes the next n writes of meta data fail.
+func (f *Faulty) FailMeta(n int) { f.mu.Lock(); f.metas = n; f.mu.Unlock() }
+
+// Tried is how many times the store's method name was called.
+func (f *Faulty) Tried(name string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.Tries[name] }
+
+func (f *Faulty) tried(name string) {
+	if f.Tries == nil {
+		f.Tries = map[string]int{}
+	}
+	f.Tries[name]++
+}
+
+func (f *Faulty) SetMeta(ctx context.Context, key, value string) error {
+	f.mu.Lock()
+	f.tried("SetMeta")
+	fail := take(&f.metas)
+	f.mu.Unlock()
+	if fail {
+		return ErrInjected
+	}
+	return f.Store.SetMeta(ctx, key, value)
+}
+
 // FailChecks makes Check report err (nil: the wrapped store's answer).
 func (f *Faulty) FailChecks(err error) { f.mu.Lock(); f.checks = err; f.mu.Unlock() }
 
@@ -85,6 +113,7 @@ func (f *Faulty) Release() {
 func (f *Faulty) Append(ctx context.Context, recs []store.Record) error {
 	f.mu.Lock()
 	hold, held := f.hold, f.held
+	f.tried("Append")
 	fail := take(&f.appends)
 	f.mu.Unlock()
 	if hold != nil {
@@ -122,6 +151,7 @@ func (f *Faulty) Replay(ctx context.Context, after, upto int64, fn func(store.Re
 
 func (f *Faulty) SaveSnapshot(ctx context.Context, info store.SnapshotInfo, state []byte) error {
 	f.mu.Lock()
+	f.tried("SaveSnapshot")
 	fail := take(&f.snaps)
 	f.mu.Unlock()
 	if fail {
