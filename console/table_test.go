@@ -406,7 +406,7 @@ func TestTablePublishCutShort(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	// The log runs the published table: it stays.
-	if Unfinished(dir, log)(published) {
+	if Unfinished(dir, log)(published) != service.Untouched {
 		t.Error("a recorded publish is undone")
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(written) {
@@ -420,7 +420,7 @@ func TestTablePublishCutShort(t *testing.T) {
 	for _, running := range []*dsl.RuleSet{old, nil} {
 		markPublish(dir, underWay{File: path, Existed: true, Old: before, Mode: 0o640, New: hashOf(written), By: "Dana"})
 		os.WriteFile(path, written, 0o640)
-		if !Unfinished(dir, log)(running) {
+		if Unfinished(dir, log)(running) != service.PutBack {
 			t.Error("a publish cut short is not undone")
 		}
 		if b, _ := os.ReadFile(path); string(b) != string(before) {
@@ -436,16 +436,33 @@ func TestTablePublishCutShort(t *testing.T) {
 			t.Errorf("the log: %s", logs.String())
 		}
 		// Nothing more to do at the start after.
-		if Unfinished(dir, log)(running) {
+		if Unfinished(dir, log)(running) != service.Untouched {
 			t.Error("undone twice")
 		}
+	}
+
+	// The directory spelled otherwise at the next start (relative, as
+	// given on the command line, then absolute): still this rule set's
+	// table, put back.
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	markPublish(rel, underWay{File: filepath.Join(rel, "mappings.csv"), Existed: true, Old: before, Mode: 0o640, New: hashOf(written), By: "Dana"})
+	os.WriteFile(path, written, 0o640)
+	if Unfinished(dir, log)(old) != service.PutBack {
+		t.Error("a note written with the directory spelled otherwise is not followed")
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(before) {
+		t.Errorf("the table is not put back:\n%s", b)
 	}
 
 	// A note about another file is not followed.
 	other := filepath.Join(dir, "routing.rules")
 	rules, _ := os.ReadFile(other)
 	markPublish(dir, underWay{File: other, Existed: true, Old: []byte("x"), New: hashOf(rules)})
-	if Unfinished(dir, log)(old) {
+	if Unfinished(dir, log)(old) != service.Untouched {
 		t.Error("a note about routing.rules was followed")
 	}
 	if b, _ := os.ReadFile(other); string(b) != string(rules) {
@@ -453,7 +470,7 @@ func TestTablePublishCutShort(t *testing.T) {
 	}
 	// Nor one that does not parse.
 	os.WriteFile(filepath.Join(dir, publishNote), []byte("{"), 0o600)
-	if Unfinished(dir, log)(old) {
+	if Unfinished(dir, log)(old) != service.Untouched {
 		t.Error("a broken note was followed")
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {

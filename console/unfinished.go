@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/dsl"
 	"github.com/switchboard-dev/switchboard/internal/atomicfile"
+	"github.com/switchboard-dev/switchboard/service"
 )
 
 // A table publish is two steps: the file is replaced, then the reload is
@@ -30,7 +31,8 @@ const publishNote = ".switchboard-publishing.json"
 
 // underWay is what the note holds: enough to put the file back.
 type underWay struct {
-	// File is the file written, links resolved.
+	// File is the file written, links resolved, as an absolute path: the
+	// next start may spell the rule set's directory otherwise.
 	File string `json:"file"`
 	// Existed says whether the file was there before; Old is what it held.
 	Existed bool   `json:"existed"`
@@ -45,6 +47,9 @@ type underWay struct {
 
 // markPublish writes the note, synced, before the table is written.
 func markPublish(dir string, u underWay) error {
+	if abs, err := filepath.Abs(u.File); err == nil {
+		u.File = abs
+	}
 	b, err := json.Marshal(u)
 	if err != nil {
 		return err
@@ -72,15 +77,14 @@ func unmarkPublish(dir string) error {
 // publish of the table in dir that a stop cut short. running is the rule
 // set the log runs (nil: the log is empty). When the table on disk is the
 // one the publish wrote and the log does not run it, the file is put back
-// as it was, and it returns true: the files on disk are not to be made
-// live at start (the log's rules are what was last published). In any
-// other case the publish was settled (recorded, or put back), and only the
-// note goes.
-func Unfinished(dir string, log *slog.Logger) func(running *dsl.RuleSet) bool {
-	return func(running *dsl.RuleSet) bool {
+// as it was (service.PutBack; service.NotPutBack when that fails: the
+// files on disk are not to be made live at start). In any other case the
+// publish was settled (recorded, or put back), and only the note goes.
+func Unfinished(dir string, log *slog.Logger) func(running *dsl.RuleSet) service.Settled {
+	return func(running *dsl.RuleSet) service.Settled {
 		b, err := os.ReadFile(filepath.Join(dir, publishNote))
 		if errors.Is(err, fs.ErrNotExist) {
-			return false
+			return service.Untouched
 		}
 		var u underWay
 		if err == nil {
@@ -89,19 +93,19 @@ func Unfinished(dir string, log *slog.Logger) func(running *dsl.RuleSet) bool {
 		if err != nil {
 			log.Warn("a table publish left a note that cannot be read; it is removed and the files are left as they are", "note", filepath.Join(dir, publishNote), "err", err)
 			unmarkPublish(dir)
-			return false
+			return service.Untouched
 		}
 		if !tablePath(dir, u.File) {
 			log.Warn("a table publish left a note about a file that is not this rule set's table; it is removed and the files are left as they are", "note", filepath.Join(dir, publishNote), "file", u.File)
 			unmarkPublish(dir)
-			return false
+			return service.Untouched
 		}
 		cur, err := os.ReadFile(u.File)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// Left for the next start: nothing is decided on a file that
 			// cannot be read (serve's own load says why).
 			log.Error("a table publish was cut short and its file cannot be read", "file", u.File, "err", err)
-			return false
+			return service.Untouched
 		}
 		live := running != nil && running.Sources.Mappings != nil && hashOf(running.Sources.Mappings.Text) == u.New
 		if hashOf(cur) != u.New || live {
@@ -109,7 +113,7 @@ func Unfinished(dir string, log *slog.Logger) func(running *dsl.RuleSet) bool {
 			if err := unmarkPublish(dir); err != nil {
 				log.Error("the note of a settled table publish cannot be removed", "err", err)
 			}
-			return false
+			return service.Untouched
 		}
 		var perr error
 		if u.Existed {
@@ -119,26 +123,32 @@ func Unfinished(dir string, log *slog.Logger) func(running *dsl.RuleSet) bool {
 		}
 		if perr != nil {
 			log.Error("a table publish was cut short before its reload was recorded, and the table cannot be put back as it was; the service runs the rules it last recorded, and putting the table back is tried again at the next start", "file", u.File, "by", u.By, "err", perr)
-			return true
+			return service.NotPutBack
 		}
 		log.Warn("a table publish was cut short before its reload was recorded (the service stopped): the table is put back as it was, unpublished. Whoever published got no answer; they can publish again",
 			"file", u.File, "by", u.By, "reason", u.Reason, "at", u.At.Format(time.RFC3339))
 		if err := unmarkPublish(dir); err != nil {
 			log.Error("the note of a settled table publish cannot be removed", "err", err)
 		}
-		return true
+		return service.PutBack
 	}
 }
 
 // tablePath says whether path is the rule set's mapping table (either
-// name, links resolved).
+// name, links resolved, however the directory is spelled).
 func tablePath(dir, path string) bool {
-	for _, name := range []string{dsl.MappingsCSV, dsl.MappingsYAML} {
-		p := filepath.Join(dir, name)
+	resolve := func(p string) string {
 		if target, err := filepath.EvalSymlinks(p); err == nil {
 			p = target
 		}
-		if p == path {
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		return p
+	}
+	path = resolve(path)
+	for _, name := range []string{dsl.MappingsCSV, dsl.MappingsYAML} {
+		if resolve(filepath.Join(dir, name)) == path {
 			return true
 		}
 	}

@@ -41,9 +41,10 @@ type Config struct {
 	// Unfinished, when set, is called at start with the rules the log runs
 	// (nil: the log is empty), before the files are compared with them. It
 	// finishes a change to the files that a stop cut short (a console
-	// publish) and returns true when the files must not be made live at
-	// start: the log's rules stay.
-	Unfinished func(running *dsl.RuleSet) bool
+	// publish) and says what it did: when it put the files back, they are
+	// compiled again (Load), and started on as usual; when it could not,
+	// they are not made live at start: the log's rules stay.
+	Unfinished func(running *dsl.RuleSet) Settled
 	Store      store.Store
 	// Token, when set, must be presented as "Authorization: Bearer TOKEN" on
 	// every /v1 call.
@@ -328,13 +329,29 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		if s.seq > 0 {
 			running = s.rs
 		}
-		if cfg.Unfinished(running) {
-			cfg.Rules = s.rs
-			if s.seq == 0 && cfg.Load != nil {
-				// Nothing recorded yet: the files as put back.
-				if rs, _ := cfg.Load(); rs != nil {
-					cfg.Rules = rs
+		switch cfg.Unfinished(running) {
+		case PutBack:
+			// The files as put back, with whatever else changed on disk
+			// meanwhile: starting on them is a reload, as usual.
+			if cfg.Load == nil {
+				if s.seq > 0 {
+					cfg.Rules = s.rs
 				}
+				break
+			}
+			switch rs, ds := cfg.Load(); {
+			case rs != nil:
+				if err := cfg.Store.SaveRuleSet(ctx, rs.Version, ruleSetFiles(rs)); err != nil {
+					return nil, err
+				}
+				cfg.Rules = rs
+			case s.seq > 0:
+				s.log.Error("the files as put back do not compile; the service runs the rules it last recorded", "problems", ds.Error())
+				cfg.Rules = s.rs
+			}
+		case NotPutBack:
+			if s.seq > 0 {
+				cfg.Rules = s.rs
 			}
 		}
 	}
@@ -349,6 +366,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	return s, nil
 }
+
+// Settled is what Config.Unfinished did at start.
+type Settled int
+
+const (
+	// Untouched: nothing was cut short; the files are as compiled.
+	Untouched Settled = iota
+	// PutBack: a change cut short was undone; the files are compiled again.
+	PutBack
+	// NotPutBack: a change cut short could not be undone; the files on
+	// disk hold what was never published, and the log's rules run.
+	NotPutBack
+)
 
 // install makes a rebuilt state the live one; the caller holds s.mu (or
 // owns s).

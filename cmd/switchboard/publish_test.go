@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/dsl"
 )
 
 // TestServePublishCutShort: a console publish stopped between writing the
@@ -58,7 +60,10 @@ func TestServePublishCutShort(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var v struct{ Version string }
-		json.NewDecoder(resp.Body).Decode(&v)
+		b, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(b, &v); err != nil || v.Version == "" {
+			t.Errorf("GET /v1/rules: %s %s", resp.Status, b)
+		}
 		return v.Version
 	}
 	args := []string{"--rules", dir, "--data", data}
@@ -122,5 +127,41 @@ func TestServePublishCutShort(t *testing.T) {
 	}
 	if strings.Contains(s.logs.String(), "cut short") {
 		t.Errorf("the log:\n%s", s.logs.String())
+	}
+
+	// Cut short while routing.rules changed on disk too, and started with
+	// the directory spelled otherwise: the table is put back, and the
+	// rest of the files are started on as usual (a reload by serve), so
+	// that what runs is what is on disk.
+	os.WriteFile(table, old, 0o644)
+	if resp, err := http.Post("http://"+s.addr+"/v1/rules/reload", "application/json", strings.NewReader(`{"by":"Dana"}`)); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	v1 := version(s)
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.done
+	cutShort()
+	rules, _ := os.ReadFile(filepath.Join(dir, "routing.rules"))
+	os.WriteFile(filepath.Join(dir, "routing.rules"), append(rules, []byte("\non incoming message where text == 'ping' -> tag ping\n")...), 0o644)
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = startServe(t, bin, "serving", "--rules", rel, "--data", data)
+	if b, _ := os.ReadFile(table); string(b) != string(old) {
+		t.Errorf("the table was not put back:\n%s", b)
+	}
+	onDisk, ds := dsl.Load(dir)
+	if onDisk == nil {
+		t.Fatal(ds)
+	}
+	if v := version(s); v == v1 || v != onDisk.Version {
+		t.Errorf("the service runs %s; the files on disk are %s (and %s ran before)", v, onDisk.Version, v1)
+	}
+	if logs := s.logs.String(); !strings.Contains(logs, "a table publish was cut short") {
+		t.Errorf("the log:\n%s", logs)
 	}
 }
