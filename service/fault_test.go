@@ -792,14 +792,21 @@ func TestFullDiskProbe(t *testing.T) {
 	}
 	h.fs.FailAppends(0)
 	h.fs.FailMeta(0)
+	waitAccepted(t, h, "the disk had room")
+}
+
+// waitAccepted posts an event until it is accepted, for 3 s at most after
+// what made room.
+func waitAccepted(t *testing.T, h *harness, after string) {
+	t.Helper()
 	start := time.Now()
 	for {
 		code, body, _ := h.do("POST", "/v1/events", msgAt("after", "k2", ""))
 		if code == 200 {
-			break
+			return
 		}
 		if time.Since(start) > 3*time.Second {
-			t.Fatalf("still refused %v after the disk had room: %d %s", time.Since(start).Round(time.Millisecond), code, body)
+			t.Fatalf("still refused %v after %s: %d %s", time.Since(start).Round(time.Millisecond), after, code, body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -873,17 +880,7 @@ func TestCommitPause(t *testing.T) {
 		t.Error("no refusal said the last commit failed")
 	}
 	h.fs.FailAppendsIf(nil)
-	start := time.Now()
-	for {
-		code, body, _ := h.do("POST", "/v1/events", msgAt("after", "k2", ""))
-		if code == 200 {
-			break
-		}
-		if time.Since(start) > 3*time.Second {
-			t.Fatalf("still refused %v after the store recovered: %d %s", time.Since(start).Round(time.Millisecond), code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitAccepted(t, h, "the store recovered")
 	// Recovered: a failure again is tried at once, as the first of a row.
 	h.fs.FailAppends(1)
 	if code, _, _ := h.do("POST", "/v1/events", msgAt("x1", "k3", "")); code != 503 {

@@ -742,6 +742,13 @@ func (s *Service) commitPauseMax() time.Duration {
 	return max(maxCommitPause, min(4*s.rebuildTook, time.Minute))
 }
 
+// pauseCommits starts a pause after failed commits, twice the last one
+// (100 ms at first) up to commitPauseMax. The caller holds s.mu.
+func (s *Service) pauseCommits() {
+	s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), s.commitPauseMax())
+	s.commitPause = time.Now().Add(s.commitBackoff)
+}
+
 // pausedCommits refuses a group that comes while commits are paused after
 // failures, and says whether it did. One group is tried per pause, which
 // grows from 100 ms to commitPauseMax while they fail, and only once a
@@ -761,8 +768,7 @@ func (s *Service) pausedCommits(ctx context.Context, batch []*request) bool {
 		cancel()
 		if err != nil {
 			s.mu.Lock()
-			s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), s.commitPauseMax())
-			s.commitPause = time.Now().Add(s.commitBackoff)
+			s.pauseCommits()
 			s.failed.Store(&commitFailure{at: time.Now(), why: err.Error()})
 			s.mu.Unlock()
 			s.log.Error("the store still refuses writes: refusing events", "err", err, "events_refused_for", s.commitBackoff.String())
@@ -1041,8 +1047,7 @@ func (s *Service) finish(f *flight, err error) {
 			// The first failure pauses nothing (a passing fault costs no
 			// refusals); from the second in a row, commits pause.
 			if s.commitFailed {
-				s.commitBackoff = min(max(2*s.commitBackoff, 100*time.Millisecond), s.commitPauseMax())
-				s.commitPause = time.Now().Add(s.commitBackoff)
+				s.pauseCommits()
 			}
 			s.commitFailed = true
 			s.log.Error("commit failed: refusing its events and rebuilding the state from the store", "records", len(f.recs), "err", err,
